@@ -1,0 +1,1 @@
+"""The REST API served by cnmd, and its OpenAPI document."""

@@ -1,0 +1,170 @@
+"""The one error tree of cnm, and the one table that maps it onto every surface.
+
+Every failure a user can see is a ``CnmError`` with a stable kebab-case ``code``, a message
+that says what failed and on what, and an optional hint. Lower-layer errors (netlink errno,
+sqlite) are translated once, where they happen, never re-wrapped further up.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from dataclasses import dataclass
+from typing import Any
+
+
+class CnmError(Exception):
+    """Base of every error cnm reports to a user."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+class InvalidArgument(CnmError):
+    """The request itself is malformed: a bad CIDR, an unknown option, a bad name."""
+
+    code = "invalid-argument"
+
+
+class NotFound(CnmError):
+    code = "not-found"
+
+
+class AlreadyExists(CnmError):
+    code = "already-exists"
+
+
+class Conflict(CnmError):
+    """The request is well formed but clashes with existing state (overlap, address taken)."""
+
+    code = "conflict"
+
+
+class InUse(CnmError):
+    """The object is still used by others (a network with endpoints)."""
+
+    code = "in-use"
+
+
+class Exhausted(CnmError):
+    """No free subnet in the pools, or no free address in a subnet."""
+
+    code = "exhausted"
+
+
+class Unsupported(CnmError):
+    """The kernel, driver or mode cannot do what was asked."""
+
+    code = "unsupported"
+
+
+class PermissionDenied(CnmError):
+    code = "permission-denied"
+
+
+class KernelError(CnmError):
+    """The kernel refused an operation for a reason not covered above."""
+
+    code = "kernel-error"
+
+
+class Unavailable(CnmError):
+    """The daemon cannot be reached (a client-side error)."""
+
+    code = "unavailable"
+
+
+class Internal(CnmError):
+    code = "internal"
+
+
+class Partial(CnmError):
+    """Teardown tried every step; some failed. ``errors`` holds them all."""
+
+    code = "partial-failure"
+
+    def __init__(self, what: str, errors: list[CnmError]) -> None:
+        detail = "; ".join(e.message for e in errors)
+        super().__init__(f"{what}: {detail}")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Mapping_:
+    http: int
+    exit: int
+    cni: int
+
+
+# CNI error codes: 7 invalid network config, 11 try again later, 999 = plugin specific.
+_TABLE: dict[str, Mapping_] = {
+    InvalidArgument.code: Mapping_(400, 2, 7),
+    NotFound.code: Mapping_(404, 1, 999),
+    AlreadyExists.code: Mapping_(409, 1, 999),
+    Conflict.code: Mapping_(409, 1, 999),
+    InUse.code: Mapping_(409, 1, 11),
+    Exhausted.code: Mapping_(409, 1, 11),
+    Unsupported.code: Mapping_(501, 1, 999),
+    PermissionDenied.code: Mapping_(403, 1, 999),
+    KernelError.code: Mapping_(500, 1, 999),
+    Unavailable.code: Mapping_(503, 3, 11),
+    Partial.code: Mapping_(500, 1, 999),
+    Internal.code: Mapping_(500, 1, 999),
+}
+
+_BY_CODE: dict[str, type[CnmError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument, NotFound, AlreadyExists, Conflict, InUse, Exhausted,
+        Unsupported, PermissionDenied, KernelError, Unavailable, Internal, Partial,
+    )
+}
+
+
+def mapping(err: CnmError) -> Mapping_:
+    return _TABLE.get(err.code, _TABLE[Internal.code])
+
+
+def http_status(err: CnmError) -> int:
+    return mapping(err).http
+
+
+def exit_code(err: CnmError) -> int:
+    return mapping(err).exit
+
+
+def from_dict(data: dict[str, Any]) -> CnmError:
+    """Rebuild an error from its wire form (the API client side)."""
+    cls = _BY_CODE.get(str(data.get("code", "")), Internal)
+    if cls is Partial:
+        return Internal(str(data.get("message", "")), hint=data.get("hint"))
+    err = cls(str(data.get("message", "unknown error")), hint=data.get("hint"))
+    err.code = str(data.get("code", err.code))
+    return err
+
+
+def from_errno(code: int, what: str) -> CnmError:
+    """Translate a kernel errno once, in the adapter that saw it."""
+    text = _errno.errorcode.get(code, str(code))
+    if code == _errno.EEXIST:
+        return AlreadyExists(f"{what}: already exists")
+    if code in (_errno.ENOENT, _errno.ENODEV, _errno.ESRCH):
+        return NotFound(f"{what}: not found")
+    if code in (_errno.EPERM, _errno.EACCES):
+        return PermissionDenied(f"{what}: permission denied", hint="cnm needs root (CAP_NET_ADMIN)")
+    if code in (_errno.EOPNOTSUPP, _errno.EAFNOSUPPORT, _errno.EPROTONOSUPPORT):
+        return Unsupported(f"{what}: not supported by this kernel ({text})")
+    if code == _errno.EBUSY:
+        return InUse(f"{what}: device or resource busy")
+    if code == _errno.EADDRNOTAVAIL:
+        return Conflict(f"{what}: address not available")
+    return KernelError(f"{what}: {_errno.errorcode.get(code, code)} ({code})")

@@ -1,0 +1,254 @@
+"""Link, address and route operations, in the host namespace and inside sandboxes.
+
+Every method runs on the right namespace thread (see netns.py) and translates netlink
+errors once. Teardown methods treat "already gone" as success.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import netaddr
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from cnm import names
+from cnm.errors import AlreadyExists, NotFound
+from cnm.kernel.netns import NsThread, Visitor, netlink_call
+
+IFA_F_NODAD = 0x02
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    name: str
+    index: int
+    kind: str
+    alias: str | None
+    master: int | None
+
+
+def _lookup(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def _index(ipr: IPRoute, name: str) -> int:
+    index = _lookup(ipr, name)
+    if index is None:
+        raise NotFound(f"link {name} vanished while cnm was configuring it")
+    return index
+
+
+def _links(ipr: IPRoute) -> list[LinkInfo]:
+    out = []
+    for msg in ipr.get_links():
+        info = msg.get("IFLA_LINKINFO")
+        kind = info.get("IFLA_INFO_KIND") if info else None
+        out.append(
+            LinkInfo(
+                name=msg.get("IFLA_IFNAME"),
+                index=msg["index"],
+                kind=kind or "",
+                alias=msg.get("IFLA_IFALIAS"),
+                master=msg.get("IFLA_MASTER"),
+            )
+        )
+    return out
+
+
+def _add_addresses(ipr: IPRoute, index: int, cidrs: Sequence[str], what: str) -> None:
+    for cidr in cidrs:
+        n = netaddr.IPNetwork(cidr)
+        kw = {"flags": IFA_F_NODAD} if n.version == 6 else {}
+        try:
+            ipr.addr("add", index=index, address=str(n.ip), prefixlen=n.prefixlen, **kw)
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise
+
+
+class HostLinks:
+    """Operations in the managed host namespace, on its resident thread."""
+
+    def __init__(self, thread: NsThread) -> None:
+        self._t = thread
+
+    def links(self) -> list[LinkInfo]:
+        return self._t.call(lambda ipr: netlink_call(lambda: _links(ipr), "list links"))
+
+    def exists(self, name: str) -> bool:
+        return self._t.call(lambda ipr: _lookup(ipr, name) is not None)
+
+    def ensure_bridge(self, name: str, alias: str, mtu: int | None, addresses: Sequence[str],
+                      mac: str) -> bool:
+        """Create the bridge, or bring an existing cnm bridge in line. True if created."""
+
+        def run(ipr: IPRoute) -> bool:
+            index = _lookup(ipr, name)
+            created = False
+            if index is not None:
+                msg = ipr.get_links(index)[0]
+                if msg.get("IFLA_IFALIAS") != alias:
+                    raise AlreadyExists(
+                        f"link {name} already exists in the host namespace and is not this "
+                        "network's bridge",
+                        hint="choose another bridge name with -o bridge_name=NAME",
+                    )
+            else:
+                kw = {"mtu": mtu} if mtu else {}
+                ipr.link("add", ifname=name, kind="bridge", address=mac, **kw)
+                index = _index(ipr, name)
+                created = True
+            try:
+                ipr.link("set", index=index, ifalias=alias)
+                _add_addresses(ipr, index, addresses, name)
+                ipr.link("set", index=index, state="up")
+            except BaseException:
+                if created:
+                    ipr.link("del", index=index)
+                raise
+            return created
+
+        return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"bridge {name}"))
+
+    def delete_link(self, name: str) -> None:
+        def run(ipr: IPRoute) -> None:
+            index = _lookup(ipr, name)
+            if index is None:
+                return
+            try:
+                ipr.link("del", index=index)
+            except NetlinkError as e:
+                if e.code not in (errno.ENODEV, errno.ENOENT):
+                    raise
+
+        self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"delete link {name}"))
+
+    def add_veth(self, name: str, alias: str, peer: str, peer_netns: str, peer_mac: str,
+                 master: str | None, mtu: int | None) -> None:
+        """A veth pair whose peer is created directly inside ``peer_netns`` (no move)."""
+
+        def run(ipr: IPRoute) -> None:
+            master_index = None
+            if master is not None:
+                master_index = _lookup(ipr, master)
+                if master_index is None:
+                    raise NotFound(f"bridge {master} does not exist in the host namespace")
+            fd = os.open(peer_netns, os.O_RDONLY)
+            try:
+                peer_spec: dict[str, object] = {"ifname": peer, "net_ns_fd": fd,
+                                                "address": peer_mac}
+                kw: dict[str, object] = {}
+                if mtu:
+                    peer_spec["mtu"] = mtu
+                    kw["mtu"] = mtu
+                ipr.link("add", ifname=name, kind="veth", peer=peer_spec, **kw)
+            finally:
+                os.close(fd)
+            index = _index(ipr, name)
+            try:
+                ipr.link("set", index=index, ifalias=alias)
+                if master_index is not None:
+                    ipr.link("set", index=index, master=master_index)
+                ipr.link("set", index=index, state="up")
+            except BaseException:
+                ipr.link("del", index=index)
+                raise
+
+        self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"veth {name}"))
+
+    def occupied(self) -> list[tuple[str, str]]:
+        """(cidr, holder) of every address and non-default route in the host namespace."""
+
+        def run(ipr: IPRoute) -> list[tuple[str, str]]:
+            byindex = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.get_links()}
+            out = []
+            for a in ipr.get_addr():
+                n = netaddr.IPNetwork(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+                if n.ip.is_loopback() or n.ip.is_link_local():
+                    continue
+                dev = byindex.get(a["index"], "?")
+                out.append((str(n.cidr), f"address {n} on {dev} in the host namespace"))
+            for family in (2, 10):
+                for r in ipr.get_routes(family=family, table=254):
+                    if r["dst_len"] == 0 or r.get("RTA_DST") is None:
+                        continue
+                    n = netaddr.IPNetwork(f"{r.get('RTA_DST')}/{r['dst_len']}")
+                    if n.version == 6 and (n.ip.is_link_local() or n.ip.is_multicast()):
+                        continue
+                    dev = byindex.get(r.get("RTA_OIF"), "?")
+                    out.append((str(n.cidr), f"route {n} via {dev} in the host namespace"))
+            return out
+
+        return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), "list addresses"))
+
+
+class SandboxLinks:
+    """Operations inside sandbox namespaces, on the visitor thread."""
+
+    def __init__(self, visitor: Visitor) -> None:
+        self._v = visitor
+
+    def create_netns(self, path: str) -> None:
+        self._v.create(path)
+
+    def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
+        """Give an interface its addresses and bring it up."""
+
+        def run(ipr: IPRoute) -> None:
+            index = _lookup(ipr, ifname)
+            if index is None:
+                raise NotFound(f"interface {ifname} is missing in {path}")
+            _add_addresses(ipr, index, addresses, ifname)
+            ipr.link("set", index=index, state="up")
+
+        self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), f"configure {ifname}"))
+
+    def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]]) -> None:
+        """Make the default routes exactly ``routes``: (ip version, gateway, ifname)."""
+
+        def run(ipr: IPRoute) -> None:
+            for family, dst in ((2, "0.0.0.0/0"), (10, "::/0")):
+                version = 4 if family == 2 else 6
+                want = [r for r in routes if r[0] == version]
+                if want:
+                    _, gw, dev = want[0]
+                    index = _lookup(ipr, dev)
+                    ipr.route("replace", dst=dst, gateway=gw, oif=index)
+                else:
+                    try:
+                        ipr.route("del", dst=dst, family=family)
+                    except NetlinkError as e:
+                        if e.code not in (errno.ESRCH, errno.ENOENT):
+                            raise
+
+        self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), "default route"))
+
+    def remove(self, path: str, ifname: str) -> None:
+        def run(ipr: IPRoute) -> None:
+            index = _lookup(ipr, ifname)
+            if index is not None:
+                try:
+                    ipr.link("del", index=index)
+                except NetlinkError as e:
+                    if e.code not in (errno.ENODEV, errno.ENOENT):
+                        raise
+
+        self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), f"remove {ifname}"))
+
+    def links(self, path: str) -> list[LinkInfo]:
+        return self._v.call(path, lambda ipr: netlink_call(lambda: _links(ipr), "list links"))
+
+
+def owned(links: Sequence[LinkInfo]) -> dict[str, tuple[str, str]]:
+    """name -> (kind, id) for the links cnm created (by their ifalias)."""
+    out = {}
+    for link in links:
+        parsed = names.parse_alias(link.alias)
+        if parsed:
+            out[link.name] = parsed
+    return out

@@ -1,0 +1,147 @@
+"""The CNM records (what is stored) and specs (what a user asks for).
+
+Records are frozen; a change makes a new record (``dataclasses.replace``). Their dict form is
+both the store's document and the API's JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+PREDEFINED = ("bridge", "host", "none")
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """One IPAM pool of a network: a subnet with its gateway, range and reserved addresses."""
+
+    subnet: str
+    gateway: str | None = None
+    ip_range: str | None = None
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.subnet else 4
+
+
+@dataclass(frozen=True)
+class Network:
+    id: str
+    name: str
+    driver: str
+    created: str
+    subnets: tuple[Subnet, ...] = ()
+    ipv6: bool = False
+    internal: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def predefined(self) -> bool:
+        return self.name in PREDEFINED
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Network:
+        subnets = tuple(Subnet(**s) for s in d.get("subnets", ()))
+        return cls(**{**d, "subnets": subnets})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    id: str
+    network_id: str
+    sandbox_id: str
+    created: str
+    ifname: str = ""
+    mac: str = ""
+    ipv4: str | None = None  # "10.1.0.2/24"
+    ipv6: str | None = None
+    gateway4: str | None = None  # from the driver's join; None on internal networks
+    gateway6: str | None = None
+    aliases: tuple[str, ...] = ()
+    # Monotonic order of connection within a sandbox: the first gives the default route.
+    order: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["aliases"] = list(self.aliases)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Endpoint:
+        return cls(**{**d, "aliases": tuple(d.get("aliases", ()))})
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    id: str
+    name: str
+    hostname: str
+    created: str
+    # "netns": a namespace cnm made; "host": the sandbox is the host namespace.
+    kind: str = "netns"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sandbox:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SubnetSpec:
+    subnet: str | None = None  # None: pick one from the default pools
+    gateway: str | None = None
+    ip_range: str | None = None
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    driver: str = "bridge"
+    subnets: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()
+    ip_ranges: tuple[str, ...] = ()
+    aux_addresses: dict[str, str] = field(default_factory=dict)
+    ipv6: bool = False
+    internal: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectSpec:
+    network: str
+    sandbox: str
+    ip: str | None = None
+    ip6: str | None = None
+    aliases: tuple[str, ...] = ()
+    mac: str | None = None
+    ports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    name: str
+    network: str = "bridge"
+    ip: str | None = None
+    ip6: str | None = None
+    aliases: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
+    hostname: str | None = None
+    mac: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)

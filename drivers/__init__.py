@@ -1,0 +1,1 @@
+"""Network drivers (installed as ``cnm.drivers``)."""

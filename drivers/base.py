@@ -1,0 +1,69 @@
+"""The driver protocol: what every network driver does, given a context it may touch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cnm.errors import InvalidArgument
+from cnm.kernel.link import HostLinks, SandboxLinks
+from cnm.model import Endpoint, Network
+
+
+@dataclass
+class Context:
+    """Everything a driver may act on: the host namespace and sandbox namespaces."""
+
+    host: HostLinks
+    sandbox: SandboxLinks
+
+
+@dataclass(frozen=True)
+class JoinInfo:
+    """What the sandbox needs after a join: the interface to configure and its gateways."""
+
+    interface: bool = True
+    gateways: tuple[tuple[int, str], ...] = field(default_factory=tuple)
+
+
+class Driver(Protocol):
+    name: str
+    # Whether networks of this driver get subnets and endpoints get addresses.
+    needs_ipam: bool
+    # Whether users may create networks of this driver (host and null are predefined only).
+    user_creatable: bool
+
+    def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
+        """Validate raw ``-o`` options; return their canonical form (what is stored)."""
+        ...
+
+    def create_network(self, net: Network, ctx: Context) -> None: ...
+
+    def delete_network(self, net: Network, ctx: Context) -> None: ...
+
+    def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo: ...
+
+    def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None: ...
+
+    def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool: ...
+
+    def kernel_links(self, net: Network) -> tuple[str, ...]:
+        """Names of the host-namespace links this network owns."""
+        ...
+
+
+def refuse_options(driver: str, raw: Mapping[str, str]) -> dict[str, str]:
+    if raw:
+        key = sorted(raw)[0]
+        raise InvalidArgument(f"unknown option {key!r} for driver {driver}: it takes no options")
+    return {}
+
+
+def parse_bool(key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"invalid value {value!r} for option {key}: expected true or false")

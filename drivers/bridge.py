@@ -1,0 +1,120 @@
+"""bridge: a Linux bridge with the gateway addresses, one veth pair per endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cnm import names
+from cnm.drivers.base import Context, JoinInfo, parse_bool
+from cnm.errors import InvalidArgument
+from cnm.ipam import parse_ip
+from cnm.model import Endpoint, Network
+
+# Docker's option names, accepted as aliases of cnm's own.
+ALIASES = {
+    "com.docker.network.bridge.name": "bridge_name",
+    "com.docker.network.driver.mtu": "mtu",
+    "com.docker.network.bridge.enable_icc": "icc",
+    "com.docker.network.bridge.enable_ip_masquerade": "masquerade",
+    "com.docker.network.bridge.host_binding_ipv4": "host_binding_ipv4",
+}
+KEYS = ("bridge_name", "mtu", "icc", "masquerade", "host_binding_ipv4")
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    bridge_name: str | None = None
+    mtu: int | None = None
+    icc: bool = True
+    masquerade: bool = True
+    host_binding_ipv4: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, str]) -> BridgeOptions:
+        canon: dict[str, str] = {}
+        for key, value in raw.items():
+            name = ALIASES.get(key, key)
+            if name not in KEYS:
+                raise InvalidArgument(
+                    f"unknown option {key!r} for driver bridge",
+                    hint="bridge options: " + ", ".join(KEYS),
+                )
+            if name in canon:
+                raise InvalidArgument(f"option {name} given twice ({key!r} is an alias)")
+            canon[name] = value
+        kw: dict[str, object] = {}
+        if "bridge_name" in canon:
+            bn = canon["bridge_name"]
+            if not names.valid_ifname(bn):
+                raise InvalidArgument(
+                    f"invalid value {bn!r} for option bridge_name: an interface name is 1-15 "
+                    "characters of letters, digits, '_', '-' and '.'"
+                )
+            kw["bridge_name"] = bn
+        if "mtu" in canon:
+            mtu = int(canon["mtu"]) if canon["mtu"].strip().isdigit() else -1
+            if not 68 <= mtu <= 65535:
+                raise InvalidArgument(
+                    f"invalid value {canon['mtu']!r} for option mtu: expected 68-65535"
+                )
+            kw["mtu"] = mtu
+        for key in ("icc", "masquerade"):
+            if key in canon:
+                kw[key] = parse_bool(key, canon[key])
+        if "host_binding_ipv4" in canon:
+            ip = parse_ip(canon["host_binding_ipv4"], "host_binding_ipv4")
+            if ip.version != 4:
+                raise InvalidArgument(f"invalid value {ip} for option host_binding_ipv4: not IPv4")
+            kw["host_binding_ipv4"] = str(ip)
+        return cls(**kw)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, str]:
+        out = {}
+        for key in KEYS:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
+
+
+def bridge_of(net: Network) -> str:
+    return net.options.get("bridge_name") or names.bridge_name(net.id)
+
+
+class BridgeDriver:
+    name = "bridge"
+    needs_ipam = True
+    user_creatable = True
+
+    def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
+        return BridgeOptions.parse(raw).to_dict()
+
+    def create_network(self, net: Network, ctx: Context) -> None:
+        opts = BridgeOptions.parse(net.options)
+        addrs = [f"{s.gateway}/{s.subnet.split('/')[1]}" for s in net.subnets if s.gateway]
+        ctx.host.ensure_bridge(bridge_of(net), names.alias("network", net.id), opts.mtu, addrs,
+                               names.random_mac())
+
+    def delete_network(self, net: Network, ctx: Context) -> None:
+        ctx.host.delete_link(bridge_of(net))
+
+    def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
+        opts = BridgeOptions.parse(net.options)
+        ctx.host.add_veth(names.veth_name(ep.id), names.alias("endpoint", ep.id), ep.ifname,
+                          netns, ep.mac, bridge_of(net), opts.mtu)
+        gateways: tuple[tuple[int, str], ...] = ()
+        if not net.internal:
+            gateways = tuple((s.version, s.gateway) for s in net.subnets if s.gateway)
+        return JoinInfo(interface=True, gateways=gateways)
+
+    def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None:
+        # Deleting the host end takes the sandbox end with it.
+        ctx.host.delete_link(names.veth_name(ep.id))
+
+    def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool:
+        return bool(ctx.host.exists(names.veth_name(ep.id)))
+
+    def kernel_links(self, net: Network) -> tuple[str, ...]:
+        return (bridge_of(net),)
