@@ -260,7 +260,7 @@ class Controller:
                 path = self.netns_path(sb)
                 if kind == "netns":
                     self.ctx.sandbox.create_netns(path)
-                    undo.callback(_quietly(netns.delete, path))
+                    undo.callback(_quietly(self.ctx.sandbox.delete_netns, path))
                 os.makedirs(self.files_dir(sb), mode=0o755)
                 undo.callback(_quietly(shutil.rmtree, self.files_dir(sb), True))
                 ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, [], undo)
@@ -286,9 +286,13 @@ class Controller:
                     errors.append(e)
             if errors and not force:
                 raise Partial(f'removing sandbox "{sb.name}"', errors)
+            try:
+                self.ctx.host.reap()  # rm returns with every link of the sandbox gone
+            except CnmError as e:
+                errors.append(e)
             if sb.kind == "netns":
                 try:
-                    netns.delete(self.netns_path(sb))
+                    self.ctx.sandbox.delete_netns(self.netns_path(sb))
                 except CnmError as e:
                     errors.append(e)
             shutil.rmtree(self.files_dir(sb), ignore_errors=True)
@@ -480,6 +484,7 @@ class Controller:
                 log.error("reconcile: %s", e.message)
                 errors.append(e)
 
+        attempt(self.ctx.host.reap)  # links retired before a crash or stop
         for net in list(self.networks.values()):
             attempt(self.drivers[net.driver].create_network, net, self.ctx)
         for sb in list(self.sandboxes.values()):
@@ -498,7 +503,7 @@ class Controller:
         for entry in os.listdir(ns_dir):
             if entry not in self.sandboxes:
                 log.warning("reconcile: removing stale namespace %s", entry)
-                attempt(netns.delete, os.path.join(ns_dir, entry))
+                attempt(self.ctx.sandbox.delete_netns, os.path.join(ns_dir, entry))
         sb_dir = os.path.join(self.config.run_dir, "sandboxes")
         for entry in os.listdir(sb_dir):
             if entry not in self.sandboxes:

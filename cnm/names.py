@@ -44,6 +44,15 @@ def veth_name(endpoint_id: str) -> str:
     return f"{PREFIX}v{endpoint_id[:11]}"
 
 
+def retired_name(endpoint_id: str) -> str:
+    """Sandbox-side end of a retired veth, renamed so its ethN name is free at once."""
+    return f"{PREFIX}r{endpoint_id[:11]}"
+
+
+# Link group of retired links (the u32 "cnm"): deleted together in one batched request.
+GRAVEYARD_GROUP = 0x636E6D
+
+
 def sandbox_ifname(index: int) -> str:
     return f"eth{index}"
 

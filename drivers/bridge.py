@@ -110,8 +110,10 @@ class BridgeDriver:
         return JoinInfo(interface=True, gateways=gateways)
 
     def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None:
-        # Deleting the host end takes the sandbox end with it.
-        ctx.host.delete_link(names.veth_name(ep.id))
+        # Off the bridge first, so no frame reaches the sandbox after this; the pair itself
+        # is deleted by the reaper (the kernel's link delete is slow and serialises).
+        ctx.host.retire(names.veth_name(ep.id))
+        ctx.sandbox.retire(netns, ep.ifname, names.retired_name(ep.id))
 
     def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool:
         return bool(ctx.host.exists(names.veth_name(ep.id)))

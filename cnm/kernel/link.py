@@ -6,8 +6,12 @@ errors once. Teardown methods treat "already gone" as success.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,9 +21,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from cnm import names
 from cnm.errors import AlreadyExists, NotFound
+from cnm.kernel import netns
 from cnm.kernel.netns import NsThread, Visitor, netlink_call
 
 IFA_F_NODAD = 0x02
+log = logging.getLogger("cnm.kernel")
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,66 @@ def _add_addresses(ipr: IPRoute, index: int, cidrs: Sequence[str], what: str) ->
 
 
 class HostLinks:
-    """Operations in the managed host namespace, on its resident thread."""
+    """Operations in the managed host namespace, on its resident thread.
+
+    Deleting a link costs the kernel 14-22 ms (RCU synchronisation) however small it is, and
+    it serialises. So endpoints are *retired* (detached, down, moved to the graveyard link
+    group: about 1 ms) and a reaper deletes the whole group in one batched request shortly
+    after: 50 links go in under 30 ms instead of 800 ms.
+    """
+
+    REAP_DELAY = 0.2
 
     def __init__(self, thread: NsThread) -> None:
         self._t = thread
+        self._kick = threading.Event()
+        self._stopping = False
+        self._reaper = threading.Thread(target=self._reap_loop, name="cnm-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while not self._stopping:
+            self._kick.wait()
+            if self._stopping:
+                return
+            self._kick.clear()
+            # Coalesce a burst of retirements into one batched delete.
+            time.sleep(self.REAP_DELAY)
+            try:
+                self.reap()
+            except Exception as e:  # noqa: BLE001 - the reaper must outlive one failure
+                log.error("reaping retired links failed: %s", e)
+
+    def retire(self, name: str) -> None:
+        """Take a link out of service now; the reaper deletes it soon. Gone is fine."""
+
+        def run(ipr: IPRoute) -> None:
+            index = _lookup(ipr, name)
+            if index is not None:
+                ipr.link("set", index=index, state="down", master=0,
+                         group=names.GRAVEYARD_GROUP)
+
+        self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"retire link {name}"))
+        self._kick.set()
+
+    def reap(self) -> None:
+        """Delete every retired link now, in one batched request."""
+
+        def run(ipr: IPRoute) -> None:
+            try:
+                ipr.link("del", group=names.GRAVEYARD_GROUP)
+            except NetlinkError as e:
+                if e.code not in (errno.ENODEV, errno.ENOENT):
+                    raise
+
+        self._t.call(lambda ipr: netlink_call(lambda: run(ipr), "delete retired links"))
+
+    def close(self) -> None:
+        """Stop the reaper after a last reap; the thread itself is the caller's."""
+        self._stopping = True
+        self._kick.set()
+        self._reaper.join(timeout=5)
+        self.reap()
 
     def links(self) -> list[LinkInfo]:
         return self._t.call(lambda ipr: netlink_call(lambda: _links(ipr), "list links"))
@@ -142,21 +204,20 @@ class HostLinks:
             try:
                 peer_spec: dict[str, object] = {"ifname": peer, "net_ns_fd": fd,
                                                 "address": peer_mac}
-                kw: dict[str, object] = {}
+                kw: dict[str, object] = {"state": "up"}
                 if mtu:
                     peer_spec["mtu"] = mtu
                     kw["mtu"] = mtu
+                if master_index is not None:
+                    kw["master"] = master_index
                 ipr.link("add", ifname=name, kind="veth", peer=peer_spec, **kw)
             finally:
                 os.close(fd)
-            index = _index(ipr, name)
             try:
-                ipr.link("set", index=index, ifalias=alias)
-                if master_index is not None:
-                    ipr.link("set", index=index, master=master_index)
-                ipr.link("set", index=index, state="up")
+                # The kernel ignores IFLA_IFALIAS on creation.
+                ipr.link("set", index=_index(ipr, name), ifalias=alias)
             except BaseException:
-                ipr.link("del", index=index)
+                ipr.link("del", ifname=name)
                 raise
 
         self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"veth {name}"))
@@ -196,6 +257,11 @@ class SandboxLinks:
     def create_netns(self, path: str) -> None:
         self._v.create(path)
 
+    def delete_netns(self, path: str) -> None:
+        """Close cnm's own handle on the namespace, then unbind it. Gone is success."""
+        self._v.forget(path)
+        netns.delete(path)
+
     def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
         """Give an interface its addresses and bring it up."""
 
@@ -227,6 +293,22 @@ class SandboxLinks:
                             raise
 
         self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), "default route"))
+
+    def retire(self, path: str, ifname: str, new_name: str) -> None:
+        """Take an interface out of the sandbox's view: down, addresses gone, renamed so its
+        name is free at once. Its deletion comes with its host end (HostLinks.retire)."""
+
+        def run(ipr: IPRoute) -> None:
+            index = _lookup(ipr, ifname)
+            if index is None:
+                return
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, ifname=new_name)
+            ipr.flush_addr(index=index)
+
+        # A namespace already gone took the interface with it.
+        with contextlib.suppress(NotFound):
+            self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), f"retire {ifname}"))
 
     def remove(self, path: str, ifname: str) -> None:
         def run(ipr: IPRoute) -> None:
