@@ -80,7 +80,8 @@ class Controller:
         self.store = store
         self.ctx = ctx
         self.drivers = drivers
-        self._lock = threading.RLock()
+        # Serialises every mutation (and the daemon's stop); reads take it briefly.
+        self.lock = threading.RLock()
         self.networks: dict[str, Network] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -115,29 +116,29 @@ class Controller:
         raise NotFound(f"{what} {ref!r} not found")
 
     def network(self, ref: str) -> Network:
-        with self._lock:
+        with self.lock:
             net: Network = self._find(self.networks, ref, "network")
             return net
 
     def sandbox(self, ref: str) -> Sandbox:
-        with self._lock:
+        with self.lock:
             sb: Sandbox = self._find(self.sandboxes, ref, "sandbox")
             return sb
 
     def endpoints_of(self, *, network: str | None = None,
                      sandbox: str | None = None) -> list[Endpoint]:
-        with self._lock:
+        with self.lock:
             eps = [e for e in self.endpoints.values()
                    if (network is None or e.network_id == network)
                    and (sandbox is None or e.sandbox_id == sandbox)]
         return sorted(eps, key=lambda e: e.order)
 
     def list_networks(self) -> list[Network]:
-        with self._lock:
+        with self.lock:
             return sorted(self.networks.values(), key=lambda n: n.name)
 
     def list_sandboxes(self) -> list[Sandbox]:
-        with self._lock:
+        with self.lock:
             return sorted(self.sandboxes.values(), key=lambda s: s.name)
 
     # ----------------------------------------------------------------------- networks
@@ -151,7 +152,7 @@ class Controller:
         return taken, routes
 
     def create_network(self, spec: NetworkSpec) -> Network:
-        with self._lock:
+        with self.lock:
             if not names.valid_name(spec.name):
                 raise InvalidArgument(
                     f"invalid network name {spec.name!r}: use 1-64 letters, digits, '_', '.' "
@@ -205,7 +206,7 @@ class Controller:
         self._addresses[net.id] = NetworkAddresses(net.subnets)
 
     def remove_network(self, ref: str) -> Network:
-        with self._lock:
+        with self.lock:
             net = self.network(ref)
             if net.predefined:
                 raise InvalidArgument(
@@ -226,7 +227,7 @@ class Controller:
             return net
 
     def prune_networks(self) -> list[str]:
-        with self._lock:
+        with self.lock:
             used = {e.network_id for e in self.endpoints.values()}
             gone = []
             for net in self.list_networks():
@@ -237,7 +238,7 @@ class Controller:
 
     # ----------------------------------------------------------------------- sandboxes
     def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
-        with self._lock:
+        with self.lock:
             if not names.valid_name(spec.name):
                 raise InvalidArgument(
                     f"invalid sandbox name {spec.name!r}: use 1-64 letters, digits, '_', '.' "
@@ -276,7 +277,7 @@ class Controller:
     def remove_sandbox(self, ref: str, force: bool = False) -> Sandbox:
         """Leave every network, then delete the namespace. With force, records are dropped
         even when a kernel step fails (the failures are still reported)."""
-        with self._lock:
+        with self.lock:
             sb = self.sandbox(ref)
             errors: list[CnmError] = []
             for ep in reversed(self.endpoints_of(sandbox=sb.id)):
@@ -309,7 +310,7 @@ class Controller:
 
     # ----------------------------------------------------------------------- endpoints
     def connect(self, spec: ConnectSpec) -> Endpoint:
-        with self._lock:
+        with self.lock:
             net = self.network(spec.network)
             sb = self.sandbox(spec.sandbox)
             _refuse_later_features(spec.aliases, spec.ports)
@@ -338,7 +339,7 @@ class Controller:
             return ep
 
     def disconnect(self, network: str, sandbox: str) -> Endpoint:
-        with self._lock:
+        with self.lock:
             net = self.network(network)
             sb = self.sandbox(sandbox)
             ep = next((e for e in self.endpoints_of(sandbox=sb.id) if e.network_id == net.id),
@@ -412,7 +413,9 @@ class Controller:
                 host_resolv = f.read()
         except OSError:
             host_resolv = ""
-        sandboxfile.write(os.path.join(d, "resolv.conf"), sandboxfile.resolv_conf(host_resolv))
+        # The host network's sandbox shares the host's resolvers, loopback ones included.
+        resolv = host_resolv if sb.kind == "host" else sandboxfile.resolv_conf(host_resolv)
+        sandboxfile.write(os.path.join(d, "resolv.conf"), resolv)
         sandboxfile.write(os.path.join(d, "hostname"), sb.hostname + "\n")
 
     def _detach(self, sb: Sandbox, ep: Endpoint, refresh: bool) -> None:
@@ -436,7 +439,7 @@ class Controller:
     # ----------------------------------------------------------------------- start
     def start(self) -> None:
         """Load the store and make the kernel match it (reconcile)."""
-        with self._lock:
+        with self.lock:
             state = self.store.load()
             self.networks = {n.id: n for n in state.networks}
             self.sandboxes = {s.id: s for s in state.sandboxes}
@@ -554,7 +557,7 @@ class Controller:
         return out
 
     def info(self) -> dict[str, Any]:
-        with self._lock:
+        with self.lock:
             return {
                 "networks": len(self.networks),
                 "sandboxes": len(self.sandboxes),

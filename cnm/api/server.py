@@ -1,0 +1,302 @@
+"""The REST/JSON API under /v1/, served over a unix socket.
+
+One route table; request bodies are checked against one field table per body (the OpenAPI
+document in openapi.yaml is kept equal to both by a unit test). Errors leave here in one
+shape, ``{"error": {"code", "message", "hint"?}}``, with the HTTP status from cnm.errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import socketserver
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from cnm import __version__
+from cnm.controller import Controller
+from cnm.errors import CnmError, Internal, InvalidArgument, NotFound, http_status
+from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+
+log = logging.getLogger("cnm.api")
+
+# Field tables: name -> (type, required). Types: "string", "boolean", "array", "object".
+NETWORK_CREATE = {
+    "name": ("string", True),
+    "driver": ("string", False),
+    "subnets": ("array", False),
+    "gateways": ("array", False),
+    "ip_ranges": ("array", False),
+    "aux_addresses": ("object", False),
+    "ipv6": ("boolean", False),
+    "internal": ("boolean", False),
+    "options": ("object", False),
+    "labels": ("object", False),
+}
+CONNECT = {
+    "sandbox": ("string", True),
+    "ip": ("string", False),
+    "ip6": ("string", False),
+    "aliases": ("array", False),
+    "mac_address": ("string", False),
+    "ports": ("array", False),
+}
+DISCONNECT = {"sandbox": ("string", True)}
+SANDBOX_CREATE = {
+    "name": ("string", True),
+    "network": ("string", False),
+    "ip": ("string", False),
+    "ip6": ("string", False),
+    "aliases": ("array", False),
+    "ports": ("array", False),
+    "hostname": ("string", False),
+    "mac_address": ("string", False),
+    "labels": ("object", False),
+}
+
+_PY: dict[str, type[Any]] = {"string": str, "boolean": bool, "array": list, "object": dict}
+
+
+def check_body(body: Any, fields: dict[str, tuple[str, bool]], what: str) -> dict[str, Any]:
+    """Refuse unknown fields, missing required ones and wrong types, naming the field."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{what}: the request body must be a JSON object")
+    for key in body:
+        if key not in fields:
+            raise InvalidArgument(f"{what}: unknown field {key!r}",
+                                  hint="fields: " + ", ".join(fields))
+    for key, (kind, required) in fields.items():
+        if key not in body or body[key] is None:
+            if required:
+                raise InvalidArgument(f"{what}: field {key!r} is required")
+            continue
+        value = body[key]
+        if not isinstance(value, _PY[kind]) or (kind != "boolean" and isinstance(value, bool)):
+            raise InvalidArgument(f"{what}: field {key!r} must be a {kind}")
+        if kind == "array" and not all(isinstance(v, str) for v in value):
+            raise InvalidArgument(f"{what}: field {key!r} must be an array of strings")
+        if kind == "object" and not all(isinstance(v, str) for v in value.values()):
+            raise InvalidArgument(f"{what}: field {key!r} must map strings to strings")
+    return body
+
+
+@dataclass(frozen=True)
+class Request:
+    params: dict[str, str]
+    query: dict[str, list[str]]
+    body: Any
+
+
+Response = tuple[int, Any]
+Handler = Callable[[Controller, Request], Response]
+
+
+def _ping(c: Controller, r: Request) -> Response:
+    return 200, {"ok": True, "version": __version__}
+
+
+def _info(c: Controller, r: Request) -> Response:
+    return 200, {"version": __version__, **c.info()}
+
+
+def _list_networks(c: Controller, r: Request) -> Response:
+    return 200, [c.network_view(n) for n in c.list_networks()]
+
+
+def _create_network(c: Controller, r: Request) -> Response:
+    b = check_body(r.body, NETWORK_CREATE, "network create")
+    spec = NetworkSpec(
+        name=b["name"], driver=b.get("driver") or "bridge",
+        subnets=tuple(b.get("subnets") or ()), gateways=tuple(b.get("gateways") or ()),
+        ip_ranges=tuple(b.get("ip_ranges") or ()),
+        aux_addresses=dict(b.get("aux_addresses") or {}), ipv6=bool(b.get("ipv6")),
+        internal=bool(b.get("internal")), options=dict(b.get("options") or {}),
+        labels=dict(b.get("labels") or {}),
+    )
+    return 201, c.network_view(c.create_network(spec))
+
+
+def _get_network(c: Controller, r: Request) -> Response:
+    return 200, c.network_view(c.network(r.params["ref"]))
+
+
+def _remove_network(c: Controller, r: Request) -> Response:
+    net = c.remove_network(r.params["ref"])
+    return 200, {"id": net.id, "name": net.name}
+
+
+def _prune_networks(c: Controller, r: Request) -> Response:
+    return 200, {"removed": c.prune_networks()}
+
+
+def _connect(c: Controller, r: Request) -> Response:
+    b = check_body(r.body, CONNECT, "connect")
+    ep = c.connect(ConnectSpec(
+        network=r.params["ref"], sandbox=b["sandbox"], ip=b.get("ip"), ip6=b.get("ip6"),
+        aliases=tuple(b.get("aliases") or ()), mac=b.get("mac_address"),
+        ports=tuple(b.get("ports") or ()),
+    ))
+    return 201, ep.to_dict()
+
+
+def _disconnect(c: Controller, r: Request) -> Response:
+    b = check_body(r.body, DISCONNECT, "disconnect")
+    ep = c.disconnect(r.params["ref"], b["sandbox"])
+    return 200, {"id": ep.id}
+
+
+def _list_sandboxes(c: Controller, r: Request) -> Response:
+    return 200, [c.sandbox_view(s) for s in c.list_sandboxes()]
+
+
+def _create_sandbox(c: Controller, r: Request) -> Response:
+    b = check_body(r.body, SANDBOX_CREATE, "sandbox create")
+    sb = c.create_sandbox(SandboxSpec(
+        name=b["name"], network=b.get("network") or "bridge", ip=b.get("ip"),
+        ip6=b.get("ip6"), aliases=tuple(b.get("aliases") or ()),
+        ports=tuple(b.get("ports") or ()), hostname=b.get("hostname"),
+        mac=b.get("mac_address"), labels=dict(b.get("labels") or {}),
+    ))
+    return 201, c.sandbox_view(sb)
+
+
+def _get_sandbox(c: Controller, r: Request) -> Response:
+    return 200, c.sandbox_view(c.sandbox(r.params["ref"]))
+
+
+def _remove_sandbox(c: Controller, r: Request) -> Response:
+    force = r.query.get("force", ["false"])[-1].lower() in ("1", "true", "yes")
+    sb = c.remove_sandbox(r.params["ref"], force=force)
+    return 200, {"id": sb.id, "name": sb.name}
+
+
+def _openapi(c: Controller, r: Request) -> Response:
+    return 200, openapi_document()
+
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/v1/_ping", _ping),
+    ("GET", "/v1/info", _info),
+    ("GET", "/v1/openapi", _openapi),
+    ("GET", "/v1/networks", _list_networks),
+    ("POST", "/v1/networks", _create_network),
+    ("POST", "/v1/networks/prune", _prune_networks),
+    ("GET", "/v1/networks/{ref}", _get_network),
+    ("DELETE", "/v1/networks/{ref}", _remove_network),
+    ("POST", "/v1/networks/{ref}/connect", _connect),
+    ("POST", "/v1/networks/{ref}/disconnect", _disconnect),
+    ("GET", "/v1/sandboxes", _list_sandboxes),
+    ("POST", "/v1/sandboxes", _create_sandbox),
+    ("GET", "/v1/sandboxes/{ref}", _get_sandbox),
+    ("DELETE", "/v1/sandboxes/{ref}", _remove_sandbox),
+]
+
+_COMPILED = [
+    (method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"), path, fn)
+    for method, path, fn in ROUTES
+]
+
+
+def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    allowed = False
+    for m, rx, _, fn in _COMPILED:
+        match = rx.match(path)
+        if match:
+            if m == method:
+                return fn, {k: unquote(v) for k, v in match.groupdict().items()}
+            allowed = True
+    if allowed:
+        raise InvalidArgument(f"method {method} is not allowed on {path}")
+    raise NotFound(f"no such API path: {method} {path}")
+
+
+def openapi_document() -> Any:
+    import yaml
+
+    with open(os.path.join(os.path.dirname(__file__), "openapi.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def dispatch(c: Controller, method: str, target: str, raw: bytes) -> Response:
+    """Route one request and turn every outcome into (status, JSON payload)."""
+    try:
+        parts = urlsplit(target)
+        fn, params = route(method, parts.path)
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise InvalidArgument("the request body is not valid JSON") from None
+        elif method == "POST":
+            body = {}
+        return fn(c, Request(params, parse_qs(parts.query), body))
+    except CnmError as e:
+        return http_status(e), {"error": e.to_dict()}
+    except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a 500
+        log.exception("internal error on %s %s", method, target)
+        return 500, {"error": Internal(f"internal error: {e}").to_dict()}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        status, payload = dispatch(self.server.controller, self.command, self.path, raw)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.command, self.path)
+
+    def address_string(self) -> str:
+        return "unix"
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, path: str, controller: Controller) -> None:
+        self.controller = controller
+        super().__init__(path, _Handler)
+
+
+def serve(controller: Controller, path: str) -> _Server:
+    """Bind the API socket (mode 0660). A stale socket file is replaced; a live one is not."""
+    if os.path.exists(path):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise InvalidArgument(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+        else:
+            raise InvalidArgument(f"another daemon is already listening on {path}")
+        finally:
+            probe.close()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    old = os.umask(0o117)
+    try:
+        server = _Server(path, controller)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    return server

@@ -1,0 +1,104 @@
+"""A client of the cnmd API over its unix socket. Errors come back as the same CnmError."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from typing import Any
+from urllib.parse import quote
+
+from cnm.errors import CnmError, Internal, Unavailable, from_dict
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+class Client:
+    """One keep-alive connection; not for use by several threads at once."""
+
+    def __init__(self, host: str, timeout: float = 60.0) -> None:
+        if not host.startswith("unix://"):
+            raise Unavailable(f"unsupported daemon address {host!r}: expected unix://PATH")
+        self.path = host[len("unix://"):]
+        self._conn = _UnixConnection(self.path, timeout)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            self._conn.request(method, path, body=data, headers=headers)
+            resp = self._conn.getresponse()
+            raw = resp.read()
+        except (FileNotFoundError, ConnectionRefusedError):
+            self._conn.close()
+            raise Unavailable(f"cannot reach cnmd at {self.path}: is it running?",
+                              hint="start it with cnmd, or point -H / CNM_HOST at its socket"
+                              ) from None
+        except PermissionError:
+            self._conn.close()
+            raise Unavailable(f"permission denied on {self.path}",
+                              hint="run as root or as a member of the socket's group") from None
+        except (OSError, http.client.HTTPException) as e:
+            self._conn.close()
+            raise Unavailable(f"lost the connection to cnmd at {self.path}: {e}") from None
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            raise Internal(f"cnmd answered {resp.status} with a body that is not JSON") from None
+        if resp.status >= 400:
+            err = payload.get("error") if isinstance(payload, dict) else None
+            if isinstance(err, dict):
+                raise from_dict(err)
+            raise CnmError(f"cnmd answered {resp.status}")
+        return payload
+
+    # Convenience wrappers used by the CLI, tests and benchmarks.
+    def networks(self) -> Any:
+        return self.call("GET", "/v1/networks")
+
+    def network(self, ref: str) -> Any:
+        return self.call("GET", f"/v1/networks/{quote(ref, safe='')}")
+
+    def create_network(self, **body: Any) -> Any:
+        return self.call("POST", "/v1/networks", body)
+
+    def remove_network(self, ref: str) -> Any:
+        return self.call("DELETE", f"/v1/networks/{quote(ref, safe='')}")
+
+    def connect(self, network: str, sandbox: str, **body: Any) -> Any:
+        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/connect",
+                         {"sandbox": sandbox, **body})
+
+    def disconnect(self, network: str, sandbox: str) -> Any:
+        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/disconnect",
+                         {"sandbox": sandbox})
+
+    def sandboxes(self) -> Any:
+        return self.call("GET", "/v1/sandboxes")
+
+    def sandbox(self, ref: str) -> Any:
+        return self.call("GET", f"/v1/sandboxes/{quote(ref, safe='')}")
+
+    def create_sandbox(self, **body: Any) -> Any:
+        return self.call("POST", "/v1/sandboxes", body)
+
+    def remove_sandbox(self, ref: str, force: bool = False) -> Any:
+        q = "?force=true" if force else ""
+        return self.call("DELETE", f"/v1/sandboxes/{quote(ref, safe='')}{q}")

@@ -1,0 +1,139 @@
+"""cnmd: one daemon per host namespace. Reconciles, then serves the API until SIGTERM.
+
+SIGTERM stops the daemon and leaves networks and sandboxes as they are; the next start
+picks them up (reconcile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from cnm import __version__
+from cnm.api.server import serve
+from cnm.controller import Config, Controller
+from cnm.drivers.base import Context
+from cnm.drivers.registry import builtin
+from cnm.errors import CnmError, InvalidArgument, exit_code
+from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
+from cnm.kernel import netns
+from cnm.kernel.link import HostLinks, SandboxLinks
+from cnm.kernel.netns import NsThread, Visitor
+from cnm.store import Store
+
+DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
+log = logging.getLogger("cnmd")
+
+
+def socket_path(host: str) -> str:
+    if not host.startswith("unix://"):
+        raise InvalidArgument(f"unsupported address {host!r}: cnmd listens on unix://PATH only",
+                              hint="TCP with mutual TLS is not available yet")
+    return host[len("unix://"):]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnmd", description="The cnm daemon.")
+    p.add_argument("--netns", metavar="PATH",
+                   help="manage this network namespace instead of the daemon's own")
+    p.add_argument("--state-dir", default="/var/lib/cnm", metavar="DIR")
+    p.add_argument("--run-dir", default="/run/cnm", metavar="DIR")
+    p.add_argument("-H", "--host", default=None, metavar="unix://PATH",
+                   help="API socket (default: unix://RUN_DIR/cnm.sock)")
+    p.add_argument("--default-address-pool", action="append", default=[],
+                   metavar="base=CIDR,size=N",
+                   help="replaces the default pools for automatic subnets (repeatable)")
+    p.add_argument("--bridge-subnet", metavar="CIDR",
+                   help="subnet of the default bridge network (default 172.17.0.0/16)")
+    p.add_argument("--bridge-name", default="cnm0", metavar="NAME",
+                   help="Linux bridge of the default network")
+    p.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="PATH",
+                   help="the host's resolver configuration, copied into sandboxes")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("--version", action="version", version=f"cnmd {__version__}")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    if args.netns and not netns.is_netns(args.netns):
+        raise InvalidArgument(f"--netns {args.netns}: not a network namespace")
+    pools = tuple(Pool.parse(p) for p in args.default_address_pool) or DEFAULT_POOLS
+    if args.bridge_subnet:
+        parse_cidr(args.bridge_subnet, "--bridge-subnet")
+    return Config(
+        state_dir=os.path.abspath(args.state_dir), run_dir=os.path.abspath(args.run_dir),
+        host_netns=os.path.abspath(args.netns) if args.netns else None, pools=pools,
+        default_bridge_subnet=args.bridge_subnet, default_bridge_name=args.bridge_name,
+        resolv_conf=args.resolv_conf,
+    )
+
+
+def _lock_state(state_dir: str) -> int:
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InvalidArgument(f"another cnmd already uses the state dir {state_dir}") from None
+    return fd
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        config = config_from(args)
+        path = socket_path(args.host or f"unix://{os.path.join(config.run_dir, 'cnm.sock')}")
+        lock = _lock_state(config.state_dir)
+        host_thread = NsThread(config.host_netns)
+        visitor = Visitor()
+        host = HostLinks(host_thread)
+        store = Store(config.state_dir)
+        controller = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin())
+        controller.start()
+        # Listening only after reconcile: a client that connects sees a consistent daemon.
+        server = serve(controller, path)
+    except CnmError as e:
+        print(f"cnmd: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return exit_code(e)
+    worker = threading.Thread(target=server.serve_forever, name="cnm-api", daemon=True)
+    worker.start()
+    log.info("cnmd %s ready on %s (host namespace: %s)", __version__, path,
+             config.host_netns or "own")
+    stop.wait()
+    log.info("stopping; networks and sandboxes stay as they are")
+    server.shutdown()
+    server.server_close()
+    # Take the controller lock so no mutation is cut in half.
+    with controller.lock:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        host.close()
+        host_thread.stop()
+        visitor.stop()
+        store.close()
+    os.close(lock)
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
