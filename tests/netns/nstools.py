@@ -1,0 +1,146 @@
+"""Helpers for the root tier: run commands in namespaces, and the stacks under test.
+
+Every test gets its own "host" namespace (named cnmtest-*), its own state and run dirs, and
+either an in-process controller (``stack``) or a real cnmd process (``daemon``). Teardown
+runs even when the test fails: the daemon is stopped, every namespace bound under the run
+dir is unmounted, and the host namespace is deleted (its bridges and veths go with it).
+Nothing here touches the machine's own namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnm.client import Client
+from cnm.controller import Config, Controller
+from cnm.kernel.link import HostLinks, SandboxLinks
+
+
+def run(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def in_ns(netns: str, *cmd: str, check: bool = True,
+          timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run a command inside the network namespace bound at ``netns``."""
+    return run("nsenter", f"--net={netns}", *cmd, check=check, timeout=timeout)
+
+
+def can_ping(netns: str, address: str, timeout_s: int = 1) -> bool:
+    r = in_ns(netns, "ping", "-c", "1", "-W", str(timeout_s), "-q", address, check=False)
+    return r.returncode == 0
+
+
+def links(netns: str) -> dict[str, dict[str, Any]]:
+    """name -> `ip -j link` record, inside ``netns``."""
+    out = in_ns(netns, "ip", "-j", "-d", "link", "show").stdout
+    return {x["ifname"]: x for x in json.loads(out)}
+
+
+def addresses(netns: str, ifname: str) -> list[str]:
+    out = in_ns(netns, "ip", "-j", "addr", "show", "dev", ifname).stdout
+    return [f"{a['local']}/{a['prefixlen']}" for x in json.loads(out)
+            for a in x.get("addr_info", []) if a.get("scope") == "global"]
+
+
+def default_route(netns: str) -> str | None:
+    out = in_ns(netns, "ip", "-j", "route", "show", "default").stdout
+    routes = json.loads(out)
+    return f"{routes[0]['gateway']} dev {routes[0]['dev']}" if routes else None
+
+
+@dataclass
+class HostNs:
+    name: str
+    path: str
+
+
+def unbind_all(run_dir: Path) -> None:
+    ns_dir = run_dir / "netns"
+    if ns_dir.is_dir():
+        for entry in ns_dir.iterdir():
+            subprocess.run(["umount", "-l", str(entry)], capture_output=True)
+            entry.unlink(missing_ok=True)
+
+
+@dataclass
+class Stack:
+    """An in-process controller on real kernel adapters."""
+
+    controller: Controller
+    host: HostLinks
+    sandbox: SandboxLinks
+    host_ns: HostNs
+    config: Config
+
+    def netns(self, sandbox: str) -> str:
+        return self.controller.netns_path(self.controller.sandbox(sandbox))
+
+
+@dataclass
+class Daemon:
+    """A real cnmd process managing a throwaway host namespace."""
+
+    host_ns: HostNs
+    state_dir: Path
+    run_dir: Path
+    socket: str
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "cnm", "daemon", "--netns", self.host_ns.path,
+               "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir),
+               "-H", self.address, *extra]
+        logf = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cnmd exited {self.proc.returncode}: "
+                                   f"{self.log.read_text()[-2000:]}")
+            try:
+                c = Client(self.address, timeout=2)
+                c.call("GET", "/v1/_ping")
+                c.close()
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("cnmd did not become ready in 30 s")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def client(self) -> Client:
+        return Client(self.address)
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the real `cnm` CLI against this daemon."""
+        env = {**os.environ, "CNM_HOST": self.address}
+        return subprocess.run([sys.executable, "-m", "cnm", *args], capture_output=True,
+                              text=True, env=env, check=check, timeout=60)
+
+
