@@ -194,8 +194,9 @@ def plan_subnets(
             raise Conflict(f"subnet {n} overlaps {hit.holder}")
 
     def owner(addr: netaddr.IPAddress | netaddr.IPNetwork, what: str) -> int:
+        span = netaddr.IPNetwork(addr)  # an IPAddress has no first/last
         for i, n in enumerate(nets):
-            if n.version == addr.version and n.first <= addr.first and addr.last <= n.last:
+            if n.version == span.version and n.first <= span.first and span.last <= n.last:
                 return i
         raise InvalidArgument(f"{what} {addr} is not inside any requested subnet")
 
