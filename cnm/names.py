@@ -28,11 +28,11 @@ def short(ident: str) -> str:
 
 
 def valid_name(name: str) -> bool:
-    return bool(_NAME_RE.match(name))
+    return bool(_NAME_RE.fullmatch(name))
 
 
 def valid_ifname(name: str) -> bool:
-    return bool(_IFNAME_RE.match(name)) and name not in (".", "..")
+    return bool(_IFNAME_RE.fullmatch(name)) and name not in (".", "..")
 
 
 def bridge_name(network_id: str) -> str:
@@ -81,7 +81,7 @@ _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
 
 
 def valid_unicast_mac(mac: str) -> bool:
-    if not _MAC_RE.match(mac):
+    if not _MAC_RE.fullmatch(mac):
         return False
     first = int(mac[:2], 16)
     return not first & 1 and mac != "00:00:00:00:00:00"
