@@ -534,6 +534,10 @@ class Controller:
 
     # ----------------------------------------------------------------------- views
     def network_view(self, net: Network) -> dict[str, Any]:
+        with self.lock:  # a consistent picture while mutations run on other threads
+            return self._network_view(net)
+
+    def _network_view(self, net: Network) -> dict[str, Any]:
         out = net.to_dict()
         out["scope"] = "local"
         out["endpoints"] = [
@@ -545,6 +549,10 @@ class Controller:
         return out
 
     def sandbox_view(self, sb: Sandbox) -> dict[str, Any]:
+        with self.lock:
+            return self._sandbox_view(sb)
+
+    def _sandbox_view(self, sb: Sandbox) -> dict[str, Any]:
         out = sb.to_dict()
         d = self.files_dir(sb)
         out["netns"] = self.netns_path(sb)
