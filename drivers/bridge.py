@@ -53,7 +53,7 @@ class BridgeOptions:
                 )
             kw["bridge_name"] = bn
         if "mtu" in canon:
-            mtu = int(canon["mtu"]) if canon["mtu"].strip().isdigit() else -1
+            mtu = int(canon["mtu"]) if canon["mtu"].strip().isdecimal() else -1
             if not 68 <= mtu <= 65535:
                 raise InvalidArgument(
                     f"invalid value {canon['mtu']!r} for option mtu: expected 68-65535"
