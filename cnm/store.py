@@ -58,7 +58,8 @@ class Tx:
 
     def put_network(self, n: Network) -> None:
         self._x(
-            "INSERT OR REPLACE INTO networks (id, name, doc) VALUES (?, ?, ?)",
+            "INSERT INTO networks (id, name, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name, doc = excluded.doc",
             (n.id, n.name, json.dumps(n.to_dict())),
         )
 
@@ -67,7 +68,8 @@ class Tx:
 
     def put_sandbox(self, s: Sandbox) -> None:
         self._x(
-            "INSERT OR REPLACE INTO sandboxes (id, name, doc) VALUES (?, ?, ?)",
+            "INSERT INTO sandboxes (id, name, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name, doc = excluded.doc",
             (s.id, s.name, json.dumps(s.to_dict())),
         )
 
@@ -78,8 +80,10 @@ class Tx:
         v4 = e.ipv4.split("/")[0] if e.ipv4 else None
         v6 = e.ipv6.split("/")[0] if e.ipv6 else None
         self._x(
-            "INSERT OR REPLACE INTO endpoints (id, network_id, sandbox_id, ipv4, ipv6, doc) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO endpoints (id, network_id, sandbox_id, ipv4, ipv6, doc) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "network_id = excluded.network_id, sandbox_id = excluded.sandbox_id, "
+            "ipv4 = excluded.ipv4, ipv6 = excluded.ipv6, doc = excluded.doc",
             (e.id, e.network_id, e.sandbox_id, v4, v6, json.dumps(e.to_dict())),
         )
 
