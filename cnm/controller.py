@@ -371,10 +371,10 @@ class Controller:
             space = self._addresses[net.id]
             owner = f'sandbox "{sb.name}"'
             ipv4 = space.allocate(4, owner, ip)
-            undo.callback(space.release, ipv4)
+            undo.callback(space.rollback, ipv4)
             if net.ipv6:
                 ipv6 = space.allocate(6, owner, ip6)
-                undo.callback(space.release, ipv6)
+                undo.callback(space.rollback, ipv6)
         ifname, ep_mac = "", ""
         if driver.needs_ipam:
             used = {e.ifname for e in current}

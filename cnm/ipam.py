@@ -252,6 +252,8 @@ class _Space:
     reserved: set[int]
     used: dict[int, str] = field(default_factory=dict)
     cursor: int = 0
+    # The latest dynamic pick and the cursor before it, so a failed operation can undo it.
+    last: tuple[int, int] | None = None
 
     def take(self, owner: str) -> int:
         span = self.hi - self.lo + 1
@@ -262,6 +264,7 @@ class _Space:
         for _ in range(min(span, len(self.used) + len(self.reserved) + 1)):
             if cand not in self.used and cand not in self.reserved:
                 self.used[cand] = owner
+                self.last = (cand, self.cursor)
                 self.cursor = cand + 1 if cand < self.hi else self.lo
                 return cand
             cand = cand + 1 if cand < self.hi else self.lo
@@ -314,6 +317,7 @@ class NetworkAddresses:
             if value in space.used:
                 raise Conflict(f"address {ip} is already in use", hint=f"by {space.used[value]}")
             space.used[value] = owner
+            space.last = None  # a rollback of this one must not rewind to an older pick
         return f"{netaddr.IPAddress(value, version=version)}/{space.net.prefixlen}"
 
     def mark(self, cidr: str, owner: str) -> None:
@@ -330,6 +334,23 @@ class NetworkAddresses:
         entry = self._space(ip.version)
         if entry is not None:
             entry[1].used.pop(int(ip), None)
+            if entry[1].last is not None and entry[1].last[0] == int(ip):
+                entry[1].last = None
+
+    def rollback(self, cidr: str | None) -> None:
+        """Undo an allocation of an operation that failed: unlike ``release``, the cursor
+        goes back too, so the next request gets the same address (no one ever used it)."""
+        if not cidr:
+            return
+        ip = netaddr.IPNetwork(cidr).ip
+        entry = self._space(ip.version)
+        if entry is None:
+            return
+        space, value = entry[1], int(ip)
+        space.used.pop(value, None)
+        if space.last is not None and space.last[0] == value:
+            space.cursor = space.last[1]
+            space.last = None
 
     def holder(self, cidr: str) -> str | None:
         ip = netaddr.IPNetwork(cidr).ip
