@@ -272,6 +272,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
+    # socketserver's default backlog of 5 makes a burst of clients fail with EAGAIN.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str, controller: Controller) -> None:
         self.controller = controller
