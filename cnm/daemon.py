@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from cnm import __version__
-from cnm.api.server import serve
+from cnm.api.server import claim_socket, serve
 from cnm.controller import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
@@ -102,6 +102,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         config = config_from(args)
         path = socket_path(args.host or f"unix://{os.path.join(config.run_dir, 'cnm.sock')}")
         lock = _lock_state(config.state_dir)
+        # Before reconcile: a daemon already serving this socket may manage this very
+        # namespace, and reconcile would delete its links as stale.
+        claim_socket(path)
         host_thread = NsThread(config.host_netns)
         visitor = Visitor()
         host = HostLinks(host_thread)

@@ -280,8 +280,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, _Handler)
 
 
-def serve(controller: Controller, path: str) -> _Server:
-    """Bind the API socket (mode 0660). A stale socket file is replaced; a live one is not."""
+def claim_socket(path: str) -> None:
+    """Refuse ``path`` if a daemon listens there; remove a stale socket file left there."""
     if os.path.exists(path):
         if not stat.S_ISSOCK(os.stat(path).st_mode):
             raise InvalidArgument(f"{path} exists and is not a socket")
@@ -294,6 +294,11 @@ def serve(controller: Controller, path: str) -> _Server:
             raise InvalidArgument(f"another daemon is already listening on {path}")
         finally:
             probe.close()
+
+
+def serve(controller: Controller, path: str) -> _Server:
+    """Bind the API socket (mode 0660). A stale socket file is replaced; a live one is not."""
+    claim_socket(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     old = os.umask(0o117)
     try:
