@@ -1,0 +1,150 @@
+"""A failure half way through an operation leaves nothing behind, on the real kernel.
+
+A fault is injected in front of a real adapter (the kernel work before it really happens),
+then the test checks every side: the error is the one raised, and the host namespace, the
+sandbox's own interfaces and routes, the controller, the store and the run dir are as
+before; the address that was being given out is free again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from nstools import Stack, addresses, can_ping, default_route, links
+from statecheck import snapshot, stored
+
+from cnm.errors import CnmError, Internal, KernelError
+from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+
+
+class Failing:
+    """Stands in front of ``target``; the ``after``-th next call of ``method`` (0: the
+    next one) raises ``exc`` before the real method runs. Everything else passes through.
+    (A minimal local stand-in for cnm.testing.Faulty, which was not committed yet.)"""
+
+    def __init__(self, target: Any, method: str, exc: CnmError, after: int = 0) -> None:
+        if not callable(getattr(target, method, None)):
+            raise AttributeError(f"{type(target).__name__} has no method {method}")
+        self.target, self.method, self.exc, self.after = target, method, exc, after
+        self.fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.target, name)
+        if name != self.method:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not self.fired:
+                if self.after == 0:
+                    self.fired = True
+                    raise self.exc
+                self.after -= 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
+@contextmanager
+def failing(owner: Any, attr: str, method: str, exc: CnmError,
+            after: int = 0) -> Iterator[Failing]:
+    """Put a Failing in front of ``owner.attr`` for the duration; check that it fired."""
+    real = getattr(owner, attr)
+    proxy = Failing(real, method, exc, after)
+    setattr(owner, attr, proxy)
+    try:
+        yield proxy
+    finally:
+        setattr(owner, attr, real)
+    assert proxy.fired, f"{method} was never called: the fault was not injected"
+
+
+# (adapter on the context, method): the kernel steps of a join, in order.
+JOIN_STEPS = [("host", "add_veth"), ("sandbox", "configure"),
+              ("sandbox", "set_default_routes")]
+STEP_IDS = [m for _, m in JOIN_STEPS]
+
+
+@pytest.mark.parametrize(("adapter", "method"), JOIN_STEPS, ids=STEP_IDS)
+def test_failed_connect_leaves_nothing(stack: Stack, adapter: str, method: str) -> None:
+    c = stack.controller
+    c.create_network(NetworkSpec(name="web", subnets=("10.60.0.0/24",)))
+    c.create_sandbox(SandboxSpec(name="peer", network="web"))  # 10.60.0.2
+    c.create_sandbox(SandboxSpec(name="a", network="bridge"))
+    a = stack.netns("a")
+    before = snapshot(stack)
+    a_links, a_addrs, a_route = set(links(a)), addresses(a, "eth0"), default_route(a)
+    assert a_links == {"lo", "eth0"}
+
+    boom = KernelError(f"injected failure in {method}")
+    with failing(c.ctx, adapter, method, boom), pytest.raises(KernelError) as info:
+        c.connect(ConnectSpec(network="web", sandbox="a"))
+    assert info.value is boom
+
+    assert [e.network_id for e in c.endpoints_of(sandbox=c.sandbox("a").id)] == [
+        c.network("bridge").id]
+    assert snapshot(stack) == before  # reaps the host ns first: no veth is left there
+    assert set(links(a)) == a_links
+    assert addresses(a, "eth0") == a_addrs
+    assert default_route(a) == a_route
+    # The address is free: the retried connect gets the very one the failed one had.
+    ep = c.connect(ConnectSpec(network="web", sandbox="a"))
+    assert ep.ipv4 == "10.60.0.3/24"
+    assert addresses(a, "eth1") == ["10.60.0.3/24"]
+    assert can_ping(a, "10.60.0.2")
+
+
+@pytest.mark.parametrize(("adapter", "method"),
+                         [("sandbox", "create_netns"), *JOIN_STEPS],
+                         ids=["create_netns", *STEP_IDS])
+def test_failed_create_sandbox_leaves_nothing(stack: Stack, adapter: str,
+                                              method: str) -> None:
+    c = stack.controller
+    c.create_network(NetworkSpec(name="web", subnets=("10.61.0.0/24",)))
+    c.create_sandbox(SandboxSpec(name="peer", network="web"))  # 10.61.0.2
+    before = snapshot(stack)
+    ns_dir = os.path.join(stack.config.run_dir, "netns")
+    namespaces = sorted(os.listdir(ns_dir))
+
+    boom = KernelError(f"injected failure in {method}")
+    with failing(c.ctx, adapter, method, boom), pytest.raises(KernelError) as info:
+        c.create_sandbox(SandboxSpec(name="b", network="web"))
+    assert info.value is boom
+
+    # Namespace unbound and its file gone, files dir gone, no veth, no record anywhere.
+    assert sorted(os.listdir(ns_dir)) == namespaces
+    assert snapshot(stack) == before
+    assert [s.name for s in c.list_sandboxes()] == ["peer"]
+    sb = c.create_sandbox(SandboxSpec(name="b", network="web"))
+    assert addresses(stack.netns("b"), "eth0") == ["10.61.0.3/24"]
+    assert can_ping(stack.netns("b"), "10.61.0.2")
+    assert sb.name in {s["name"] for s in stored(stack)["sandboxes"]}
+
+
+def test_failed_create_network_removes_its_bridge(stack: Stack) -> None:
+    """The store refuses the commit after the bridge was made: the bridge must go."""
+    c = stack.controller
+    before = snapshot(stack)
+    boom = Internal("injected: store commit failed")
+    spec = NetworkSpec(name="web", subnets=("10.62.0.0/24",), options={"bridge_name": "br-web"})
+    with failing(c, "store", "transaction", boom), pytest.raises(Internal) as info:
+        c.create_network(spec)
+    assert info.value is boom
+    assert "br-web" not in links(stack.host_ns.path)
+    assert snapshot(stack) == before
+    # Nothing stale blocks a retry: same name, same subnet, same bridge name.
+    c.create_network(spec)
+    c.create_sandbox(SandboxSpec(name="a", network="web"))
+    assert can_ping(stack.netns("a"), "10.62.0.1")
+
+
+def test_failed_create_network_on_bridge_step_leaves_nothing(stack: Stack) -> None:
+    c = stack.controller
+    before = snapshot(stack)
+    boom = KernelError("injected failure in ensure_bridge")
+    with failing(c.ctx, "host", "ensure_bridge", boom), pytest.raises(KernelError):
+        c.create_network(NetworkSpec(name="web", subnets=("10.63.0.0/24",)))
+    assert snapshot(stack) == before
