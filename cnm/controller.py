@@ -488,14 +488,15 @@ class Controller:
                 errors.append(e)
 
         attempt(self.ctx.host.reap)  # links retired before a crash or stop
+        rebuilt: set[str] = set()
         for net in list(self.networks.values()):
-            attempt(self.drivers[net.driver].create_network, net, self.ctx)
+            attempt(self._restore_network, net, rebuilt)
         for sb in list(self.sandboxes.values()):
             if sb.kind == "netns" and not netns.is_netns(self.netns_path(sb)):
                 log.warning("sandbox %s lost its namespace; removing it", sb.name)
                 attempt(self.remove_sandbox, sb.id, True)
                 continue
-            attempt(self._restore_sandbox, sb)
+            attempt(self._restore_sandbox, sb, rebuilt)
         known = set(self.networks) | set(self.endpoints)
         for link in self.ctx.host.links():
             parsed = names.parse_alias(link.alias)
@@ -514,13 +515,25 @@ class Controller:
         if errors:
             log.error("reconcile finished with %d error(s)", len(errors))
 
-    def _restore_sandbox(self, sb: Sandbox) -> None:
+    def _restore_network(self, net: Network, rebuilt: set[str]) -> None:
+        """Make the network's kernel links exist; note it in ``rebuilt`` if one was missing.
+
+        A link deleted behind cnm's back (a bridge, say) let go of the endpoints hanging on
+        it: they still exist, detached from its replacement, so they are re-plumbed too.
+        """
+        driver = self.drivers[net.driver]
+        if not all(self.ctx.host.exists(name) for name in driver.kernel_links(net)):
+            log.warning("reconcile: recreating the links of network %s", net.name)
+            rebuilt.add(net.id)
+        driver.create_network(net, self.ctx)
+
+    def _restore_sandbox(self, sb: Sandbox, rebuilt: set[str]) -> None:
         eps = self.endpoints_of(sandbox=sb.id)
         path = self.netns_path(sb)
         for ep in eps:
             net = self.networks[ep.network_id]
             driver = self.drivers[net.driver]
-            if not driver.endpoint_alive(net, ep, self.ctx):
+            if net.id in rebuilt or not driver.endpoint_alive(net, ep, self.ctx):
                 log.warning("reconcile: re-plumbing endpoint %s of %s", names.short(ep.id),
                             sb.name)
                 if ep.ifname:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from nstools import Stack, addresses, can_ping, default_route, in_ns, links, run
 from statecheck import stored
 
@@ -120,3 +121,27 @@ def test_stale_namespace_and_files_under_the_run_dir_are_removed_at_start(
         assert stale_ns not in f.read()
     assert can_ping(stack.netns("a"), "172.17.0.1")
 
+
+@pytest.mark.parametrize("network", ["web", "bridge"])
+def test_endpoints_of_a_bridge_deleted_behind_cnms_back_work_after_start(
+        stack: Stack, network: str) -> None:
+    """The bridge is recreated at start; its endpoints' veths, left without a master when
+    it went, must be put back on it, or the sandboxes stay cut off."""
+    c = stack.controller
+    if network != "bridge":
+        c.create_network(NetworkSpec(name=network, subnets=("10.82.0.0/24",)))
+    c.create_sandbox(SandboxSpec(name="a", network=network))
+    c.create_sandbox(SandboxSpec(name="b", network=network))
+    net = c.network(network)
+    gateway = net.subnets[0].gateway or ""
+    b_ip = addresses(stack.netns("b"), "eth0")[0].split("/")[0]
+    run("ip", "-n", stack.host_ns.name, "link", "del", bridge_of(net))
+    assert not can_ping(stack.netns("a"), b_ip)
+
+    c = restart(stack)
+    host = links(stack.host_ns.path)
+    for sb in ("a", "b"):
+        assert host[veth_of(c, sb)].get("master") == bridge_of(net)
+    assert default_route(stack.netns("a")) == f"{gateway} dev eth0"
+    assert can_ping(stack.netns("a"), gateway)
+    assert can_ping(stack.netns("a"), b_ip)
