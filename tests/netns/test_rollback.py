@@ -148,3 +148,16 @@ def test_failed_create_network_on_bridge_step_leaves_nothing(stack: Stack) -> No
     with failing(c.ctx, "host", "ensure_bridge", boom), pytest.raises(KernelError):
         c.create_network(NetworkSpec(name="web", subnets=("10.63.0.0/24",)))
     assert snapshot(stack) == before
+
+
+def test_store_failure_after_the_kernel_work_of_create_sandbox_undoes_it_all(
+        stack: Stack) -> None:
+    c = stack.controller
+    c.create_network(NetworkSpec(name="web", subnets=("10.66.0.0/24",)))
+    before = snapshot(stack)
+    boom = Internal("injected: store commit failed")
+    with failing(c, "store", "transaction", boom), pytest.raises(Internal):
+        c.create_sandbox(SandboxSpec(name="a", network="web"))
+    assert snapshot(stack) == before
+    c.create_sandbox(SandboxSpec(name="a", network="web"))
+    assert addresses(stack.netns("a"), "eth0") == ["10.66.0.2/24"]
