@@ -402,6 +402,9 @@ class Controller:
             if undo is not None:
                 undo.callback(_quietly(self.ctx.sandbox.set_default_routes, path,
                                        _default_routes(before)))
+        if undo is not None:
+            # Before the write: a half-written file is put back too.
+            undo.callback(_quietly(self._write_files, sb, before))
         self._write_files(sb, eps)
 
     def _write_files(self, sb: Sandbox, eps: Iterable[Endpoint]) -> None:

@@ -150,6 +150,26 @@ def test_failed_create_network_on_bridge_step_leaves_nothing(stack: Stack) -> No
     assert snapshot(stack) == before
 
 
+def test_store_failure_after_the_kernel_work_of_a_connect_undoes_it_all(stack: Stack) -> None:
+    """The last step fails: the veth, address, default route and files were all done."""
+    c = stack.controller
+    c.create_network(NetworkSpec(name="priv", subnets=("10.64.0.0/24",), internal=True))
+    c.create_network(NetworkSpec(name="web", subnets=("10.65.0.0/24",)))
+    c.create_sandbox(SandboxSpec(name="a", network="priv"))
+    a = stack.netns("a")
+    assert default_route(a) is None
+    before = snapshot(stack)
+    boom = Internal("injected: store commit failed")
+    with failing(c, "store", "transaction", boom), pytest.raises(Internal):
+        c.connect(ConnectSpec(network="web", sandbox="a"))
+    assert default_route(a) is None  # the route the connect had set is gone again
+    assert snapshot(stack) == before  # reaps the retired veth; the hosts file included
+    assert set(links(a)) == {"lo", "eth0"}
+    ep = c.connect(ConnectSpec(network="web", sandbox="a"))
+    assert ep.ipv4 == "10.65.0.2/24"
+    assert default_route(a) == "10.65.0.1 dev eth1"
+
+
 def test_store_failure_after_the_kernel_work_of_create_sandbox_undoes_it_all(
         stack: Stack) -> None:
     c = stack.controller
