@@ -1,0 +1,405 @@
+"""openapi.yaml stays honest: it documents exactly the routes, request bodies and responses
+that cnm.api.server implements. Responses come from ``dispatch`` over a controller on the
+fake kernel, checked by a small schema checker (required, property names, types, $ref)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnm.api.server import (
+    CONNECT,
+    DISCONNECT,
+    NETWORK_CREATE,
+    ROUTES,
+    SANDBOX_CREATE,
+    check_body,
+    dispatch,
+    openapi_document,
+)
+from cnm.controller import Config, Controller
+from cnm.drivers.base import Context
+from cnm.drivers.registry import builtin
+from cnm.errors import InvalidArgument
+from cnm.store import Store
+from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
+
+DOC: dict[str, Any] = openapi_document()
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+# The body field table of each route that takes a body.
+BODIES = {
+    ("POST", "/v1/networks"): NETWORK_CREATE,
+    ("POST", "/v1/networks/{ref}/connect"): CONNECT,
+    ("POST", "/v1/networks/{ref}/disconnect"): DISCONNECT,
+    ("POST", "/v1/sandboxes"): SANDBOX_CREATE,
+}
+
+
+def documented() -> set[tuple[str, str]]:
+    return {(method.upper(), path) for path, item in DOC["paths"].items()
+            for method in item if method in HTTP_METHODS}
+
+
+def operation(method: str, path: str) -> dict[str, Any]:
+    op: dict[str, Any] = DOC["paths"][path][method.lower()]
+    return op
+
+
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """Follow $ref (local references only) to the schema it names."""
+    seen = set()
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        assert ref.startswith("#/"), f"only local references are used: {ref}"
+        assert ref not in seen, f"reference loop at {ref}"
+        seen.add(ref)
+        node: Any = DOC
+        for part in ref[2:].split("/"):
+            assert part in node, f"dangling reference {ref}"
+            node = node[part]
+        schema = node
+    return schema
+
+
+# --------------------------------------------------------------------------- checker
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
+    "integer": (int,), "number": (int, float),
+}
+
+
+def violations(value: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
+    """What in ``value`` disagrees with ``schema``: required properties missing, properties
+    not documented (unless additionalProperties allows them), wrong types, enum values."""
+    schema = resolve(schema)
+    if value is None:
+        return [] if schema.get("nullable") else [f"{where}: null is not allowed"]
+    out: list[str] = []
+    kind = schema.get("type")
+    if kind is not None:
+        ok = isinstance(value, _TYPES[kind])
+        if kind in ("integer", "number") and isinstance(value, bool):
+            ok = False
+        if not ok:
+            return [f"{where}: {type(value).__name__} is not {kind}"]
+    if "enum" in schema and value not in schema["enum"]:
+        out.append(f"{where}: {value!r} is not one of {schema['enum']}")
+    if isinstance(value, dict):
+        props: dict[str, Any] = schema.get("properties", {})
+        extra = schema.get("additionalProperties", not props)
+        for key in schema.get("required", []):
+            if key not in value:
+                out.append(f"{where}: required property {key!r} is missing")
+        for key, item in value.items():
+            if key in props:
+                out += violations(item, props[key], f"{where}.{key}")
+            elif isinstance(extra, dict):
+                out += violations(item, extra, f"{where}.{key}")
+            elif not extra:
+                out.append(f"{where}: property {key!r} is not documented")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            out += violations(item, schema["items"], f"{where}[{i}]")
+    return out
+
+
+def response_schema(method: str, path: str, status: int) -> dict[str, Any]:
+    responses = operation(method, path)["responses"]
+    assert str(status) in responses, f"{method} {path} answers {status}, not documented"
+    response = resolve(responses[str(status)])
+    schema: dict[str, Any] = response["content"]["application/json"]["schema"]
+    return schema
+
+
+def test_checker_reports_what_is_wrong() -> None:
+    """The checker must be able to fail, or the response tests below prove nothing."""
+    ping = {"$ref": "#/components/schemas/Ping"}
+    assert violations({"ok": True, "version": "1"}, ping) == []
+    assert violations({"ok": True}, ping) == ["$: required property 'version' is missing"]
+    assert violations({"ok": True, "version": "1", "x": 1}, ping) == [
+        "$: property 'x' is not documented"]
+    assert violations({"ok": "yes", "version": "1"}, ping) == ["$.ok: str is not boolean"]
+    assert violations([], ping) == ["$: list is not object"]
+    sub = {"$ref": "#/components/schemas/Subnet"}
+    good = {"subnet": "10.0.0.0/24", "gateway": None, "ip_range": None, "aux_addresses": {}}
+    assert violations(good, sub) == []
+    assert violations({**good, "subnet": None}, sub) == ["$.subnet: null is not allowed"]
+    assert violations({**good, "aux_addresses": {"a": 1}}, sub) == [
+        "$.aux_addresses.a: int is not string"]
+    sb = {"$ref": "#/components/schemas/Sandbox"}
+    assert "$.kind: 'vm' is not one of ['netns', 'host']" in violations({"kind": "vm"}, sb)
+    info = {"$ref": "#/components/schemas/Info"}
+    assert "$.networks: bool is not integer" in violations({"networks": True}, info)
+    with pytest.raises(AssertionError, match="dangling"):
+        resolve({"$ref": "#/components/schemas/Nope"})
+
+
+# --------------------------------------------------------------------------- the document
+def test_every_route_is_documented_and_every_documented_operation_routed() -> None:
+    routed = {(method, path) for method, path, _ in ROUTES}
+    assert len(routed) == len(ROUTES), "a route is listed twice"
+    assert routed - documented() == set(), "routes missing from openapi.yaml"
+    assert documented() - routed == set(), "openapi.yaml documents routes that do not exist"
+
+
+def test_every_reference_resolves() -> None:
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                yield node["$ref"]
+            for v in node.values():
+                yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    found = list(refs(DOC))
+    assert found
+    for ref in found:
+        resolve({"$ref": ref})
+
+
+@pytest.mark.parametrize("method, path", sorted(documented()))
+def test_path_parameters_are_declared(method: str, path: str) -> None:
+    item = DOC["paths"][path]
+    params = [resolve(p) for p in item.get("parameters", []) +
+              operation(method, path).get("parameters", [])]
+    in_path = {p["name"] for p in params if p["in"] == "path"}
+    assert in_path == set(re.findall(r"\{(\w+)\}", path))
+    assert all(p["required"] for p in params if p["in"] == "path")
+
+
+@pytest.mark.parametrize("method, path", sorted(documented()))
+def test_request_body_is_documented_for_exactly_the_routes_that_read_one(
+        method: str, path: str) -> None:
+    body = operation(method, path).get("requestBody")
+    assert (body is not None) == ((method, path) in BODIES)
+
+
+@pytest.mark.parametrize("route", sorted(BODIES), ids=lambda r: f"{r[0]} {r[1]}")
+def test_request_body_schema_equals_the_field_table(route: tuple[str, str]) -> None:
+    fields = BODIES[route]
+    body = operation(*route)["requestBody"]
+    assert body["required"] is True
+    schema = resolve(body["content"]["application/json"]["schema"])
+    assert schema["type"] == "object"
+    # check_body refuses unknown fields; the document must say so.
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(fields)
+    assert sorted(schema.get("required", [])) == sorted(k for k, (_, req) in fields.items()
+                                                        if req)
+    for name, (kind, _) in fields.items():
+        prop = resolve(schema["properties"][name])
+        assert prop["type"] == kind, name
+        # check_body wants arrays of strings and string-to-string maps.
+        if kind == "array":
+            assert resolve(prop["items"])["type"] == "string", name
+        if kind == "object":
+            assert resolve(prop["additionalProperties"])["type"] == "string", name
+
+
+# --------------------------------------------------------------------------- responses
+class Api:
+    """``dispatch`` over a controller on the fake kernel; every answer is checked against
+    the document before it is returned."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.seen: set[tuple[str, str]] = set()
+
+    def __call__(self, method: str, path: str, body: Any = None,
+                 expect: int = 200) -> Any:
+        raw = json.dumps(body).encode() if body is not None else b""
+        status, payload = dispatch(self.controller, method, path, raw)
+        # The handler serialises the payload with json.dumps: check the wire form.
+        payload = json.loads(json.dumps(payload))
+        assert status == expect, payload
+        template = _template(method, path)
+        problems = violations(payload, response_schema(method, template, status))
+        assert problems == [], f"{method} {path} -> {status}"
+        self.seen.add((method, template))
+        return payload
+
+
+def _template(method: str, path: str) -> str:
+    bare = path.split("?")[0]
+    for m, template, _ in ROUTES:
+        rx = "^" + re.sub(r"\{(\w+)\}", r"[^/]+", template) + "$"
+        if m == method and re.match(rx, bare):
+            return template
+    raise AssertionError(f"no route for {method} {path}")
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    kernel = FakeKernel()
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.53\n")
+    config = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
+                    host_netns=str(tmp_path / "host-netns"), resolv_conf=str(resolv))
+    store = Store(config.state_dir)
+    controller = Controller(config, store,
+                            Context(FakeHostLinks(kernel), FakeSandboxLinks(kernel)), builtin())
+    controller.start()
+    try:
+        yield Api(controller)
+    finally:
+        store.close()
+
+
+def test_responses_match_the_documented_schemas(api: Api) -> None:
+    api("GET", "/v1/_ping")
+    api("GET", "/v1/openapi")
+    net = api("POST", "/v1/networks", {"name": "web", "subnets": ["10.1.0.0/24"],
+                                       "labels": {"team": "a"}, "options": {"mtu": "1400"}},
+              expect=201)
+    assert set(net) == set(resolve({"$ref": "#/components/schemas/Network"})["required"])
+    api("POST", "/v1/networks", {"name": "db", "ipv6": True, "internal": True}, expect=201)
+    sb = api("POST", "/v1/sandboxes", {"name": "a", "network": "web", "hostname": "alpha"},
+             expect=201)
+    assert set(sb) == set(resolve({"$ref": "#/components/schemas/Sandbox"})["required"])
+    api("POST", "/v1/sandboxes", {"name": "h", "network": "host"}, expect=201)
+    api("POST", "/v1/sandboxes", {"name": "n", "network": "none"}, expect=201)
+    ep = api("POST", "/v1/networks/db/connect", {"sandbox": "a"}, expect=201)
+    assert set(ep) == set(resolve({"$ref": "#/components/schemas/Endpoint"})["required"])
+    assert ep["ipv6"] and ep["gateway4"] is None  # internal: no gateway, still documented
+
+    # Lists and inspects, now with endpoints in them (the nested schemas get checked).
+    nets = api("GET", "/v1/networks")
+    assert {n["name"] for n in nets} == {"bridge", "host", "none", "web", "db"}
+    web = api("GET", "/v1/networks/web")
+    assert [e["sandbox"] for e in web["endpoints"]] == ["a"]
+    assert api("GET", f"/v1/networks/{net['id'][:12]}")["name"] == "web"
+    sbs = api("GET", "/v1/sandboxes")
+    assert {s["name"] for s in sbs} == {"a", "h", "n"}
+    a = api("GET", "/v1/sandboxes/a")
+    assert [e["network"] for e in a["endpoints"]] == ["web", "db"]
+    info = api("GET", "/v1/info")
+    assert (info["networks"], info["sandboxes"], info["endpoints"]) == (5, 3, 4)
+
+    api("POST", "/v1/networks/db/disconnect", {"sandbox": "a"})
+    api("DELETE", "/v1/sandboxes/a")
+    api("DELETE", "/v1/sandboxes/h?force=true")
+    api("DELETE", "/v1/networks/db")
+    assert api("POST", "/v1/networks/prune")["removed"] == ["web"]
+
+    # Every route answered once with a documented body.
+    assert api.seen == {(m, p) for m, p, _ in ROUTES}
+
+
+@pytest.mark.parametrize("method, path, body, status", [
+    ("GET", "/v1/networks/nope", None, 404),
+    ("GET", "/v1/sandboxes/nope", None, 404),
+    ("DELETE", "/v1/networks/nope", None, 404),
+    ("DELETE", "/v1/sandboxes/nope", None, 404),
+    ("POST", "/v1/networks/nope/disconnect", {"sandbox": "x"}, 404),
+    ("POST", "/v1/networks/nope/connect", {"sandbox": "x"}, 404),
+    ("POST", "/v1/networks", {"name": "x", "subnets": ["10.300.0.0/24"]}, 400),
+    ("POST", "/v1/networks", {"name": "bridge"}, 409),
+    ("POST", "/v1/networks", {"nmae": "x"}, 400),
+    ("POST", "/v1/sandboxes", {"name": "x", "aliases": ["y"]}, 501),
+    ("POST", "/v1/sandboxes", {"name": "bad name"}, 400),
+    ("POST", "/v1/sandboxes", {"name": "x", "network": "nope"}, 404),
+    ("POST", "/v1/sandboxes", {"name": "s"}, 409),
+    ("POST", "/v1/networks", {"name": "x", "driver": "nope"}, 400),
+    ("DELETE", "/v1/networks/bridge", None, 400),
+    ("POST", "/v1/networks/bridge/connect", {}, 400),
+    ("POST", "/v1/networks/bridge/connect", {"sandbox": "s", "aliases": ["y"]}, 501),
+    ("POST", "/v1/networks/bridge/connect", {"sandbox": "s"}, 400),
+    ("POST", "/v1/networks/none/connect", {"sandbox": "s"}, 409),
+    ("POST", "/v1/networks/bridge/disconnect", {}, 400),
+    ("POST", "/v1/networks/bridge/disconnect", {"sandbox": "s"}, 404),
+], ids=lambda v: str(v))
+def test_errors_have_the_error_body(api: Api, method: str, path: str, body: Any,
+                                    status: int) -> None:
+    """Each error answer is a documented status of its route, with the Error body."""
+    api("POST", "/v1/sandboxes", {"name": "s", "network": "none"}, expect=201)
+    payload = api(method, path, body, expect=status)
+    assert payload["error"]["message"]
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("POST", "/v1/networks", 400),
+    ("POST", "/v1/networks", 409),
+    ("GET", "/v1/networks/{ref}", 404),
+    ("DELETE", "/v1/networks/{ref}", 409),
+    ("POST", "/v1/networks/{ref}/connect", 404),
+    ("POST", "/v1/sandboxes", 409),
+    ("DELETE", "/v1/sandboxes/{ref}", 404),
+])
+def test_documented_error_responses_use_the_error_schema(method: str, path: str,
+                                                         status: int) -> None:
+    schema = resolve(response_schema(method, path, status))
+    assert schema is resolve({"$ref": "#/components/schemas/Error"})
+
+
+def test_an_unknown_path_and_a_bad_json_body_are_errors(api: Api) -> None:
+    status, payload = dispatch(api.controller, "GET", "/v1/nothing", b"")
+    assert (status, payload["error"]["code"]) == (404, "not-found")
+    status, payload = dispatch(api.controller, "PUT", "/v1/networks", b"")
+    assert (status, payload["error"]["code"]) == (400, "invalid-argument")
+    status, payload = dispatch(api.controller, "POST", "/v1/networks", b"{not json")
+    assert (status, payload["error"]["code"]) == (400, "invalid-argument")
+    assert "not valid JSON" in payload["error"]["message"]
+
+
+# --------------------------------------------------------------------------- check_body
+@pytest.mark.parametrize("body, fields, needle", [
+    ({"name": "x", "colour": "red"}, NETWORK_CREATE, "unknown field 'colour'"),
+    ({}, NETWORK_CREATE, "field 'name' is required"),
+    ({"name": None}, NETWORK_CREATE, "field 'name' is required"),
+    ({"name": 7}, NETWORK_CREATE, "field 'name' must be a string"),
+    ({"name": True}, NETWORK_CREATE, "field 'name' must be a string"),
+    ({"name": "x", "ipv6": "yes"}, NETWORK_CREATE, "field 'ipv6' must be a boolean"),
+    ({"name": "x", "ipv6": 1}, NETWORK_CREATE, "field 'ipv6' must be a boolean"),
+    ({"name": "x", "subnets": "10.0.0.0/8"}, NETWORK_CREATE, "field 'subnets' must be a"),
+    ({"name": "x", "subnets": [10]}, NETWORK_CREATE,
+     "field 'subnets' must be an array of strings"),
+    ({"name": "x", "options": ["mtu"]}, NETWORK_CREATE, "field 'options' must be a"),
+    ({"name": "x", "labels": {"a": 1}}, NETWORK_CREATE,
+     "field 'labels' must map strings to strings"),
+    ({"name": "a", "hostname": ["h"]}, SANDBOX_CREATE, "field 'hostname' must be a string"),
+    ({"sandbox": "a", "ip": 10}, CONNECT, "field 'ip' must be a string"),
+    ({"sandbox": "a", "aliases": [None]}, CONNECT,
+     "field 'aliases' must be an array of strings"),
+    ({}, DISCONNECT, "field 'sandbox' is required"),
+    ({"sandbox": "a", "force": True}, DISCONNECT, "unknown field 'force'"),
+])
+def test_check_body_names_the_field(body: Any, fields: dict[str, tuple[str, bool]],
+                                    needle: str) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        check_body(body, fields, "thing")
+    assert e.value.message.startswith("thing: ")
+    assert needle in e.value.message
+
+
+def test_check_body_refuses_a_body_that_is_not_an_object() -> None:
+    for body in ([], "x", 1, None):
+        with pytest.raises(InvalidArgument, match="must be a JSON object"):
+            check_body(body, NETWORK_CREATE, "network create")
+
+
+def test_check_body_lists_the_fields_in_its_hint() -> None:
+    with pytest.raises(InvalidArgument) as e:
+        check_body({"sandbox": "a", "nope": 1}, CONNECT, "connect")
+    assert e.value.hint == "fields: " + ", ".join(CONNECT)
+
+
+def test_check_body_accepts_every_field_of_its_type() -> None:
+    sample = {"string": "s", "boolean": True, "array": ["a"], "object": {"k": "v"}}
+    for fields in (NETWORK_CREATE, CONNECT, DISCONNECT, SANDBOX_CREATE):
+        body = {k: sample[kind] for k, (kind, _) in fields.items()}
+        assert check_body(body, fields, "x") is body
+
+
+def test_the_api_rejects_a_bad_field_by_name(api: Api) -> None:
+    status, payload = dispatch(api.controller, "POST", "/v1/networks",
+                               json.dumps({"name": "x", "ipv6": "yes"}).encode())
+    assert status == 400
+    assert payload["error"]["message"] == "network create: field 'ipv6' must be a boolean"
