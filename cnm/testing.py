@@ -1,0 +1,519 @@
+"""Fakes of the kernel adapters, and fault injection, for tests that need no root.
+
+``FakeKernel`` holds the state (namespaces, links, addresses, default routes);
+``FakeHostLinks`` and ``FakeSandboxLinks`` are its two views, with the public methods of
+``HostLinks`` and ``SandboxLinks``. Give both views the same kernel, so that a veth made by
+the host view shows up inside the sandbox::
+
+    kernel = FakeKernel()
+    ctx = Context(FakeHostLinks(kernel), FakeSandboxLinks(kernel))
+
+The fakes subclass the real adapters only so that they type-check wherever an adapter is
+expected (and mypy checks that their signatures keep up); they override every public
+method and never start the real ones' threads.
+
+The fakes keep the kernel rules a controller bug would trip over: a link name is unique
+in its namespace and at most 15 bytes, a veth dies with its peer and with its namespace, a
+default route needs its gateway on a subnet of an address of its device and goes when the
+device goes down or loses that address.
+
+Fault injection: ``fail_on(method, exc, after=N)`` makes the call after the next N calls
+of ``method`` raise ``exc`` before it does anything. The fakes have it, and ``Faulty(obj)``
+puts it in front of any object, a real adapter included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import netaddr
+
+from cnm import names
+from cnm.errors import AlreadyExists, CnmError, KernelError, NotFound
+from cnm.kernel.link import HostLinks, LinkInfo, SandboxLinks
+
+T = TypeVar("T")
+
+# Key of the host namespace in FakeKernel.namespaces (sandboxes are keyed by path).
+HOST = "host"
+
+
+# --------------------------------------------------------------------------- faults
+@dataclass
+class _Fault:
+    exc: CnmError
+    skip: int
+    times: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorded call: method name and arguments."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Faults:
+    """Armed failures by method name, and the log of calls that passed through."""
+
+    def __init__(self, methods: Sequence[str]) -> None:
+        self._methods = frozenset(methods)
+        self._lock = threading.Lock()
+        self._armed: dict[str, list[_Fault]] = {}
+        self.calls: list[Call] = []
+
+    def arm(self, method: str, exc: CnmError, after: int = 0, times: int = 1) -> None:
+        """Let ``after`` calls of ``method`` through, then make ``times`` calls raise ``exc``."""
+        if method not in self._methods:
+            raise ValueError(f"no method {method!r} to fail; known: {sorted(self._methods)}")
+        if after < 0 or times < 1:
+            raise ValueError("after must be >= 0 and times >= 1")
+        with self._lock:
+            self._armed.setdefault(method, []).append(_Fault(exc, after, times))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._armed.clear()
+
+    def pending(self) -> int:
+        """How many armed failures have not fired yet."""
+        with self._lock:
+            return sum(f.times for fs in self._armed.values() for f in fs)
+
+    def enter(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Record a call; raise if a failure is due on it."""
+        with self._lock:
+            self.calls.append(Call(method, args, dict(kwargs)))
+            fire: _Fault | None = None
+            for f in self._armed.get(method, []):
+                if f.skip > 0:
+                    f.skip -= 1
+                elif fire is None:
+                    fire = f
+            if fire is None:
+                return
+            fire.times -= 1
+            if fire.times == 0:
+                self._armed[method].remove(fire)
+        raise fire.exc
+
+    def count(self, method: str) -> int:
+        with self._lock:
+            return sum(1 for c in self.calls if c.method == method)
+
+
+def _public_methods(cls: type) -> list[str]:
+    return [n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))]
+
+
+class Faulty(Generic[T]):
+    """A proxy that injects failures into any object's methods (a real adapter, say).
+
+    ``Faulty(host).fail_on("add_veth", KernelError("boom"), after=1)`` lets one
+    ``add_veth`` through and fails the second, before the real method runs. Every other
+    attribute is the target's. Calls are recorded in ``calls``.
+    """
+
+    def __init__(self, target: T) -> None:
+        self.target = target
+        self.faults = Faults(_public_methods(type(target)))
+
+    @property
+    def calls(self) -> list[Call]:
+        return self.faults.calls
+
+    def fail_on(self, method: str, exc: CnmError, after: int = 0, times: int = 1) -> Faulty[T]:
+        self.faults.arm(method, exc, after, times)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.target, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+        faults = self.faults
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            faults.enter(name, args, kwargs)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+# --------------------------------------------------------------------------- kernel
+@dataclass(eq=False)
+class FakeLink:
+    name: str
+    index: int
+    kind: str
+    netns: str = HOST
+    mac: str = ""
+    alias: str | None = None
+    master: FakeLink | None = None
+    group: int = 0
+    up: bool = False
+    mtu: int | None = None
+    addresses: list[str] = field(default_factory=list)
+    peer: FakeLink | None = None
+
+    @property
+    def retired(self) -> bool:
+        return self.group == names.GRAVEYARD_GROUP
+
+    def info(self) -> LinkInfo:
+        return LinkInfo(name=self.name, index=self.index, kind=self.kind, alias=self.alias,
+                        master=self.master.index if self.master else None)
+
+
+@dataclass(eq=False)
+class FakeNamespace:
+    links: dict[str, FakeLink] = field(default_factory=dict)
+    # Default route of each IP version: (gateway, device).
+    routes: dict[int, tuple[str, FakeLink]] = field(default_factory=dict)
+
+
+class FakeKernel:
+    """The state both fake adapters act on. Thread-safe: one lock guards it all."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._index = itertools.count(2)
+        self.namespaces: dict[str, FakeNamespace] = {}
+        # Non-default routes of the host namespace: (cidr, device).
+        self.host_routes: list[tuple[str, str]] = []
+        self.add_namespace(HOST)
+
+    def add_namespace(self, key: str) -> FakeNamespace:
+        ns = FakeNamespace()
+        ns.links["lo"] = FakeLink("lo", 1, "", netns=key, up=True,
+                                  addresses=["127.0.0.1/8", "::1/128"])
+        self.namespaces[key] = ns
+        return ns
+
+    def namespace(self, key: str) -> FakeNamespace:
+        ns = self.namespaces.get(key)
+        if ns is None:
+            raise NotFound(f"network namespace {key} does not exist")
+        return ns
+
+    def is_netns(self, path: str) -> bool:
+        """Stands in for ``cnm.kernel.netns.is_netns`` (monkeypatch it with this)."""
+        with self.lock:
+            return path in self.namespaces and os.path.exists(path)
+
+    def add_link(self, key: str, name: str, kind: str, what: str, **attrs: Any) -> FakeLink:
+        ns = self.namespace(key)
+        if len(name.encode()) > names.IFNAMSIZ or not name:
+            raise KernelError(f"{what}: EINVAL ({name!r} is not a valid interface name)")
+        if name in ns.links:
+            raise AlreadyExists(f"{what}: already exists")
+        link = FakeLink(name, next(self._index), kind, netns=key, **attrs)
+        ns.links[name] = link
+        return link
+
+    def delete_link(self, link: FakeLink) -> None:
+        """Delete a link; a veth takes its peer along, a bridge frees its ports."""
+        for victim in (link, link.peer):
+            if victim is None:
+                continue
+            ns = self.namespaces.get(victim.netns)
+            if ns is None or ns.links.get(victim.name) is not victim:
+                continue
+            del ns.links[victim.name]
+            self.drop_routes(victim)
+            for other in ns.links.values():
+                if other.master is victim:
+                    other.master = None
+
+    def drop_routes(self, link: FakeLink) -> None:
+        """The kernel removes the routes of a device that goes down or away."""
+        ns = self.namespaces.get(link.netns)
+        if ns is not None:
+            for version, (_, dev) in list(ns.routes.items()):
+                if dev is link:
+                    del ns.routes[version]
+
+    def delete_namespace(self, key: str) -> None:
+        ns = self.namespaces.pop(key, None)
+        if ns is None:
+            return
+        for link in list(ns.links.values()):
+            if link.peer is not None:
+                self.delete_link(link.peer)
+
+
+def _add_addresses(link: FakeLink, cidrs: Sequence[str]) -> None:
+    for cidr in cidrs:
+        n = netaddr.IPNetwork(cidr)
+        text = f"{n.ip}/{n.prefixlen}"
+        if text not in link.addresses:
+            link.addresses.append(text)
+
+
+def _on_link(link: FakeLink, gateway: str) -> bool:
+    gw = netaddr.IPAddress(gateway)
+    return any(gw in netaddr.IPNetwork(a) and gw != netaddr.IPNetwork(a).ip
+               for a in link.addresses)
+
+
+class _Faultable:
+    """Fault injection and the call log, for the fakes."""
+
+    faults: Faults
+
+    def _init_faults(self) -> None:
+        self.faults = Faults(_public_methods(type(self)))
+
+    @property
+    def calls(self) -> list[Call]:
+        return self.faults.calls
+
+    def fail_on(self, method: str, exc: CnmError, after: int = 0, times: int = 1) -> None:
+        """Let ``after`` calls of ``method`` through, then make ``times`` calls raise ``exc``."""
+        self.faults.arm(method, exc, after, times)
+
+    def _enter(self, method: str, *args: Any) -> None:
+        self.faults.enter(method, args, {})
+
+
+class FakeHostLinks(_Faultable, HostLinks):
+    """HostLinks over a FakeKernel. Retired links wait in the graveyard until ``reap()``
+    (the real adapter's reaper thread does that 0.2 s later; here a test decides)."""
+
+    def __init__(self, kernel: FakeKernel | None = None) -> None:
+        # No super().__init__: that starts the real reaper thread.
+        self.kernel = kernel or FakeKernel()
+        self.closed = False
+        self._init_faults()
+
+    def _ns(self) -> FakeNamespace:
+        return self.kernel.namespace(HOST)
+
+    # ---- the adapter's methods
+    def retire(self, name: str) -> None:
+        self._enter("retire", name)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            if link is not None:
+                link.up = False
+                link.master = None
+                link.group = names.GRAVEYARD_GROUP
+                self.kernel.drop_routes(link)
+
+    def reap(self) -> None:
+        self._enter("reap")
+        with self.kernel.lock:
+            for link in list(self._ns().links.values()):
+                if link.retired:
+                    self.kernel.delete_link(link)
+
+    def close(self) -> None:
+        self._enter("close")
+        self.reap()
+        self.closed = True
+
+    def links(self) -> list[LinkInfo]:
+        self._enter("links")
+        with self.kernel.lock:
+            return [link.info() for link in self._ns().links.values()]
+
+    def exists(self, name: str) -> bool:
+        self._enter("exists", name)
+        with self.kernel.lock:
+            return name in self._ns().links
+
+    def ensure_bridge(self, name: str, alias: str, mtu: int | None, addresses: Sequence[str],
+                      mac: str) -> bool:
+        self._enter("ensure_bridge", name, alias, mtu, addresses, mac)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            created = link is None
+            if link is None:
+                link = self.kernel.add_link(HOST, name, "bridge", f"bridge {name}", mac=mac,
+                                            mtu=mtu)
+            elif link.alias != alias:
+                raise AlreadyExists(
+                    f"link {name} already exists in the host namespace and is not this "
+                    "network's bridge",
+                    hint="choose another bridge name with -o bridge_name=NAME",
+                )
+            link.alias = alias
+            _add_addresses(link, addresses)
+            link.up = True
+            return created
+
+    def delete_link(self, name: str) -> None:
+        self._enter("delete_link", name)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            if link is not None:
+                self.kernel.delete_link(link)
+
+    def add_veth(self, name: str, alias: str, peer: str, peer_netns: str, peer_mac: str,
+                 master: str | None, mtu: int | None) -> None:
+        self._enter("add_veth", name, alias, peer, peer_netns, peer_mac, master, mtu)
+        what = f"veth {name}"
+        with self.kernel.lock:
+            bridge = None
+            if master is not None:
+                bridge = self._ns().links.get(master)
+                if bridge is None:
+                    raise NotFound(f"bridge {master} does not exist in the host namespace")
+            if peer_netns not in self.kernel.namespaces:
+                raise NotFound(f"{what}: not found")
+            if name in self._ns().links:
+                raise AlreadyExists(f"{what}: already exists")
+            inner = self.kernel.add_link(peer_netns, peer, "veth", what, mac=peer_mac, mtu=mtu)
+            try:
+                outer = self.kernel.add_link(HOST, name, "veth", what, alias=alias,
+                                             master=bridge, up=True, mtu=mtu,
+                                             mac=names.random_mac())
+            except CnmError:
+                self.kernel.delete_link(inner)
+                raise
+            inner.peer, outer.peer = outer, inner
+
+    def occupied(self) -> list[tuple[str, str]]:
+        self._enter("occupied")
+        with self.kernel.lock:
+            out = []
+            for link in self._ns().links.values():
+                for a in link.addresses:
+                    n = netaddr.IPNetwork(a)
+                    if n.ip.is_loopback() or n.ip.is_link_local():
+                        continue
+                    out.append((str(n.cidr), f"address {n} on {link.name} in the host namespace"))
+            for cidr, dev in self.kernel.host_routes:
+                n = netaddr.IPNetwork(cidr)
+                out.append((str(n.cidr), f"route {n} via {dev} in the host namespace"))
+            return out
+
+    # ---- for tests: arrange and inspect the host namespace
+    def link(self, name: str) -> FakeLink | None:
+        with self.kernel.lock:
+            return self._ns().links.get(name)
+
+    def live(self) -> dict[str, FakeLink]:
+        """Links in service (not loopback, not retired), by name."""
+        with self.kernel.lock:
+            return {n: link for n, link in self._ns().links.items()
+                    if n != "lo" and not link.retired}
+
+    def add_address(self, dev: str, cidr: str) -> None:
+        """Give the host an address (on a dummy link ``dev``, made if missing)."""
+        with self.kernel.lock:
+            link = self._ns().links.get(dev)
+            if link is None:
+                link = self.kernel.add_link(HOST, dev, "dummy", dev, up=True)
+            _add_addresses(link, [cidr])
+
+    def add_route(self, cidr: str, dev: str = "eth0") -> None:
+        """Give the host a (non-default) route to ``cidr``."""
+        with self.kernel.lock:
+            self.kernel.host_routes.append((cidr, dev))
+
+
+class FakeSandboxLinks(_Faultable, SandboxLinks):
+    """SandboxLinks over a FakeKernel; a namespace is keyed by its path, where a plain file
+    stands in for the bind mount (the controller lists its netns directory)."""
+
+    def __init__(self, kernel: FakeKernel | None = None) -> None:
+        # No super().__init__: there is no visitor thread.
+        self.kernel = kernel or FakeKernel()
+        self._init_faults()
+
+    def create_netns(self, path: str) -> None:
+        self._enter("create_netns", path)
+        with self.kernel.lock:
+            if path in self.kernel.namespaces:
+                raise AlreadyExists(f"network namespace {path}: already exists")
+            # Like the real one: O_EXCL, so a leftover file is an error, not reused.
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            os.close(fd)
+            self.kernel.add_namespace(path)
+
+    def delete_netns(self, path: str) -> None:
+        self._enter("delete_netns", path)
+        with self.kernel.lock:
+            self.kernel.delete_namespace(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
+        self._enter("configure", path, ifname, addresses)
+        with self.kernel.lock:
+            link = self.kernel.namespace(path).links.get(ifname)
+            if link is None:
+                raise NotFound(f"interface {ifname} is missing in {path}")
+            _add_addresses(link, addresses)
+            link.up = True
+
+    def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]]) -> None:
+        self._enter("set_default_routes", path, routes)
+        with self.kernel.lock:
+            ns = self.kernel.namespace(path)
+            for version in (4, 6):
+                want = [r for r in routes if r[0] == version]
+                if not want:
+                    ns.routes.pop(version, None)
+                    continue
+                _, gw, dev = want[0]
+                link = ns.links.get(dev)
+                if link is None:
+                    raise NotFound(f"default route: device {dev} not found in {path}")
+                if not link.up or not _on_link(link, gw):
+                    raise KernelError(f"default route: gateway {gw} is unreachable on {dev} "
+                                      "(ENETUNREACH)")
+                ns.routes[version] = (gw, link)
+
+    def retire(self, path: str, ifname: str, new_name: str) -> None:
+        self._enter("retire", path, ifname, new_name)
+        with self.kernel.lock:
+            ns = self.kernel.namespaces.get(path)
+            link = ns.links.get(ifname) if ns else None
+            if ns is None or link is None:
+                return
+            if new_name in ns.links:
+                raise AlreadyExists(f"retire {ifname}: already exists")
+            link.up = False
+            del ns.links[ifname]
+            link.name = new_name
+            ns.links[new_name] = link
+            link.addresses.clear()
+            self.kernel.drop_routes(link)
+
+    def remove(self, path: str, ifname: str) -> None:
+        self._enter("remove", path, ifname)
+        with self.kernel.lock:
+            link = self.kernel.namespace(path).links.get(ifname)
+            if link is not None:
+                self.kernel.delete_link(link)
+
+    def links(self, path: str) -> list[LinkInfo]:
+        self._enter("links", path)
+        with self.kernel.lock:
+            return [link.info() for link in self.kernel.namespace(path).links.values()]
+
+    # ---- for tests: inspect sandboxes
+    def namespaces(self) -> list[str]:
+        with self.kernel.lock:
+            return sorted(k for k in self.kernel.namespaces if k != HOST)
+
+    def interfaces(self, path: str) -> dict[str, FakeLink]:
+        """The interfaces of a sandbox other than loopback, by name."""
+        with self.kernel.lock:
+            return {n: link for n, link in self.kernel.namespace(path).links.items()
+                    if n != "lo"}
+
+    def default_routes(self, path: str) -> dict[int, tuple[str, str]]:
+        """IP version -> (gateway, device name)."""
+        with self.kernel.lock:
+            ns = self.kernel.namespace(path)
+            return {v: (gw, dev.name) for v, (gw, dev) in ns.routes.items()}

@@ -1,0 +1,81 @@
+"""Shared fixtures of the unit tier: a controller over the fake kernel, in temp dirs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnm.controller import Config, Controller
+from cnm.drivers.base import Context
+from cnm.drivers.registry import builtin
+from cnm.kernel import netns
+from cnm.store import Store
+from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
+
+HOST_RESOLV = """# host resolv.conf
+nameserver 127.0.0.53
+nameserver 192.0.2.53
+search example.org
+options ndots:2
+"""
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    return FakeKernel()
+
+
+@pytest.fixture
+def host(kernel: FakeKernel) -> FakeHostLinks:
+    return FakeHostLinks(kernel)
+
+
+@pytest.fixture
+def sbx(kernel: FakeKernel) -> FakeSandboxLinks:
+    return FakeSandboxLinks(kernel)
+
+
+MakeController = Callable[..., Controller]
+
+
+@pytest.fixture
+def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
+                    sbx: FakeSandboxLinks,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeController]:
+    """Start a controller on the test's store and run dirs; call it again to "restart".
+
+    ``kernel=`` gives the new controller a different fake kernel (a host that rebooted);
+    other keywords go to Config.
+    """
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(HOST_RESOLV)
+    host_ns = tmp_path / "host-netns"
+    host_ns.touch()
+    stores: list[Store] = []
+    kernel_ = kernel
+
+    def make(kernel: FakeKernel | None = None, **config: Any) -> Controller:
+        h, s, k = host, sbx, kernel_
+        if kernel is not None:
+            h, s, k = FakeHostLinks(kernel), FakeSandboxLinks(kernel), kernel
+        # The controller asks at start whether each sandbox's namespace is alive.
+        monkeypatch.setattr(netns, "is_netns", k.is_netns)
+        cfg = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
+                     host_netns=str(host_ns), resolv_conf=str(resolv), **config)
+        store = Store(cfg.state_dir)
+        stores.append(store)
+        ctl = Controller(cfg, store, Context(h, s), builtin())
+        ctl.start()
+        return ctl
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def ctl(make_controller: MakeController) -> Controller:
+    return make_controller()
