@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cnm.errors import Conflict, Internal
+from cnm.model import Endpoint, Network, Sandbox, Subnet
+from cnm.store import SCHEMA_VERSION, Store
+
+
+def net(ident: str = "n1", name: str = "blue") -> Network:
+    return Network(id=ident, name=name, driver="bridge", created="2026-01-01T00:00:00Z",
+                   subnets=(Subnet("10.1.0.0/24", "10.1.0.1", "10.1.0.128/25",
+                                   {"router": "10.1.0.2"}),
+                            Subnet("fd00:1::/64", "fd00:1::1")),
+                   ipv6=True, internal=True, options={"mtu": "1400"}, labels={"team": "a"})
+
+
+def sandbox(ident: str = "s1", name: str = "web") -> Sandbox:
+    return Sandbox(id=ident, name=name, hostname=name, created="2026-01-01T00:00:00Z",
+                   labels={"k": "v"})
+
+
+def endpoint(ident: str = "e1", network: str = "n1", sb: str = "s1",
+             ipv4: str | None = "10.1.0.3/24", ipv6: str | None = "fd00:1::3/64") -> Endpoint:
+    return Endpoint(id=ident, network_id=network, sandbox_id=sb, created="2026-01-01",
+                    ifname="eth0", mac="02:00:00:00:00:01", ipv4=ipv4, ipv6=ipv6,
+                    gateway4="10.1.0.1", aliases=("db", "primary"), order=1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(str(tmp_path / "state"))
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def test_round_trip(tmp_path: Path, store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox())
+        tx.put_endpoint(endpoint())
+    store.close()
+    again = Store(str(tmp_path / "state"))
+    state = again.load()
+    again.close()
+    assert state.networks == [net()]
+    assert state.sandboxes == [sandbox()]
+    assert state.endpoints == [endpoint()]
+
+
+def test_put_again_updates_the_record(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+    with store.transaction() as tx:
+        tx.put_network(Network(id="n1", name="renamed", driver="bridge", created="x"))
+    assert [n.name for n in store.load().networks] == ["renamed"]
+
+
+def test_duplicate_network_name_is_a_conflict(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net("n1", "blue"))
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.put_network(net("n2", "blue"))
+    assert [n.id for n in store.load().networks] == ["n1"]
+
+
+def test_duplicate_sandbox_name_is_a_conflict(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_sandbox(sandbox("s1", "web"))
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.put_sandbox(sandbox("s2", "web"))
+    assert [s.id for s in store.load().sandboxes] == ["s1"]
+
+
+@pytest.mark.parametrize("second", [
+    endpoint("e2", sb="s2", ipv4="10.1.0.3/24", ipv6="fd00:1::4/64"),
+    endpoint("e2", sb="s2", ipv4="10.1.0.4/24", ipv6="fd00:1::3/64"),
+    endpoint("e2", sb="s1", ipv4="10.1.0.4/24", ipv6="fd00:1::4/64"),  # same sandbox again
+])
+def test_same_address_or_sandbox_twice_in_one_network_is_a_conflict(store: Store,
+                                                                     second: Endpoint) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox("s1", "a"))
+        tx.put_sandbox(sandbox("s2", "b"))
+        tx.put_endpoint(endpoint("e1", sb="s1", ipv4="10.1.0.3/24", ipv6="fd00:1::3/64"))
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.put_endpoint(second)
+    assert [e.id for e in store.load().endpoints] == ["e1"]
+
+
+def test_same_address_in_two_networks_is_fine(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net("n1", "a"))
+        tx.put_network(net("n2", "b"))
+        tx.put_sandbox(sandbox())
+        tx.put_endpoint(endpoint("e1", network="n1"))
+        tx.put_endpoint(endpoint("e2", network="n2"))
+    assert len(store.load().endpoints) == 2
+
+
+def test_endpoints_without_address_do_not_clash(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox("s1", "a"))
+        tx.put_sandbox(sandbox("s2", "b"))
+        tx.put_endpoint(Endpoint(id="e1", network_id="n1", sandbox_id="s1", created="x"))
+        tx.put_endpoint(Endpoint(id="e2", network_id="n1", sandbox_id="s2", created="x"))
+    assert len(store.load().endpoints) == 2
+
+
+def test_endpoint_of_an_unknown_network_is_refused(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_sandbox(sandbox())
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.put_endpoint(endpoint(network="nope"))
+
+
+def test_rollback_on_exception_leaves_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox())
+        tx.put_endpoint(endpoint())
+        raise RuntimeError("kernel step failed")
+    state = store.load()
+    assert (state.networks, state.sandboxes, state.endpoints) == ([], [], [])
+    # The store is usable afterwards.
+    with store.transaction() as tx:
+        tx.put_network(net())
+    assert len(store.load().networks) == 1
+
+
+def test_delete(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox())
+        tx.put_endpoint(endpoint())
+    with store.transaction() as tx:
+        tx.delete_endpoint("e1")
+        tx.delete_sandbox("s1")
+        tx.delete_network("n1")
+    state = store.load()
+    assert (state.networks, state.sandboxes, state.endpoints) == ([], [], [])
+
+
+def test_network_with_endpoints_cannot_be_deleted(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox())
+        tx.put_endpoint(endpoint())
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.delete_network("n1")
+    assert len(store.load().networks) == 1
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store(str(tmp_path)).close()
+    c = sqlite3.connect(tmp_path / "cnm.db")
+    c.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION + 1),))
+    c.commit()
+    c.close()
+    with pytest.raises(Internal) as e:
+        Store(str(tmp_path))
+    assert f"schema version {SCHEMA_VERSION + 1}" in e.value.message
+    assert e.value.hint is not None
