@@ -78,7 +78,7 @@ def restart_with(d: Daemon, *extra: str) -> None:
     d.start(*extra)
 
 
-def cnmd(d: Daemon, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def cnmd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run another cnmd in the foreground (one that is expected to refuse to start)."""
     return subprocess.run([sys.executable, "-m", "cnm", "daemon", *args], capture_output=True,
                           text=True, timeout=timeout)
@@ -436,10 +436,11 @@ def test_start_reconciles_a_lost_namespace_and_stale_links(daemon: Daemon,
     run("ip", "-n", h, "link", "set", "cnmvstale0000", "alias", "cnm:endpoint:deadbeef")
 
     d.start()  # over the stale socket file the killed daemon left
-    assert [s["name"] for s in listing(d)[1]] == ["a", "b"]
+    # Ready means reconciled: once _ping answered, the stale links were already gone.
     host_links = links(host_ns.path)
     assert "cnmvstale0000" not in host_links and "cnmpstale" not in host_links
     assert lost_veth not in host_links
+    assert [s["name"] for s in listing(d)[1]] == ["a", "b"]
     assert not os.path.exists(lost["netns"])
     assert not os.path.exists(os.path.dirname(lost["hosts_path"]))
     assert [e["sandbox"] for e in inspect(d, "network", "web")[0]["endpoints"]] == ["a", "b"]
@@ -455,7 +456,7 @@ def test_start_reconciles_a_lost_namespace_and_stale_links(daemon: Daemon,
 def test_second_daemon_on_the_same_state_dir_is_refused(daemon: Daemon, host_ns: HostNs,
                                                         tmp_path: Path) -> None:
     ok(daemon, "network", "create", "--subnet", "10.80.0.0/24", "web")
-    r = cnmd(daemon, "--netns", host_ns.path, "--state-dir", str(daemon.state_dir),
+    r = cnmd("--netns", host_ns.path, "--state-dir", str(daemon.state_dir),
              "--run-dir", str(tmp_path / "run2"), "-H", f"unix://{tmp_path / 'other.sock'}")
     assert r.returncode != 0
     assert f"another cnmd already uses the state dir {daemon.state_dir}" in r.stderr
@@ -472,7 +473,7 @@ def test_second_daemon_on_the_same_socket_is_refused_before_touching_the_kernel(
     ok(d, "sandbox", "create", "--network", "web", "b")
     before = set(links(host_ns.path))
     # Own state and run dirs and bridge name, so only the socket is shared.
-    r = cnmd(d, "--netns", host_ns.path, "--state-dir", str(tmp_path / "state2"),
+    r = cnmd("--netns", host_ns.path, "--state-dir", str(tmp_path / "state2"),
              "--run-dir", str(tmp_path / "run2"), "--bridge-name", "cnmother",
              "-H", d.address)
     assert r.returncode != 0
@@ -483,3 +484,21 @@ def test_second_daemon_on_the_same_socket_is_refused_before_touching_the_kernel(
     assert can_ping(netns_of(d, "a"), ip_of(d, "b"))
     assert os.path.exists(d.socket)
     ok(d, "network", "ls")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--netns", "/nonexistent"], "--netns /nonexistent: not a network namespace"),
+    (["--netns", "/etc/hostname"], "--netns /etc/hostname: not a network namespace"),
+    (["-H", "tcp://127.0.0.1:2375"], "unsupported address 'tcp://127.0.0.1:2375'"),
+])
+def test_cnmd_refuses_bad_arguments_clearly(host_ns: HostNs, tmp_path: Path,
+                                            args: list[str], message: str) -> None:
+    # Always a throwaway --netns first (a later one in ``args`` wins): were the refusal
+    # missing, this cnmd must not start on the machine's own namespace.
+    r = cnmd("--netns", host_ns.path, "--state-dir", str(tmp_path / "state"),
+             "--run-dir", str(tmp_path / "run"), "-H", f"unix://{tmp_path / 'cnm.sock'}",
+             *args)
+    assert r.returncode == 2
+    assert f"cnmd: error: {message}" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "cnm.sock")
