@@ -398,10 +398,11 @@ class Controller:
         """Make the sandbox's default routes and files match ``eps``."""
         if sb.kind == "netns":
             path = self.netns_path(sb)
-            self.ctx.sandbox.set_default_routes(path, _default_routes(eps))
             if undo is not None:
+                # Registered first: a call that fails half way (IPv4 set, IPv6 not) is undone.
                 undo.callback(_quietly(self.ctx.sandbox.set_default_routes, path,
                                        _default_routes(before)))
+            self.ctx.sandbox.set_default_routes(path, _default_routes(eps))
         if undo is not None:
             # Before the write: a half-written file is put back too.
             undo.callback(_quietly(self._write_files, sb, before))

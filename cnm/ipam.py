@@ -220,7 +220,7 @@ def plan_subnets(
     aux: dict[int, dict[str, str]] = {}
     for name, text in aux_addresses.items():
         ip = parse_ip(text, f"aux address {name!r}")
-        i = owner(ip, f"aux address {name}=")
+        i = owner(ip, f"aux address {name}")
         aux.setdefault(i, {})[name] = str(ip)
 
     out: list[Subnet] = []

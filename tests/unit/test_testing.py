@@ -104,8 +104,10 @@ def test_faulty_real_style_adapter_in_a_controller(make_controller: MakeControll
     ctl.ctx = Context(host, wrapped)  # type: ignore[arg-type]
     with pytest.raises(KernelError, match="halfway"):
         ctl.connect(ConnectSpec("blue", "web"))
-    # The failed call changed nothing, so only the endpoint's own steps are undone.
-    assert [c.method for c in wrapped.calls] == ["configure", "set_default_routes", "retire"]
+    # The routes' undo is registered before the call, so a call that fails half way is
+    # put back too; then the endpoint's own steps are undone.
+    assert [c.method for c in wrapped.calls] == [
+        "configure", "set_default_routes", "set_default_routes", "retire"]
     assert len(ctl.endpoints) == 1
     assert ctl.connect(ConnectSpec("blue", "web")).ipv4 == "10.10.0.2/24"
 
