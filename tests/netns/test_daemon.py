@@ -183,8 +183,13 @@ def test_cli_network_and_sandbox_lifecycle(daemon: Daemon, host_ns: HostNs,
     assert names.bridge_name(net_id) not in links(host_ns.path)
 
 
-def test_sandbox_exec_without_a_command_is_invalid_input(daemon: Daemon) -> None:
+def test_sandbox_exec_passes_the_exit_status_and_refuses_no_command(daemon: Daemon) -> None:
     ok(daemon, "sandbox", "create", "--network", "none", "n")
+    # The CLI becomes the command: its status is the command's.
+    assert daemon.cli("sandbox", "exec", "n", "--", "sh", "-c", "exit 7").returncode == 7
+    # On the none network there is nothing to reach but loopback.
+    assert ok(daemon, "sandbox", "exec", "n", "--", "ip", "-br", "link").split()[0] == "lo"
+    assert ok(daemon, "sandbox", "exec", "n", "--", "ip", "-4", "route").strip() == ""
     r = fails(daemon, "sandbox", "exec", "n")
     assert r.returncode == 2
     assert "no command" in r.stderr
