@@ -19,47 +19,21 @@ from statecheck import snapshot, stored
 
 from cnm.errors import CnmError, Internal, KernelError
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
-
-
-class Failing:
-    """Stands in front of ``target``; the ``after``-th next call of ``method`` (0: the
-    next one) raises ``exc`` before the real method runs. Everything else passes through.
-    (A minimal local stand-in for cnm.testing.Faulty, which was not committed yet.)"""
-
-    def __init__(self, target: Any, method: str, exc: CnmError, after: int = 0) -> None:
-        if not callable(getattr(target, method, None)):
-            raise AttributeError(f"{type(target).__name__} has no method {method}")
-        self.target, self.method, self.exc, self.after = target, method, exc, after
-        self.fired = False
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.target, name)
-        if name != self.method:
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if not self.fired:
-                if self.after == 0:
-                    self.fired = True
-                    raise self.exc
-                self.after -= 1
-            return attr(*args, **kwargs)
-
-        return call
+from cnm.testing import Faulty
 
 
 @contextmanager
 def failing(owner: Any, attr: str, method: str, exc: CnmError,
-            after: int = 0) -> Iterator[Failing]:
-    """Put a Failing in front of ``owner.attr`` for the duration; check that it fired."""
+            after: int = 0) -> Iterator[Faulty[Any]]:
+    """Put a Faulty in front of ``owner.attr`` for the duration; check that it fired."""
     real = getattr(owner, attr)
-    proxy = Failing(real, method, exc, after)
+    proxy = Faulty(real).fail_on(method, exc, after=after)
     setattr(owner, attr, proxy)
     try:
         yield proxy
     finally:
         setattr(owner, attr, real)
-    assert proxy.fired, f"{method} was never called: the fault was not injected"
+    assert proxy.faults.pending() == 0, f"{method} was never called: no fault was injected"
 
 
 # (adapter on the context, method): the kernel steps of a join, in order.
