@@ -87,6 +87,22 @@ def _lock_state(state_dir: str) -> int:
     return fd
 
 
+def _lock_netns(path: str | None) -> int:
+    """One daemon per host namespace: reconcile removes cnm links it does not know, so a
+    second daemon on the same namespace would tear down the first one's network. The lock
+    is on the namespace itself (every path to it shares the nsfs inode)."""
+    target = path or "/proc/self/ns/net"
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InvalidArgument(
+            f"another cnmd already manages the network namespace {path or '(own)'}"
+        ) from None
+    return fd
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
@@ -105,6 +121,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         # Before reconcile: a daemon already serving this socket may manage this very
         # namespace, and reconcile would delete its links as stale.
         claim_socket(path)
+        ns_lock = _lock_netns(config.host_netns)
         host_thread = NsThread(config.host_netns)
         visitor = Visitor()
         host = HostLinks(host_thread)
@@ -134,6 +151,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         host_thread.stop()
         visitor.stop()
         store.close()
+    os.close(ns_lock)
     os.close(lock)
     return 0
 

@@ -491,6 +491,25 @@ def test_second_daemon_on_the_same_socket_is_refused_before_touching_the_kernel(
     ok(d, "network", "ls")
 
 
+def test_second_daemon_on_the_same_namespace_is_refused_before_touching_the_kernel(
+        daemon: Daemon, host_ns: HostNs, tmp_path: Path) -> None:
+    d = daemon
+    ok(d, "network", "create", "--subnet", "10.82.0.0/24", "web")
+    ok(d, "sandbox", "create", "--network", "web", "a")
+    ok(d, "sandbox", "create", "--network", "web", "b")
+    before = set(links(host_ns.path))
+    # Nothing shared but the namespace: its reconcile would take the first one's links
+    # for stale ones.
+    r = cnmd("--netns", host_ns.path, "--state-dir", str(tmp_path / "state2"),
+             "--run-dir", str(tmp_path / "run2"), "--bridge-name", "cnmother",
+             "-H", f"unix://{tmp_path / 'other.sock'}")
+    assert r.returncode != 0
+    assert f"another cnmd already manages the network namespace {host_ns.path}" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert set(links(host_ns.path)) == before
+    assert can_ping(netns_of(d, "a"), ip_of(d, "b"))
+
+
 @pytest.mark.parametrize("args, message", [
     (["--netns", "/nonexistent"], "--netns /nonexistent: not a network namespace"),
     (["--netns", "/etc/hostname"], "--netns /etc/hostname: not a network namespace"),
