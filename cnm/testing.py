@@ -329,6 +329,12 @@ class FakeHostLinks(_Faultable, HostLinks):
         with self.kernel.lock:
             return name in self._ns().links
 
+    def attached(self, name: str, master: str) -> bool:
+        self._enter("attached", name, master)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            return bool(link and link.master and link.master.name == master and link.up)
+
     def ensure_bridge(self, name: str, alias: str, mtu: int | None, addresses: Sequence[str],
                       mac: str) -> bool:
         self._enter("ensure_bridge", name, alias, mtu, addresses, mac)

@@ -116,7 +116,8 @@ class BridgeDriver:
         ctx.sandbox.retire(netns, ep.ifname, names.retired_name(ep.id))
 
     def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool:
-        return bool(ctx.host.exists(names.veth_name(ep.id)))
+        # Not just present: a veth someone detached from the bridge cuts the sandbox off.
+        return ctx.host.attached(names.veth_name(ep.id), bridge_of(net))
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return (bridge_of(net),)

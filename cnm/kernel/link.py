@@ -145,6 +145,18 @@ class HostLinks:
     def exists(self, name: str) -> bool:
         return self._t.call(lambda ipr: _lookup(ipr, name) is not None)
 
+    def attached(self, name: str, master: str) -> bool:
+        """True when link ``name`` exists, is up and is a port of ``master``."""
+
+        def run(ipr: IPRoute) -> bool:
+            index, master_index = _lookup(ipr, name), _lookup(ipr, master)
+            if index is None or master_index is None:
+                return False
+            msg = ipr.get_links(index)[0]
+            return bool(msg.get("IFLA_MASTER") == master_index and msg["flags"] & 1)
+
+        return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"link {name}"))
+
     def ensure_bridge(self, name: str, alias: str, mtu: int | None, addresses: Sequence[str],
                       mac: str) -> bool:
         """Create the bridge, or bring an existing cnm bridge in line. True if created."""

@@ -101,6 +101,23 @@ def test_endpoint_whose_host_veth_was_deleted_is_replumbed_at_start(stack: Stack
     assert can_ping(b, "10.81.0.2")
 
 
+def test_endpoint_whose_veth_was_detached_from_its_bridge_is_replumbed_at_start(
+        stack: Stack) -> None:
+    c = stack.controller
+    c.create_network(NetworkSpec(name="web", subnets=("10.86.0.0/24",)))
+    c.create_sandbox(SandboxSpec(name="a", network="web"))
+    c.create_sandbox(SandboxSpec(name="b", network="web"))
+    a, b = stack.netns("a"), stack.netns("b")
+    run("ip", "-n", stack.host_ns.name, "link", "set", veth_of(c, "a"), "nomaster")
+    assert not can_ping(b, "10.86.0.2")
+
+    c = restart(stack)
+    host_end = links(stack.host_ns.path)[veth_of(c, "a")]
+    assert host_end["master"] == bridge_of(c.network("web"))
+    assert addresses(a, "eth0") == ["10.86.0.2/24"]
+    assert can_ping(b, "10.86.0.2")
+
+
 def test_stale_namespace_and_files_under_the_run_dir_are_removed_at_start(
         stack: Stack) -> None:
     c = stack.controller
