@@ -7,7 +7,7 @@ cd "$top"
 bash scripts/install.sh >/dev/null
 export PATH="$top/.venv/bin:$PATH"
 echo "== ruff"
-ruff check cnm drivers dns tests bench
+ruff check .
 echo "== mypy (strict)"
 PYTHON="$top/.venv/bin/python" scripts/typecheck
 echo "== pytest"
