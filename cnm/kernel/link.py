@@ -61,6 +61,14 @@ def _lookup(ipr: IPRoute, name: str) -> int | None:
     return int(struct.unpack_from("16si", reply)[1])
 
 
+def _ifname(index: int) -> str | None:
+    """The name of link ``index`` in the calling thread's namespace (SIOCGIFNAME), or None."""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return None
+
+
 def _index(ipr: IPRoute, name: str) -> int:
     index = _lookup(ipr, name)
     if index is None:
@@ -257,13 +265,23 @@ class HostLinks:
         """(cidr, holder) of every address and non-default route in the host namespace."""
 
         def run(ipr: IPRoute) -> list[tuple[str, str]]:
-            byindex = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.get_links()}
+            # Names only for the few links that hold something: a full link dump parsed by
+            # pyroute2 costs ~0.3 ms per link, 150 ms with 400 endpoints on the host.
+            byindex: dict[int, str] = {}
+
+            def dev_name(index: int | None) -> str:
+                if index is None:
+                    return "?"
+                if index not in byindex:
+                    byindex[index] = _ifname(index) or "?"
+                return byindex[index]
+
             out = []
             for a in ipr.get_addr():
                 n = netaddr.IPNetwork(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
                 if n.ip.is_loopback() or n.ip.is_link_local():
                     continue
-                dev = byindex.get(a["index"], "?")
+                dev = dev_name(a["index"])
                 out.append((str(n.cidr), f"address {n} on {dev} in the host namespace"))
             for family in (2, 10):
                 for r in ipr.get_routes(family=family, table=254):
@@ -272,7 +290,7 @@ class HostLinks:
                     n = netaddr.IPNetwork(f"{r.get('RTA_DST')}/{r['dst_len']}")
                     if n.version == 6 and (n.ip.is_link_local() or n.ip.is_multicast()):
                         continue
-                    dev = byindex.get(r.get("RTA_OIF"), "?")
+                    dev = dev_name(r.get("RTA_OIF"))
                     out.append((str(n.cidr), f"route {n} via {dev} in the host namespace"))
             return out
 
