@@ -274,6 +274,12 @@ def _create(path: str) -> None:
         mount("/proc/thread-self/ns/net", path, None, MS_BIND)
         with IPRoute() as ipr:
             netlink_call(lambda: ipr.link("set", index=1, state="up"), "loopback up")
+        # Announce an interface's addresses when it comes up (gratuitous ARP, unsolicited
+        # NA), so peers drop a cached MAC at once when an address comes back on a new
+        # endpoint; without it they keep sending to the old MAC for up to ~30 s.
+        for key in ("net/ipv4/conf/all/arp_notify", "net/ipv6/conf/all/ndisc_notify"):
+            with open(f"/proc/sys/{key}", "w") as f:
+                f.write("1")
     except BaseException:
         with contextlib.suppress(CnmError):
             umount(path)

@@ -34,8 +34,14 @@ def in_ns(netns: str, *cmd: str, check: bool = True,
     return run("nsenter", f"--net={netns}", *cmd, check=check, timeout=timeout)
 
 
-def can_ping(netns: str, address: str, timeout_s: int = 1) -> bool:
-    r = in_ns(netns, "ping", "-c", "1", "-W", str(timeout_s), "-q", address, check=False)
+def can_ping(netns: str, address: str, timeout_s: int = 2) -> bool:
+    """One echo reply within ``timeout_s``. Probes every 0.2 s until then: the first
+    packets after a link comes up can be lost (the kernel attaches its qdisc
+    asynchronously), and a peer's neighbour entry may be waiting out an ARP retry, so a
+    single probe would make a passing check flaky. A failing check takes the full time."""
+    family = ["-6"] if ":" in address else []
+    r = in_ns(netns, "ping", *family, "-c", "1", "-i", "0.2", "-w", str(timeout_s), "-q",
+              address, check=False, timeout=timeout_s + 10)
     return r.returncode == 0
 
 

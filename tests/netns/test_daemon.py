@@ -151,7 +151,7 @@ def test_cli_network_and_sandbox_lifecycle(daemon: Daemon, host_ns: HostNs,
     assert sorted(e["sandbox"] for e in endpoints) == ["a", "b"]
 
     # exec runs in the sandbox: real packets to b, b's own view of the files and hostname.
-    r = d.cli("sandbox", "exec", "a", "--", "ping", "-c1", "-W1", b_ip)
+    r = d.cli("sandbox", "exec", "a", "--", "ping", "-c1", "-i0.2", "-w2", b_ip)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 received" in r.stdout
     hosts = ok(d, "sandbox", "exec", "a", "--", "cat", "/etc/hosts")
@@ -334,9 +334,9 @@ def test_sigterm_leaves_everything_and_a_restart_picks_it_up(daemon: Daemon,
     assert _snapshot(d) == (nets, sbs)
     assert can_ping(ns["a"], "10.50.0.3")
     assert can_ping(ns["a"], e_db_ip)
-    r = d.cli("sandbox", "exec", "b", "--", "ping", "-c1", "-W1", "10.50.0.4")
+    r = d.cli("sandbox", "exec", "b", "--", "ping", "-c1", "-i0.2", "-w2", "10.50.0.4")
     assert r.returncode == 0, r.stdout + r.stderr
-    in_ns(ns["v6"], "ping", "-6", "-c1", "-W1", "fd00:51::1")
+    in_ns(ns["v6"], "ping", "-6", "-c1", "-i0.2", "-w2", "fd00:51::1")
 
     # The allocator remembers what is in use: new endpoints get fresh addresses.
     used = {e["ipv4"] for e in eps} | {e["ipv6"] for e in eps}
