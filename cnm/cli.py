@@ -179,6 +179,42 @@ def sandbox_exec(c: Client, a: argparse.Namespace) -> int:
     exec_in(sb["netns"], files, hostname, argv)
 
 
+def _port_line(m: dict[str, Any]) -> str:
+    def span(lo: int, hi: int) -> str:
+        return f"{lo}-{hi}" if hi != lo else f"{lo}"
+
+    host = m["host_ip"] or "0.0.0.0"
+    host = f"[{host}]" if ":" in host else host
+    return (f"{span(m['container_port'], m['container_port_end'])}/{m['proto']} -> "
+            f"{host}:{span(m['host_port'], m['host_port_end'])}  ({m['network']})")
+
+
+def port_ls(c: Client, a: argparse.Namespace) -> int:
+    _emit(c.ports(a.sandbox), a.format, lambda ms: "\n".join(_port_line(m) for m in ms))
+    return 0
+
+
+def port_add(c: Client, a: argparse.Namespace) -> int:
+    for m in c.publish(a.sandbox, a.specs, a.network):
+        print(_port_line(m))
+    return 0
+
+
+def port_rm(c: Client, a: argparse.Namespace) -> int:
+    for spec in a.ports:
+        port, _, proto = spec.partition("/")
+        if not port.isdecimal():
+            raise InvalidArgument(f"invalid port {spec!r}: expected HOST_PORT[/tcp|udp|sctp]")
+        c.unpublish(a.sandbox, int(port), proto or "tcp")
+    return 0
+
+
+def firewall_reload(c: Client, a: argparse.Namespace) -> int:
+    done = c.reload_firewall()
+    print(f"rebuilt: {done['networks']} networks, {done['ports']} published ports")
+    return 0
+
+
 def info(c: Client, a: argparse.Namespace) -> int:
     data = c.call("GET", "/v1/info")
     _emit(data, a.format, lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()))
@@ -299,6 +335,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
     sp.set_defaults(fn=sandbox_exec)
+
+    prt = groups.add_parser("port", help="published ports of a sandbox").add_subparsers(
+        dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    prt.required = True
+    sp = prt.add_parser("ls", aliases=["list"], help="list a sandbox's published ports")
+    sp.add_argument("sandbox")
+    fmt(sp, "table")
+    sp.set_defaults(fn=port_ls)
+    sp = prt.add_parser("add", help="publish ports of a running sandbox")
+    sp.add_argument("--network", help="the network to publish on (default: its first bridge)")
+    sp.add_argument("sandbox")
+    sp.add_argument("specs", nargs="+", metavar="SPEC",
+                    help="[HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/PROTO]")
+    sp.set_defaults(fn=port_add)
+    sp = prt.add_parser("rm", aliases=["remove"], help="withdraw published host ports")
+    sp.add_argument("sandbox")
+    sp.add_argument("ports", nargs="+", metavar="HOST_PORT[/PROTO]")
+    sp.set_defaults(fn=port_rm)
+
+    fw = groups.add_parser("firewall", help="cnm's nftables table").add_subparsers(
+        dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    fw.required = True
+    sp = fw.add_parser("reload", help="rebuild the table from the store (after a flush)")
+    sp.set_defaults(fn=firewall_reload)
 
     sp = groups.add_parser("info", help="show daemon information")
     fmt(sp, "table")

@@ -102,3 +102,19 @@ class Client:
     def remove_sandbox(self, ref: str, force: bool = False) -> Any:
         q = "?force=true" if force else ""
         return self.call("DELETE", f"/v1/sandboxes/{quote(ref, safe='')}{q}")
+
+    def ports(self, sandbox: str) -> Any:
+        return self.call("GET", f"/v1/sandboxes/{quote(sandbox, safe='')}/ports")
+
+    def publish(self, sandbox: str, ports: list[str], network: str | None = None) -> Any:
+        body: dict[str, Any] = {"ports": ports}
+        if network:
+            body["network"] = network
+        return self.call("POST", f"/v1/sandboxes/{quote(sandbox, safe='')}/ports", body)
+
+    def unpublish(self, sandbox: str, port: int, proto: str = "tcp") -> Any:
+        return self.call("DELETE", f"/v1/sandboxes/{quote(sandbox, safe='')}/ports/"
+                                   f"{quote(proto, safe='')}/{port}")
+
+    def reload_firewall(self) -> Any:
+        return self.call("POST", "/v1/firewall/reload", {})

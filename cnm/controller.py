@@ -12,13 +12,13 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnm import names, sandboxfile
-from cnm.drivers.base import Context, Driver
+from cnm import names, portspec, sandboxfile
+from cnm.drivers.base import Context, Driver, Publisher
 from cnm.drivers.registry import lookup
 from cnm.errors import (
     AlreadyExists,
@@ -30,6 +30,7 @@ from cnm.errors import (
     Partial,
     Unsupported,
 )
+from cnm.firewall import NetworkRules, PortRule
 from cnm.ipam import DEFAULT_POOLS, NetworkAddresses, Pool, Taken, plan_subnets
 from cnm.kernel import netns
 from cnm.model import (
@@ -42,6 +43,8 @@ from cnm.model import (
     SandboxSpec,
     now,
 )
+from cnm.netfilter import Netfilter
+from cnm.portspec import PortMapping
 from cnm.store import Store
 
 log = logging.getLogger("cnm.controller")
@@ -75,11 +78,14 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
 
 class Controller:
     def __init__(self, config: Config, store: Store, ctx: Context,
-                 drivers: dict[str, Driver]) -> None:
+                 drivers: dict[str, Driver], netfilter: Netfilter | None = None) -> None:
         self.config = config
         self.store = store
         self.ctx = ctx
         self.drivers = drivers
+        # None: no firewall (unit tests of other parts); -p is then refused.
+        self.netfilter = netfilter
+        self._fw_built = False
         # Serialises every mutation (and the daemon's stop); reads take it briefly.
         self.lock = threading.RLock()
         self.networks: dict[str, Network] = {}
@@ -199,6 +205,12 @@ class Controller:
         with ExitStack() as undo:
             driver.create_network(net, self.ctx)
             undo.callback(_quietly(driver.delete_network, net, self.ctx))
+            rules = self._fw_rules(net)
+            # During start the table does not exist yet; its rebuild at the end covers this.
+            if self.netfilter is not None and rules is not None and self._fw_built:
+                others = self._all_fw_rules()
+                self.netfilter.add_network(rules, others + [rules])
+                undo.callback(_quietly(self.netfilter.remove_network, rules, others))
             with self.store.transaction() as tx:
                 tx.put_network(net)
             undo.pop_all()
@@ -219,6 +231,9 @@ class Controller:
                     f'network "{net.name}" has active endpoints ({holders})',
                     hint="disconnect them first",
                 )
+            rules = self._fw_rules(net)
+            if self.netfilter is not None and rules is not None:
+                self.netfilter.remove_network(rules, self._all_fw_rules(exclude=net.id))
             self.drivers[net.driver].delete_network(net, self.ctx)
             with self.store.transaction() as tx:
                 tx.delete_network(net.id)
@@ -249,8 +264,9 @@ class Controller:
             hostname = spec.hostname or spec.name
             if not names.valid_name(hostname) or len(hostname) > 63:
                 raise InvalidArgument(f"invalid hostname {hostname!r}")
-            _refuse_later_features(spec.aliases, spec.ports)
+            _refuse_later_features(spec.aliases)
             net = self.network(spec.network)
+            ports = self._check_ports(net, spec.ports)
             kind = "host" if net.driver == "host" else "netns"
             if kind == "host" and (spec.ip or spec.ip6 or spec.mac):
                 raise InvalidArgument("a sandbox on the host network takes no --ip, --ip6 or "
@@ -264,7 +280,7 @@ class Controller:
                     undo.callback(_quietly(self.ctx.sandbox.delete_netns, path))
                 os.makedirs(self.files_dir(sb), mode=0o755)
                 undo.callback(_quietly(shutil.rmtree, self.files_dir(sb), True))
-                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, [], undo)
+                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, [], undo, ports)
                 self._apply_sandbox(sb, [ep], [], undo)
                 with self.store.transaction() as tx:
                     tx.put_sandbox(sb)
@@ -313,7 +329,8 @@ class Controller:
         with self.lock:
             net = self.network(spec.network)
             sb = self.sandbox(spec.sandbox)
-            _refuse_later_features(spec.aliases, spec.ports)
+            _refuse_later_features(spec.aliases)
+            ports = self._check_ports(net, spec.ports)
             current = self.endpoints_of(sandbox=sb.id)
             if any(e.network_id == net.id for e in current):
                 raise AlreadyExists(f'sandbox "{sb.name}" is already connected to network '
@@ -330,7 +347,7 @@ class Controller:
                     hint="disconnect it from the other network first",
                 )
             with ExitStack() as undo:
-                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, current, undo)
+                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, current, undo, ports)
                 self._apply_sandbox(sb, current + [ep], current, undo)
                 with self.store.transaction() as tx:
                     tx.put_endpoint(ep)
@@ -354,7 +371,8 @@ class Controller:
             return ep
 
     def _attach(self, net: Network, sb: Sandbox, ip: str | None, ip6: str | None,
-                mac: str | None, current: list[Endpoint], undo: ExitStack) -> Endpoint:
+                mac: str | None, current: list[Endpoint], undo: ExitStack,
+                ports: Sequence[portspec.PortSpec] = ()) -> Endpoint:
         """Reserve addresses and plumb one endpoint; every step's undo goes on ``undo``."""
         driver = self.drivers[net.driver]
         if mac is not None and not names.valid_unicast_mac(mac):
@@ -391,6 +409,8 @@ class Controller:
         ep = dataclasses.replace(ep, gateway4=gw.get(4), gateway6=gw.get(6))
         if info.interface:
             self.ctx.sandbox.configure(path, ep.ifname, [a for a in (ipv4, ipv6) if a])
+        if ports:
+            ep = dataclasses.replace(ep, ports=self._publish(net, sb, ep, ports, undo))
         return ep
 
     def _apply_sandbox(self, sb: Sandbox, eps: list[Endpoint], before: list[Endpoint],
@@ -425,6 +445,11 @@ class Controller:
     def _detach(self, sb: Sandbox, ep: Endpoint, refresh: bool) -> None:
         """Leave and delete one endpoint. The record goes only once the kernel let go."""
         net = self.networks[ep.network_id]
+        if ep.ports and self.netfilter is not None:
+            # Unpublished first: no new connection may reach an endpoint on its way out.
+            self.netfilter.remove_ports(self._port_rules(ep, ep.ports))
+            for m in ep.ports:
+                self.netfilter.ports.remove(m)
         self.drivers[net.driver].leave(net, ep, self.netns_path(sb), self.ctx)
         with self.store.transaction() as tx:
             tx.delete_endpoint(ep.id)
@@ -457,6 +482,9 @@ class Controller:
                         space.mark(a, owner)
             self._ensure_predefined()
             self._reconcile()
+            if self.netfilter is not None:
+                self.reload_firewall()
+                self._fw_built = True
 
     def _ensure_predefined(self) -> None:
         have = {n.name for n in self.networks.values()}
@@ -549,6 +577,140 @@ class Controller:
         os.makedirs(self.files_dir(sb), exist_ok=True)
         self._apply_sandbox(sb, eps, eps, None)
 
+    # ----------------------------------------------------------------------- firewall
+    def _fw_rules(self, net: Network) -> NetworkRules | None:
+        driver = self.drivers[net.driver]
+        return driver.firewall_rules(net) if isinstance(driver, Publisher) else None
+
+    def _all_fw_rules(self, exclude: str | None = None) -> list[NetworkRules]:
+        out = []
+        for net in sorted(self.networks.values(), key=lambda n: n.created):
+            rules = self._fw_rules(net)
+            if rules is not None and net.id != exclude:
+                out.append(rules)
+        return out
+
+    @staticmethod
+    def _port_rules(ep: Endpoint, mappings: Iterable[PortMapping]) -> list[PortRule]:
+        a4 = ep.ipv4.split("/")[0] if ep.ipv4 else None
+        a6 = ep.ipv6.split("/")[0] if ep.ipv6 else None
+        return [PortRule(m, a4, a6) for m in mappings]
+
+    def _check_ports(self, net: Network, specs: Sequence[str]) -> list[portspec.PortSpec]:
+        """Parse and vet -p specs before anything is touched."""
+        parsed = [portspec.parse(p) for p in specs]
+        if not parsed:
+            return parsed
+        if self.netfilter is None:
+            raise Unsupported("this daemon runs without a firewall; it cannot publish ports")
+        if not isinstance(self.drivers[net.driver], Publisher):
+            raise InvalidArgument(f'network "{net.name}" (driver {net.driver}) cannot publish '
+                                  "ports")
+        if net.internal:
+            raise InvalidArgument(f'network "{net.name}" is internal: its ports cannot be '
+                                  "published")
+        for p in parsed:
+            if ":" in p.host_ip and not net.ipv6:
+                raise InvalidArgument(f"host address {p.host_ip} is IPv6 but network "
+                                      f'"{net.name}" has no IPv6')
+        return parsed
+
+    def _publish(self, net: Network, sb: Sandbox, ep: Endpoint,
+                 specs: Sequence[portspec.PortSpec], undo: ExitStack) -> tuple[PortMapping, ...]:
+        """Reserve host ports (refusing a clash), then add the map elements; undo both."""
+        assert self.netfilter is not None
+        driver = self.drivers[net.driver]
+        default_ip = driver.host_binding(net) if isinstance(driver, Publisher) else ""
+        mappings = []
+        for spec in specs:
+            m = self.netfilter.ports.resolve(spec, default_ip)
+            self.netfilter.ports.add(m, f'sandbox "{sb.name}"')
+            undo.callback(self.netfilter.ports.remove, m)
+            mappings.append(m)
+        rules = self._port_rules(ep, mappings)
+        self.netfilter.add_ports(rules)
+        undo.callback(_quietly(self.netfilter.remove_ports, rules))
+        return tuple(mappings)
+
+    def publish(self, sandbox: str, specs: Sequence[str],
+                network: str | None = None) -> list[PortMapping]:
+        """Publish more ports of a running sandbox (on one of its networks)."""
+        with self.lock:
+            sb = self.sandbox(sandbox)
+            ep = self._publishing_endpoint(sb, network)
+            net = self.networks[ep.network_id]
+            parsed = self._check_ports(net, specs)
+            with ExitStack() as undo:
+                added = self._publish(net, sb, ep, parsed, undo)
+                new = dataclasses.replace(ep, ports=ep.ports + added)
+                with self.store.transaction() as tx:
+                    tx.put_endpoint(new)
+                undo.pop_all()
+            self.endpoints[ep.id] = new
+            return list(added)
+
+    def unpublish(self, sandbox: str, host_port: int, proto: str = "tcp") -> list[PortMapping]:
+        """Withdraw the mappings of a sandbox that publish ``host_port``/``proto``."""
+        with self.lock:
+            sb = self.sandbox(sandbox)
+            if proto not in portspec.PROTOCOLS:
+                raise InvalidArgument(f"unknown protocol {proto!r}",
+                                      hint="protocols: tcp, udp, sctp")
+            gone: list[PortMapping] = []
+            for ep in self.endpoints_of(sandbox=sb.id):
+                hit = [m for m in ep.ports if m.proto == proto
+                       and m.host_port <= host_port <= m.host_port_end]
+                if not hit or self.netfilter is None:
+                    continue
+                self.netfilter.remove_ports(self._port_rules(ep, hit))
+                for m in hit:
+                    self.netfilter.ports.remove(m)
+                new = dataclasses.replace(ep, ports=tuple(m for m in ep.ports if m not in hit))
+                with self.store.transaction() as tx:
+                    tx.put_endpoint(new)
+                self.endpoints[ep.id] = new
+                gone.extend(hit)
+            if not gone:
+                raise NotFound(f'sandbox "{sb.name}" publishes no port {host_port}/{proto}')
+            return gone
+
+    def ports(self, sandbox: str) -> list[tuple[str, PortMapping]]:
+        """(network name, mapping) of everything a sandbox publishes."""
+        with self.lock:
+            sb = self.sandbox(sandbox)
+            return [(self.networks[ep.network_id].name, m)
+                    for ep in self.endpoints_of(sandbox=sb.id) for m in ep.ports]
+
+    def _publishing_endpoint(self, sb: Sandbox, network: str | None) -> Endpoint:
+        eps = self.endpoints_of(sandbox=sb.id)
+        if network is not None:
+            net = self.network(network)
+            ep = next((e for e in eps if e.network_id == net.id), None)
+            if ep is None:
+                raise NotFound(f'sandbox "{sb.name}" is not connected to network "{net.name}"')
+            return ep
+        for ep in eps:
+            net = self.networks[ep.network_id]
+            if isinstance(self.drivers[net.driver], Publisher) and not net.internal:
+                return ep
+        raise InvalidArgument(f'sandbox "{sb.name}" is on no network that can publish ports')
+
+    def reload_firewall(self) -> dict[str, int]:
+        """Rebuild cnm's table from the store (start, `cnm firewall reload`, after a flush)."""
+        with self.lock:
+            if self.netfilter is None:
+                raise Unsupported("this daemon runs without a firewall")
+            nets = self._all_fw_rules()
+            self.netfilter.ports = portspec.PortTable()
+            rules: list[PortRule] = []
+            for ep in self.endpoints.values():
+                sb = self.sandboxes[ep.sandbox_id]
+                for m in ep.ports:
+                    self.netfilter.ports.add(m, f'sandbox "{sb.name}"')
+                rules.extend(self._port_rules(ep, ep.ports))
+            self.netfilter.rebuild(nets, rules)
+            return {"networks": len(nets), "ports": len(rules)}
+
     # ----------------------------------------------------------------------- views
     def network_view(self, net: Network) -> dict[str, Any]:
         with self.lock:  # a consistent picture while mutations run on other threads
@@ -608,10 +770,7 @@ def _default_routes(eps: list[Endpoint]) -> list[tuple[int, str, str]]:
     return out
 
 
-def _refuse_later_features(aliases: Iterable[str], ports: Iterable[str]) -> None:
+def _refuse_later_features(aliases: Iterable[str]) -> None:
     if list(aliases):
         raise Unsupported("--alias is not available yet: network aliases come with the "
                           "embedded DNS server")
-    if list(ports):
-        raise Unsupported("-p is not available yet: published ports come with the nftables "
-                          "firewall")

@@ -27,6 +27,8 @@ from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
 from cnm.kernel.link import HostLinks, SandboxLinks
 from cnm.kernel.netns import NsThread, Visitor
+from cnm.kernel.nft import Nftables
+from cnm.netfilter import Netfilter
 from cnm.store import Store
 
 DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
@@ -126,7 +128,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         visitor = Visitor()
         host = HostLinks(host_thread)
         store = Store(config.state_dir)
-        controller = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin())
+        controller = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin(),
+                                Netfilter(Nftables(host_thread)))
         controller.start()
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         server = serve(controller, path)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cnm.portspec import PortMapping
+
 PREDEFINED = ("bridge", "host", "none")
 
 
@@ -70,17 +72,20 @@ class Endpoint:
     gateway4: str | None = None  # from the driver's join; None on internal networks
     gateway6: str | None = None
     aliases: tuple[str, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
     # Monotonic order of connection within a sandbox: the first gives the default route.
     order: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["aliases"] = list(self.aliases)
+        d["ports"] = [p.to_dict() for p in self.ports]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Endpoint:
-        return cls(**{**d, "aliases": tuple(d.get("aliases", ()))})
+        return cls(**{**d, "aliases": tuple(d.get("aliases", ())),
+                      "ports": tuple(PortMapping.from_dict(p) for p in d.get("ports", ()))})
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -523,3 +524,52 @@ class FakeSandboxLinks(_Faultable, SandboxLinks):
         with self.kernel.lock:
             ns = self.kernel.namespace(path)
             return {v: (gw, dev.name) for v, (gw, dev) in ns.routes.items()}
+
+
+class FakeNft:
+    """nftables for unit tests: keeps the elements of cnm's sets and maps, as the kernel
+    would (a missing element on delete is NotFound, a duplicate on add is refused), and
+    records every transaction and sysctl."""
+
+    _ELEMENT = re.compile(r"^(add|delete) element inet cnm (\w+) \{ (.*) \}$")
+
+    def __init__(self) -> None:
+        self.transactions: list[str] = []
+        self.elements: dict[str, dict[str, str]] = {}
+        self.sysctls: dict[str, str] = {}
+        self.docker_user: list[dict[str, Any]] | None = None  # the DOCKER-USER chain, if any
+
+    def run(self, text: str) -> str:
+        if not text:
+            return ""
+        staged = {k: dict(v) for k, v in self.elements.items()}
+        if "delete table inet cnm" in text:
+            staged = {}
+        for line in text.splitlines():
+            m = self._ELEMENT.match(line.strip())
+            if not m:
+                continue
+            verb, name, body = m.groups()
+            key, _, value = body.partition(" : ")
+            table = staged.setdefault(name, {})
+            if verb == "add":
+                if key in table:
+                    raise KernelError("nftables refused the change: Error: Could not process "
+                                      "rule: File exists")
+                table[key] = value
+            elif key not in table:
+                raise NotFound("nftables: Error: Could not process rule: No such file or "
+                               "directory")
+            else:
+                del table[key]
+        self.elements = staged
+        self.transactions.append(text)
+        return ""
+
+    def list_json(self, what: str) -> list[dict[str, Any]]:
+        if what == "chain ip filter DOCKER-USER" and self.docker_user is not None:
+            return [{"chain": {"name": "DOCKER-USER"}}, *self.docker_user]
+        return []
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.sysctls[key] = value

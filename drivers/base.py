@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cnm.errors import InvalidArgument
+from cnm.firewall import NetworkRules
 from cnm.kernel.link import HostLinks, SandboxLinks
 from cnm.model import Endpoint, Network
 
@@ -51,6 +52,15 @@ class Driver(Protocol):
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         """Names of the host-namespace links this network owns."""
         ...
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """A driver whose networks take part in the firewall and can publish ports."""
+
+    def firewall_rules(self, net: Network) -> NetworkRules: ...
+
+    def host_binding(self, net: Network) -> str: ...
 
 
 def refuse_options(driver: str, raw: Mapping[str, str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from cnm import names
 from cnm.drivers.base import Context, JoinInfo, parse_bool
 from cnm.errors import InvalidArgument
+from cnm.firewall import NetworkRules
 from cnm.ipam import parse_ip
 from cnm.model import Endpoint, Network
 
@@ -121,3 +122,12 @@ class BridgeDriver:
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return (bridge_of(net),)
+
+    def firewall_rules(self, net: Network) -> NetworkRules:
+        opts = BridgeOptions.parse(net.options)
+        return NetworkRules(bridge=bridge_of(net), subnets=tuple(s.subnet for s in net.subnets),
+                            internal=net.internal, icc=opts.icc, masquerade=opts.masquerade)
+
+    def host_binding(self, net: Network) -> str:
+        """The host address published ports bind to by default ("" = every address)."""
+        return BridgeOptions.parse(net.options).host_binding_ipv4 or ""

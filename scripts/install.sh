@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what cnm and its tests need on a Debian 12 machine (run as root); idempotent.
-# Debian packages: iproute2 (ip, used by tests and the tour only; cnm itself speaks netlink),
+# Debian packages: iproute2 and nftables (ip and nft, used by tests and the tour only: cnm
+# itself speaks netlink and calls libnftables1 in-process),
 # iputils-ping, util-linux (nsenter), python3-venv. Then a venv at .venv with cnm in it.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
 need=()
-for pkg in iproute2 iputils-ping util-linux procps python3-venv python3-pip; do
+for pkg in iproute2 iputils-ping util-linux procps python3-venv python3-pip nftables libnftables1; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

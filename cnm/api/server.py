@@ -24,6 +24,7 @@ from cnm import __version__
 from cnm.controller import Controller
 from cnm.errors import CnmError, Internal, InvalidArgument, NotFound, http_status
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.portspec import PortMapping
 
 log = logging.getLogger("cnm.api")
 
@@ -49,6 +50,7 @@ CONNECT = {
     "ports": ("array", False),
 }
 DISCONNECT = {"sandbox": ("string", True)}
+PUBLISH = {"ports": ("array", True), "network": ("string", False)}
 SANDBOX_CREATE = {
     "name": ("string", True),
     "network": ("string", False),
@@ -177,6 +179,36 @@ def _remove_sandbox(c: Controller, r: Request) -> Response:
     return 200, {"id": sb.id, "name": sb.name}
 
 
+def _mapping(network: str, m: PortMapping) -> dict[str, object]:
+    return {"network": network, **m.to_dict()}
+
+
+def _list_ports(c: Controller, r: Request) -> Response:
+    return 200, [_mapping(n, m) for n, m in c.ports(r.params["ref"])]
+
+
+def _publish(c: Controller, r: Request) -> Response:
+    b = check_body(r.body, PUBLISH, "publish")
+    if not b.get("ports"):
+        raise InvalidArgument("publish: field 'ports' must name at least one port")
+    added = c.publish(r.params["ref"], b["ports"], b.get("network"))
+    sb = c.sandbox(r.params["ref"])
+    names = {m: n for n, m in c.ports(sb.id)}
+    return 201, [_mapping(names.get(m, ""), m) for m in added]
+
+
+def _unpublish(c: Controller, r: Request) -> Response:
+    port = r.params["port"]
+    if not port.isdecimal() or not 1 <= int(port) <= 65535:
+        raise InvalidArgument(f"invalid port {port!r}: expected 1-65535")
+    gone = c.unpublish(r.params["ref"], int(port), r.params["proto"])
+    return 200, [m.to_dict() for m in gone]
+
+
+def _reload_firewall(c: Controller, r: Request) -> Response:
+    return 200, c.reload_firewall()
+
+
 def _openapi(c: Controller, r: Request) -> Response:
     return 200, openapi_document()
 
@@ -196,6 +228,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/sandboxes", _create_sandbox),
     ("GET", "/v1/sandboxes/{ref}", _get_sandbox),
     ("DELETE", "/v1/sandboxes/{ref}", _remove_sandbox),
+    ("GET", "/v1/sandboxes/{ref}/ports", _list_ports),
+    ("POST", "/v1/sandboxes/{ref}/ports", _publish),
+    ("DELETE", "/v1/sandboxes/{ref}/ports/{proto}/{port}", _unpublish),
+    ("POST", "/v1/firewall/reload", _reload_firewall),
 ]
 
 _COMPILED = [

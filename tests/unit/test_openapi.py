@@ -16,6 +16,7 @@ from cnm.api.server import (
     CONNECT,
     DISCONNECT,
     NETWORK_CREATE,
+    PUBLISH,
     ROUTES,
     SANDBOX_CREATE,
     check_body,
@@ -26,8 +27,9 @@ from cnm.controller import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.errors import InvalidArgument
+from cnm.netfilter import Netfilter
 from cnm.store import Store
-from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
+from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 
 DOC: dict[str, Any] = openapi_document()
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -38,6 +40,7 @@ BODIES = {
     ("POST", "/v1/networks/{ref}/connect"): CONNECT,
     ("POST", "/v1/networks/{ref}/disconnect"): DISCONNECT,
     ("POST", "/v1/sandboxes"): SANDBOX_CREATE,
+    ("POST", "/v1/sandboxes/{ref}/ports"): PUBLISH,
 }
 
 
@@ -245,7 +248,8 @@ def api(tmp_path: Path) -> Iterator[Api]:
                     host_netns=str(tmp_path / "host-netns"), resolv_conf=str(resolv))
     store = Store(config.state_dir)
     controller = Controller(config, store,
-                            Context(FakeHostLinks(kernel), FakeSandboxLinks(kernel)), builtin())
+                            Context(FakeHostLinks(kernel), FakeSandboxLinks(kernel)), builtin(),
+                            Netfilter(FakeNft()))
     controller.start()
     try:
         yield Api(controller)
@@ -282,6 +286,19 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
     assert [e["network"] for e in a["endpoints"]] == ["web", "db"]
     info = api("GET", "/v1/info")
     assert (info["networks"], info["sandboxes"], info["endpoints"]) == (5, 3, 4)
+
+    # Published ports: on create, added later, listed, withdrawn; the firewall rebuilt.
+    api("POST", "/v1/sandboxes", {"name": "p", "network": "web", "ports": ["8080:80"]},
+        expect=201)
+    added = api("POST", "/v1/sandboxes/p/ports", {"ports": ["127.0.0.1:5353:53/udp"]},
+                expect=201)
+    assert added == [{"network": "web", "proto": "udp", "host_ip": "127.0.0.1",
+                      "host_port": 5353, "host_port_end": 5353, "container_port": 53,
+                      "container_port_end": 53}]
+    assert [m["host_port"] for m in api("GET", "/v1/sandboxes/p/ports")] == [8080, 5353]
+    assert api("POST", "/v1/firewall/reload") == {"networks": 3, "ports": 2}
+    assert api("DELETE", "/v1/sandboxes/p/ports/udp/5353")[0]["container_port"] == 53
+    api("DELETE", "/v1/sandboxes/p")
 
     api("POST", "/v1/networks/db/disconnect", {"sandbox": "a"})
     api("DELETE", "/v1/sandboxes/a")

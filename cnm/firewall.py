@@ -1,0 +1,177 @@
+"""The firewall plan: cnm's one nftables table, rendered from records (pure).
+
+A fixed set of rules; networks and published ports are only elements of sets and maps, so
+the 10,000th mapping costs what the first did. Single ports live in hash maps (O(1) insert
+and lookup). A range whose host and container ports are the same numbers is one element of
+an interval map; a shifted range becomes one hash element per port, because NAT cannot add
+an offset from a map lookup. Interval maps cost the kernel O(n) per change, so only such
+ranges go there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cnm.portspec import PortMapping
+
+TABLE = "inet cnm"
+# Comment on the rules cnm puts in Docker's DOCKER-USER chain (the one exception to "only
+# our table": next to dockerd, FORWARD drops what DOCKER-USER does not accept).
+DOCKER_COMMENT = "cnm"
+
+# The DNAT rules, one per map; a port mapping needs a transport protocol match first.
+_PUBLISHED = "".join(
+    f"        meta l4proto {{ tcp, udp, sctp }} dnat {fam} to meta l4proto . {key} map "
+    f"@pub{v}_{kind}\n"
+    for v, fam, addr in ((4, "ip", "ip daddr"), (6, "ip6", "ip6 daddr"))
+    for kind, key in (("addr", f"{addr} . th dport"), ("any", "th dport"),
+                      ("range", f"{addr} . th dport"))
+)
+
+_SKELETON = """\
+table inet cnm {
+    set bridges { type ifname; }
+    set internal { type ifname; }
+    set same { type ifname . ifname; }
+    set icc_off { type ifname . ifname; }
+    set masq4 { type ipv4_addr; flags interval; }
+    set masq6 { type ipv6_addr; flags interval; }
+    map pub4_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
+    map pub4_addr { type inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service; }
+    map pub4_range { type inet_proto . ipv4_addr . inet_service : ipv4_addr; flags interval; }
+    map pub6_any { type inet_proto . inet_service : ipv6_addr . inet_service; }
+    map pub6_addr { type inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service; }
+    map pub6_range { type inet_proto . ipv6_addr . inet_service : ipv6_addr; flags interval; }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        fib daddr type local jump published
+    }
+    chain output {
+        type nat hook output priority -100; policy accept;
+        fib daddr type local jump published
+    }
+    chain published {
+{published}    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr 127.0.0.0/8 oifname @bridges masquerade
+        oifname @bridges return
+        ip saddr @masq4 masquerade
+        ip6 saddr @masq6 masquerade
+    }
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ct state established,related accept
+        iifname . oifname @icc_off drop
+        iifname . oifname @same accept
+        iifname @internal drop
+        oifname @internal drop
+        ct status dnat accept
+        iifname @bridges oifname @bridges drop
+    }
+}
+"""
+
+
+_SKELETON = _SKELETON.replace("{published}", _PUBLISHED)
+
+
+@dataclass(frozen=True)
+class NetworkRules:
+    """What the firewall needs to know of one bridge network."""
+
+    bridge: str
+    subnets: tuple[str, ...]
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """One published mapping and the endpoint addresses it leads to."""
+
+    mapping: PortMapping
+    addr4: str | None
+    addr6: str | None
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def network_elements(n: NetworkRules) -> list[tuple[str, str]]:
+    """(set, element) pairs of one network."""
+    out = [("bridges", _q(n.bridge)), ("same", f"{_q(n.bridge)} . {_q(n.bridge)}")]
+    if not n.icc:
+        out.append(("icc_off", f"{_q(n.bridge)} . {_q(n.bridge)}"))
+    if n.internal:
+        out.append(("internal", _q(n.bridge)))
+    elif n.masquerade:
+        for s in n.subnets:
+            out.append(("masq6" if ":" in s else "masq4", s))
+    return out
+
+
+def port_elements(r: PortRule) -> list[tuple[str, str, str]]:
+    """(map, key, value) triples of one published mapping."""
+    m = r.mapping
+    out: list[tuple[str, str, str]] = []
+    families = []
+    if not m.host_ip or ":" not in m.host_ip:
+        families.append((4, r.addr4))
+    if not m.host_ip or ":" in m.host_ip:
+        families.append((6, r.addr6))
+    for version, addr in families:
+        if addr is None:
+            continue
+        if m.is_range and not m.shifted:
+            any_ip = "0.0.0.0/0" if version == 4 else "::/0"
+            key = f"{m.proto} . {m.host_ip or any_ip} . {m.host_port}-{m.host_port_end}"
+            out.append((f"pub{version}_range", key, addr))
+            continue
+        for offset in range(m.host_port_end - m.host_port + 1):
+            hport, cport = m.host_port + offset, m.container_port + offset
+            if m.host_ip:
+                out.append((f"pub{version}_addr", f"{m.proto} . {m.host_ip} . {hport}",
+                            f"{addr} . {cport}"))
+            else:
+                out.append((f"pub{version}_any", f"{m.proto} . {hport}", f"{addr} . {cport}"))
+    return out
+
+
+def add_network(n: NetworkRules) -> str:
+    return "".join(f"add element {TABLE} {s} {{ {e} }}\n" for s, e in network_elements(n))
+
+
+def delete_network(n: NetworkRules) -> str:
+    return "".join(f"delete element {TABLE} {s} {{ {e} }}\n" for s, e in network_elements(n))
+
+
+def add_ports(rules: Iterable[PortRule]) -> str:
+    return "".join(f"add element {TABLE} {m} {{ {k} : {v} }}\n"
+                   for r in rules for m, k, v in port_elements(r))
+
+
+def delete_ports(rules: Iterable[PortRule]) -> str:
+    return "".join(f"delete element {TABLE} {m} {{ {k} }}\n"
+                   for r in rules for m, k, _ in port_elements(r))
+
+
+def table(networks: Iterable[NetworkRules], ports: Iterable[PortRule]) -> str:
+    """The whole table, replacing whatever is there, as one transaction."""
+    # "add" first so the "delete" cannot fail on a host that has no table yet (nft 1.0.6
+    # has no "destroy").
+    return (f"add table {TABLE}\ndelete table {TABLE}\n" + _SKELETON
+            + "".join(add_network(n) for n in networks) + add_ports(ports))
+
+
+def docker_user(bridges: Iterable[str], handles: Iterable[int]) -> str:
+    """Replace cnm's accepts in Docker's DOCKER-USER chain (found by their comment)."""
+    out = [f"delete rule ip filter DOCKER-USER handle {h}\n" for h in handles]
+    for b in sorted(bridges):
+        for direction in ("iifname", "oifname"):
+            out.append(f'insert rule ip filter DOCKER-USER {direction} {_q(b)} accept '
+                       f'comment "{DOCKER_COMMENT}"\n')
+    return "".join(out)

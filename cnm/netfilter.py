@@ -1,0 +1,92 @@
+"""Applies the firewall plan (cnm.firewall) to the host namespace, one transaction a change.
+
+Also owns the host-side switches the plan needs: IP forwarding for networks that reach
+out, route_localnet on bridges (127.0.0.1 to a published port), and br_netfilter's
+bridge-nf-call-* (same-bridge rules, hairpin), set only where they differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from cnm import firewall
+from cnm.errors import CnmError, NotFound
+from cnm.firewall import NetworkRules, PortRule
+from cnm.portspec import PortTable
+
+log = logging.getLogger("cnm.netfilter")
+
+
+class NftApi(Protocol):
+    """What cnm.kernel.nft.Nftables offers (and cnm.testing fakes)."""
+
+    def run(self, text: str) -> str: ...
+
+    def list_json(self, what: str) -> list[dict[str, Any]]: ...
+
+    def sysctl(self, key: str, value: str) -> None: ...
+
+
+class Netfilter:
+    def __init__(self, nft: NftApi) -> None:
+        self.nft = nft
+        self.ports = PortTable()
+
+    def rebuild(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule]) -> None:
+        """Replace the whole table (start, reload, repair after a flush)."""
+        self.nft.run(firewall.table(networks, ports))
+        for n in networks:
+            self._switches(n)
+        self.sync_docker(networks)
+
+    def add_network(self, n: NetworkRules, all_networks: Sequence[NetworkRules]) -> None:
+        self.nft.run(firewall.add_network(n))
+        self._switches(n)
+        self.sync_docker(all_networks)
+
+    def remove_network(self, n: NetworkRules, remaining: Sequence[NetworkRules]) -> None:
+        self._delete(firewall.delete_network(n))
+        self.sync_docker(remaining)
+
+    def add_ports(self, rules: Sequence[PortRule]) -> None:
+        self.nft.run(firewall.add_ports(rules))
+
+    def remove_ports(self, rules: Sequence[PortRule]) -> None:
+        self._delete(firewall.delete_ports(rules))
+
+    def _delete(self, text: str) -> None:
+        """Delete elements; an element already gone (a flushed table) is success. nft 1.0.6
+        has no "destroy", so a batch that fails on a missing element goes again one by one."""
+        try:
+            self.nft.run(text)
+        except NotFound:
+            for line in text.splitlines():
+                with contextlib.suppress(NotFound):
+                    self.nft.run(line + "\n")
+
+    def _switches(self, n: NetworkRules) -> None:
+        self.nft.sysctl(f"net/ipv4/conf/{n.bridge}/route_localnet", "1")
+        for key in ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"):
+            try:
+                self.nft.sysctl(key, "1")
+            except CnmError as e:  # a kernel without br_netfilter: icc=false cannot hold
+                log.warning("%s: %s", key, e.message)
+        if n.internal:
+            return
+        if any(":" not in s for s in n.subnets):
+            self.nft.sysctl("net/ipv4/ip_forward", "1")
+        if any(":" in s for s in n.subnets):
+            self.nft.sysctl("net/ipv6/conf/all/forwarding", "1")
+
+    def sync_docker(self, networks: Sequence[NetworkRules]) -> None:
+        """Next to dockerd, FORWARD drops bridged and routed traffic unless DOCKER-USER
+        accepts it; keep one accept per direction per cnm bridge there."""
+        items = self.nft.list_json("chain ip filter DOCKER-USER")
+        if not any("chain" in i for i in items):
+            return
+        handles = [i["rule"]["handle"] for i in items
+                   if "rule" in i and i["rule"].get("comment") == firewall.DOCKER_COMMENT]
+        self.nft.run(firewall.docker_user([n.bridge for n in networks], handles))
