@@ -20,6 +20,8 @@ from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.kernel.link import HostLinks, SandboxLinks
 from cnm.kernel.netns import NsThread, Visitor
+from cnm.kernel.nft import Nftables
+from cnm.netfilter import Netfilter
 from cnm.store import Store
 
 if os.geteuid() != 0:
@@ -48,7 +50,8 @@ def stack(host_ns: HostNs, tmp_path: Path) -> Iterator[Stack]:
     host = HostLinks(thread)
     sandbox = SandboxLinks(visitor)
     store = Store(config.state_dir)
-    controller = Controller(config, store, Context(host, sandbox), builtin())
+    controller = Controller(config, store, Context(host, sandbox), builtin(),
+                            Netfilter(Nftables(thread)))
     try:
         controller.start()
         yield Stack(controller, host, sandbox, host_ns, config)

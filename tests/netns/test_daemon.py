@@ -264,9 +264,7 @@ def test_unreachable_daemon_exits_3(daemon: Daemon, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv, feature", [
     (["sandbox", "create", "--network", "web", "--alias", "db", "c"], "--alias"),
-    (["sandbox", "create", "--network", "web", "-p", "8080:80", "c"], "-p"),
     (["network", "connect", "--alias", "db", "web", "a"], "--alias"),
-    (["network", "connect", "-p", "8080:80", "web", "a"], "-p"),
 ])
 def test_later_features_are_refused_by_name(daemon: Daemon, argv: list[str],
                                             feature: str) -> None:

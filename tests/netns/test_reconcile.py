@@ -19,7 +19,7 @@ from cnm.model import NetworkSpec, SandboxSpec
 
 def restart(stack: Stack) -> Controller:
     old = stack.controller
-    new = Controller(stack.config, old.store, old.ctx, builtin())
+    new = Controller(stack.config, old.store, old.ctx, builtin(), old.netfilter)
     new.start()
     stack.controller = new
     return new
