@@ -4,6 +4,7 @@
 # other, then removes everything. Run as root after scripts/install.sh.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+lab="$top/netns-lab"
 export PATH="$top/.venv/bin:$PATH"
 
 hostns="cnmtour-$$"
@@ -58,6 +59,23 @@ run cnm sandbox exec legacy -- ip -br addr
 run cnm sandbox exec legacy -- ping -c 1 -W 1 10.42.0.20
 run cnm network disconnect web legacy
 fails cnm sandbox exec legacy -- ping -c 1 -W 1 10.42.0.20
+
+say "Publish a port: web2 serves HTTP on 80, published on the host's port 8080"
+run cnm port add web2 8080:80
+run cnm port ls web2
+cnm sandbox exec web2 -- python3 -m http.server 80 --bind 0.0.0.0 >"$tmp/http.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 50); do grep -q Serving "$tmp/http.log" && break; sleep 0.1; done
+say "Reach it from the host itself, and from web1 through the host (hairpin)"
+run ip netns exec "$hostns" python3 "$lab/fetch.py" http://127.0.0.1:8080/
+run cnm sandbox exec web1 -- python3 "$lab/fetch.py" http://10.42.0.1:8080/
+say "The server saw each client's address (the host's own client comes via the gateway)"
+run cat "$tmp/http.log"
+kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true
+say "cnm's whole firewall: one nftables table, a fixed set of rules; ports are map elements"
+run ip netns exec "$hostns" nft list map inet cnm pub4_any
+run cnm port rm web2 8080
+fails ip netns exec "$hostns" python3 "$lab/fetch.py" http://127.0.0.1:8080/
 
 say "The kernel side, seen from the host namespace: a bridge per network, a veth per endpoint"
 run ip -n "$hostns" -br link
