@@ -12,6 +12,7 @@ from cnm.controller import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.kernel import netns
+from cnm.netfilter import Netfilter
 from cnm.store import Store
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
 
@@ -48,6 +49,7 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
     """Start a controller on the test's store and run dirs; call it again to "restart".
 
     ``kernel=`` gives the new controller a different fake kernel (a host that rebooted);
+    ``netfilter=`` gives it a firewall (``Netfilter(FakeNft())``; none by default);
     other keywords go to Config.
     """
     resolv = tmp_path / "resolv.conf"
@@ -57,7 +59,8 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
     stores: list[Store] = []
     kernel_ = kernel
 
-    def make(kernel: FakeKernel | None = None, **config: Any) -> Controller:
+    def make(kernel: FakeKernel | None = None, netfilter: Netfilter | None = None,
+             **config: Any) -> Controller:
         h, s, k = host, sbx, kernel_
         if kernel is not None:
             h, s, k = FakeHostLinks(kernel), FakeSandboxLinks(kernel), kernel
@@ -67,7 +70,7 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
                      host_netns=str(host_ns), resolv_conf=str(resolv), **config)
         store = Store(cfg.state_dir)
         stores.append(store)
-        ctl = Controller(cfg, store, Context(h, s), builtin())
+        ctl = Controller(cfg, store, Context(h, s), builtin(), netfilter)
         ctl.start()
         return ctl
 
