@@ -447,9 +447,8 @@ class Controller:
         net = self.networks[ep.network_id]
         if ep.ports and self.netfilter is not None:
             # Unpublished first: no new connection may reach an endpoint on its way out.
+            # The host ports stay reserved until the record goes (_forget_endpoint).
             self.netfilter.remove_ports(self._port_rules(ep, ep.ports))
-            for m in ep.ports:
-                self.netfilter.ports.remove(m)
         self.drivers[net.driver].leave(net, ep, self.netns_path(sb), self.ctx)
         with self.store.transaction() as tx:
             tx.delete_endpoint(ep.id)
@@ -460,6 +459,9 @@ class Controller:
 
     def _forget_endpoint(self, ep: Endpoint) -> None:
         self.endpoints.pop(ep.id, None)
+        if self.netfilter is not None:
+            for m in ep.ports:
+                self.netfilter.ports.remove(m)
         space = self._addresses.get(ep.network_id)
         if space is not None:
             space.release(ep.ipv4)

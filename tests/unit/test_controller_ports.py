@@ -10,6 +10,7 @@ import pytest
 from cnm import firewall, names
 from cnm.controller import Controller
 from cnm.errors import (
+    CnmError,
     Conflict,
     Internal,
     InvalidArgument,
@@ -21,7 +22,7 @@ from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.netfilter import Netfilter
 from cnm.portspec import EPHEMERAL, PortMapping
 from cnm.store import Tx
-from cnm.testing import FakeKernel, FakeNft, FakeSandboxLinks
+from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 
 MakeController = Callable[..., Controller]
 E0 = EPHEMERAL[0]
@@ -463,3 +464,44 @@ def test_restart_after_reboot_forgets_lost_sandboxes_ports(
     again.create_sandbox(SandboxSpec("web", ports=("8080:80",)))
     assert published(fresh) == {"pub4_any": {"tcp . 8080": "172.17.0.2 . 80"}}
 
+
+# --------------------------------------------------------------------------- failed leave
+
+
+def test_failed_disconnect_keeps_the_port_reserved(fw: Controller, host: FakeHostLinks,
+                                                   nft: FakeNft, dual: str) -> None:
+    # Regression: a leave that failed used to free the host port while the endpoint kept
+    # the mapping, so another sandbox could take it and the next reload (or restart)
+    # failed on two elements with one key.
+    fw.create_sandbox(SandboxSpec("web"))
+    fw.connect(ConnectSpec(dual, "web", ports=("8080:80",)))
+    host.fail_on("retire", KernelError("boom"))
+    with pytest.raises(KernelError):
+        fw.disconnect(dual, "web")
+    assert fw.ports("web") == [("dual", pm("tcp", "", 8080, 80))]
+    with pytest.raises(Conflict, match='already published by sandbox "web"'):
+        fw.create_sandbox(SandboxSpec("db", ports=("8080:80",)))
+    # The retry finishes the job, though the element is already gone.
+    fw.disconnect(dual, "web")
+    assert published(nft) == {} and free(fw, pm("tcp", "", 8080, 1))
+
+
+def test_failed_sandbox_rm_keeps_the_port_reserved_and_reload_works(
+        fw: Controller, host: FakeHostLinks, nft: FakeNft) -> None:
+    fw.create_sandbox(SandboxSpec("web", ports=("8080:80",)))
+    host.fail_on("retire", KernelError("boom"))
+    with pytest.raises(CnmError):
+        fw.remove_sandbox("web")
+    with pytest.raises(Conflict):
+        fw.create_sandbox(SandboxSpec("db", ports=("8080:80",)))
+    assert fw.reload_firewall() == {"networks": 1, "ports": 1}
+    assert published(nft) == {"pub4_any": {"tcp . 8080": "172.17.0.2 . 80"}}
+
+
+def test_forced_sandbox_rm_frees_the_port(fw: Controller, host: FakeHostLinks,
+                                          nft: FakeNft) -> None:
+    fw.create_sandbox(SandboxSpec("web", ports=("8080:80",)))
+    host.fail_on("retire", KernelError("boom"))
+    fw.remove_sandbox("web", force=True)
+    assert published(nft) == {} and free(fw, pm("tcp", "", 8080, 1))
+    fw.create_sandbox(SandboxSpec("db", ports=("8080:80",)))
