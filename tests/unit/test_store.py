@@ -7,6 +7,7 @@ import pytest
 
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox, Subnet
+from cnm.portspec import PortMapping
 from cnm.store import SCHEMA_VERSION, Store
 
 
@@ -27,7 +28,9 @@ def endpoint(ident: str = "e1", network: str = "n1", sb: str = "s1",
              ipv4: str | None = "10.1.0.3/24", ipv6: str | None = "fd00:1::3/64") -> Endpoint:
     return Endpoint(id=ident, network_id=network, sandbox_id=sb, created="2026-01-01",
                     ifname="eth0", mac="02:00:00:00:00:01", ipv4=ipv4, ipv6=ipv6,
-                    gateway4="10.1.0.1", aliases=("db", "primary"), order=1)
+                    gateway4="10.1.0.1", aliases=("db", "primary"), order=1,
+                    ports=(PortMapping("tcp", "", 8080, 8080, 80, 80),
+                           PortMapping("udp", "10.0.0.1", 5000, 5009, 5000, 5009)))
 
 
 @pytest.fixture
