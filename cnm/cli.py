@@ -183,10 +183,11 @@ def _port_line(m: dict[str, Any]) -> str:
     def span(lo: int, hi: int) -> str:
         return f"{lo}-{hi}" if hi != lo else f"{lo}"
 
-    host = m["host_ip"] or "0.0.0.0"
-    host = f"[{host}]" if ":" in host else host
+    hosts = [m["host_ip"]] if m["host_ip"] else ["0.0.0.0", "::"]
+    port = span(m["host_port"], m["host_port_end"])
+    where = ", ".join(f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts)
     return (f"{span(m['container_port'], m['container_port_end'])}/{m['proto']} -> "
-            f"{host}:{span(m['host_port'], m['host_port_end'])}  ({m['network']})")
+            f"{where}  ({m['network']})")
 
 
 def port_ls(c: Client, a: argparse.Namespace) -> int:
@@ -202,10 +203,10 @@ def port_add(c: Client, a: argparse.Namespace) -> int:
 
 def port_rm(c: Client, a: argparse.Namespace) -> int:
     for spec in a.ports:
-        port, _, proto = spec.partition("/")
-        if not port.isdecimal():
+        port, slash, proto = spec.partition("/")
+        if not port.isdecimal() or (slash and not proto):
             raise InvalidArgument(f"invalid port {spec!r}: expected HOST_PORT[/tcp|udp|sctp]")
-        c.unpublish(a.sandbox, int(port), proto or "tcp")
+        c.unpublish(a.sandbox, int(port), proto.lower() or "tcp")
     return 0
 
 

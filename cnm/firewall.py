@@ -118,22 +118,17 @@ def port_elements(r: PortRule) -> list[tuple[str, str, str]]:
     """(map, key, value) triples of one published mapping."""
     m = r.mapping
     out: list[tuple[str, str, str]] = []
-    families = []
-    if not m.host_ip or ":" not in m.host_ip:
-        families.append((4, r.addr4))
-    if not m.host_ip or ":" in m.host_ip:
-        families.append((6, r.addr6))
-    for version, addr in families:
-        if addr is None:
+    for version, addr in ((4, r.addr4), (6, r.addr6)):
+        if addr is None or version not in m.families:
             continue
         if m.is_range and not m.shifted:
-            any_ip = "0.0.0.0/0" if version == 4 else "::/0"
-            key = f"{m.proto} . {m.host_ip or any_ip} . {m.host_port}-{m.host_port_end}"
+            host = ("0.0.0.0/0" if version == 4 else "::/0") if m.wildcard else m.host_ip
+            key = f"{m.proto} . {host} . {m.host_port}-{m.host_port_end}"
             out.append((f"pub{version}_range", key, addr))
             continue
         for offset in range(m.host_port_end - m.host_port + 1):
             hport, cport = m.host_port + offset, m.container_port + offset
-            if m.host_ip:
+            if not m.wildcard:
                 out.append((f"pub{version}_addr", f"{m.proto} . {m.host_ip} . {hport}",
                             f"{addr} . {cport}"))
             else:

@@ -21,7 +21,7 @@ _SPEC = re.compile(
     r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|\d{1,3}(?:\.\d{1,3}){3}):)?"
     r"(?:(?P<host>\d*(?:-\d+)?):)?"
     r"(?P<ctr>\d+(?:-\d+)?)"
-    r"(?:/(?P<proto>[a-z]+))?$"
+    r"(?:/(?P<proto>[a-zA-Z]+))?$"
 )
 
 
@@ -30,7 +30,9 @@ class PortSpec:
     """What the user asked for; host ports may still be open (None)."""
 
     proto: str
-    host_ip: str  # "" = every address of the host
+    # "" = every address of the host, IPv4 and IPv6; "0.0.0.0" / "::" = every address of
+    # one family (as Docker reads an explicit 0.0.0.0); otherwise one address.
+    host_ip: str
     host_port: int | None
     host_port_end: int | None
     container_port: int
@@ -56,10 +58,22 @@ class PortMapping:
     def shifted(self) -> bool:
         return self.host_port != self.container_port
 
+    @property
+    def families(self) -> frozenset[int]:
+        """The IP versions this mapping listens on."""
+        if not self.host_ip:
+            return frozenset((4, 6))
+        return frozenset((6 if ":" in self.host_ip else 4,))
+
+    @property
+    def wildcard(self) -> bool:
+        """Every address of its families ("", "0.0.0.0", "::")."""
+        return self.host_ip in ("", "0.0.0.0", "::")
+
     def overlaps(self, other: PortMapping) -> bool:
-        if self.proto != other.proto:
+        if self.proto != other.proto or not self.families & other.families:
             return False
-        if self.host_ip and other.host_ip and self.host_ip != other.host_ip:
+        if not (self.wildcard or other.wildcard) and self.host_ip != other.host_ip:
             return False
         return self.host_port <= other.host_port_end and other.host_port <= self.host_port_end
 
@@ -102,7 +116,7 @@ def parse(spec: str) -> PortSpec:
             f"invalid port spec {spec!r}",
             hint="expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|udp|sctp]",
         )
-    proto = m["proto"] or "tcp"
+    proto = (m["proto"] or "tcp").lower()
     if proto not in PROTOCOLS:
         raise InvalidArgument(f"invalid port spec {spec!r}: unknown protocol {proto!r}",
                               hint="protocols: tcp, udp, sctp")
@@ -117,8 +131,13 @@ def parse(spec: str) -> PortSpec:
         if m["ip"].startswith("[") != (ip.version == 6):
             raise InvalidArgument(f"invalid port spec {spec!r}: put an IPv6 host address in "
                                   "brackets, and only an IPv6 one")
-        # 0.0.0.0 and :: mean every address, as in Docker.
-        host_ip = "" if ip.value == 0 else str(ip)
+        # An explicit 0.0.0.0 or :: is every address of that family only, as in Docker.
+        host_ip = str(ip)
+    if m["ip"] and m["host"] is None:
+        raise InvalidArgument(
+            f"invalid port spec {spec!r}: a host address needs a host port after it",
+            hint=f"{m['ip']}:HOST_PORT:{m['ctr']}, or {m['ip']}::{m['ctr']} for any free one",
+        )
     c_lo, c_hi = _range(m["ctr"], spec, "container")
     h_lo = h_hi = None
     if m["host"]:

@@ -55,7 +55,7 @@ def test_port_add(client: type[FakeClient], capsys: pytest.CaptureFixture[str]) 
     assert client.requests == [("POST", "/v1/sandboxes/web/ports",
                                 {"ports": ["8080:80", "[::1]:9000-9002:9000-9002/udp"]})]
     assert client.hosts == ["unix:///run/cnm/cnm.sock"]
-    assert capsys.readouterr().out == ("80/tcp -> 0.0.0.0:8080  (bridge)\n"
+    assert capsys.readouterr().out == ("80/tcp -> 0.0.0.0:8080, [::]:8080  (bridge)\n"
                                        "9000-9002/udp -> [::1]:9000-9002  (dual)\n")
 
 
@@ -116,7 +116,7 @@ def test_port_ls(client: type[FakeClient], capsys: pytest.CaptureFixture[str]) -
     client.replies[("GET", "/v1/sandboxes/web/ports")] = [WEB_8080, DUAL_RANGE]
     assert cli.main(["port", "ls", "web"]) == 0
     assert client.requests == [("GET", "/v1/sandboxes/web/ports", None)]
-    assert capsys.readouterr().out == ("80/tcp -> 0.0.0.0:8080  (bridge)\n"
+    assert capsys.readouterr().out == ("80/tcp -> 0.0.0.0:8080, [::]:8080  (bridge)\n"
                                        "9000-9002/udp -> [::1]:9000-9002  (dual)\n")
     assert cli.main(["port", "list", "web", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [WEB_8080, DUAL_RANGE]

@@ -140,3 +140,12 @@ def test_docker_user_replaces_old_rules_and_accepts_both_directions() -> None:
 def test_docker_user_with_no_bridges_only_deletes() -> None:
     assert firewall.docker_user([], [3]) == "delete rule ip filter DOCKER-USER handle 3\n"
     assert firewall.docker_user([], []) == ""
+
+
+def test_an_explicit_family_wildcard_publishes_on_that_family_only() -> None:
+    v4 = PortRule(PortMapping("tcp", "0.0.0.0", 8080, 8080, 80, 80), "10.1.0.2", "fd00::2")
+    v6 = PortRule(PortMapping("tcp", "::", 8081, 8081, 80, 80), "10.1.0.2", "fd00::2")
+    both = PortRule(PortMapping("tcp", "", 8082, 8082, 80, 80), "10.1.0.2", "fd00::2")
+    assert port_elements(v4) == [("pub4_any", "tcp . 8080", "10.1.0.2 . 80")]
+    assert port_elements(v6) == [("pub6_any", "tcp . 8081", "fd00::2 . 80")]
+    assert [m for m, _, _ in port_elements(both)] == ["pub4_any", "pub6_any"]

@@ -25,8 +25,10 @@ GRAMMAR = "expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|udp|sc
     ("[::1]::80/udp", PortSpec("udp", "::1", None, None, 80, 80)),
     ("[2001:DB8::0001]:443:443", PortSpec("tcp", "2001:db8::1", 443, 443, 443, 443)),
     # Every address, written out, is the same as none.
-    ("0.0.0.0:8080:80", PortSpec("tcp", "", 8080, 8080, 80, 80)),
-    ("[::]:8080:80", PortSpec("tcp", "", 8080, 8080, 80, 80)),
+    # An explicit 0.0.0.0 or :: is every address of that family only (as in Docker).
+    ("0.0.0.0:8080:80", PortSpec("tcp", "0.0.0.0", 8080, 8080, 80, 80)),
+    ("[::]:8080:80", PortSpec("tcp", "::", 8080, 8080, 80, 80)),
+    ("8080:80/UDP", PortSpec("udp", "", 8080, 8080, 80, 80)),
     # A container range alone publishes the same ports on the host.
     ("8000-8010", PortSpec("tcp", "", 8000, 8010, 8000, 8010)),
     ("8000-8010/udp", PortSpec("udp", "", 8000, 8010, 8000, 8010)),
@@ -285,3 +287,27 @@ def test_host_range_with_one_container_port_exhausted(table: PortTable) -> None:
         table.resolve(parse("8000-8002:80"))
     assert e.value.message == "no free host port in 8000-8002/tcp for container port 80"
     assert table.resolve(parse("8000-8002:80/udp")) == m(8000, ctr=80, proto="udp")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("127.0.0.1:80", "a host address needs a host port after it"),
+    ("[::1]:80", "a host address needs a host port after it"),
+])
+def test_a_host_address_without_a_host_port_is_refused(spec: str, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=words):
+        parse(spec)
+
+
+@pytest.mark.parametrize("a, b, clash", [
+    ("0.0.0.0", "", True),            # all IPv4 vs all addresses
+    ("0.0.0.0", "::", False),         # all IPv4 vs all IPv6
+    ("0.0.0.0", "127.0.0.1", True),
+    ("0.0.0.0", "::1", False),
+    ("::", "::1", True),
+    ("", "::1", True),
+    ("127.0.0.1", "127.0.0.2", False),
+])
+def test_family_wildcards_clash_only_within_their_family(a: str, b: str, clash: bool) -> None:
+    ma = PortMapping("tcp", a, 8080, 8080, 80, 80)
+    mb = PortMapping("tcp", b, 8080, 8080, 80, 80)
+    assert ma.overlaps(mb) is clash and mb.overlaps(ma) is clash
