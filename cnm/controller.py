@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnm import names, portspec, sandboxfile
+from cnm.dns.records import Entry, Records
+from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context, Driver, Publisher
 from cnm.drivers.registry import lookup
 from cnm.errors import (
@@ -78,7 +80,8 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
 
 class Controller:
     def __init__(self, config: Config, store: Store, ctx: Context,
-                 drivers: dict[str, Driver], netfilter: Netfilter | None = None) -> None:
+                 drivers: dict[str, Driver], netfilter: Netfilter | None = None,
+                 dns: DnsServer | None = None) -> None:
         self.config = config
         self.store = store
         self.ctx = ctx
@@ -86,6 +89,9 @@ class Controller:
         # None: no firewall (unit tests of other parts); -p is then refused.
         self.netfilter = netfilter
         self._fw_built = False
+        # Names are kept even without a server (unit tests); the server answers from them.
+        self.records = dns.records if dns is not None else Records()
+        self.dns = dns
         # Serialises every mutation (and the daemon's stop); reads take it briefly.
         self.lock = threading.RLock()
         self.networks: dict[str, Network] = {}
@@ -264,8 +270,8 @@ class Controller:
             hostname = spec.hostname or spec.name
             if not names.valid_name(hostname) or len(hostname) > 63:
                 raise InvalidArgument(f"invalid hostname {hostname!r}")
-            _refuse_later_features(spec.aliases)
             net = self.network(spec.network)
+            self._check_aliases(net, spec.aliases)
             ports = self._check_ports(net, spec.ports)
             kind = "host" if net.driver == "host" else "netns"
             if kind == "host" and (spec.ip or spec.ip6 or spec.mac):
@@ -280,7 +286,8 @@ class Controller:
                     undo.callback(_quietly(self.ctx.sandbox.delete_netns, path))
                 os.makedirs(self.files_dir(sb), mode=0o755)
                 undo.callback(_quietly(shutil.rmtree, self.files_dir(sb), True))
-                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, [], undo, ports)
+                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, [], undo, ports,
+                                  spec.aliases)
                 self._apply_sandbox(sb, [ep], [], undo)
                 with self.store.transaction() as tx:
                     tx.put_sandbox(sb)
@@ -303,6 +310,8 @@ class Controller:
                     errors.append(e)
             if errors and not force:
                 raise Partial(f'removing sandbox "{sb.name}"', errors)
+            if self.dns is not None:
+                self.dns.remove(sb.id)
             try:
                 self.ctx.host.reap()  # rm returns with every link of the sandbox gone
             except CnmError as e:
@@ -329,7 +338,7 @@ class Controller:
         with self.lock:
             net = self.network(spec.network)
             sb = self.sandbox(spec.sandbox)
-            _refuse_later_features(spec.aliases)
+            self._check_aliases(net, spec.aliases)
             ports = self._check_ports(net, spec.ports)
             current = self.endpoints_of(sandbox=sb.id)
             if any(e.network_id == net.id for e in current):
@@ -347,7 +356,8 @@ class Controller:
                     hint="disconnect it from the other network first",
                 )
             with ExitStack() as undo:
-                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, current, undo, ports)
+                ep = self._attach(net, sb, spec.ip, spec.ip6, spec.mac, current, undo, ports,
+                                  spec.aliases)
                 self._apply_sandbox(sb, current + [ep], current, undo)
                 with self.store.transaction() as tx:
                     tx.put_endpoint(ep)
@@ -372,7 +382,8 @@ class Controller:
 
     def _attach(self, net: Network, sb: Sandbox, ip: str | None, ip6: str | None,
                 mac: str | None, current: list[Endpoint], undo: ExitStack,
-                ports: Sequence[portspec.PortSpec] = ()) -> Endpoint:
+                ports: Sequence[portspec.PortSpec] = (),
+                aliases: Sequence[str] = ()) -> Endpoint:
         """Reserve addresses and plumb one endpoint; every step's undo goes on ``undo``."""
         driver = self.drivers[net.driver]
         if mac is not None and not names.valid_unicast_mac(mac):
@@ -401,6 +412,7 @@ class Controller:
             ep_mac = mac or names.random_mac()
         ep = Endpoint(id=eid, network_id=net.id, sandbox_id=sb.id, created=now(),
                       ifname=ifname, mac=ep_mac, ipv4=ipv4, ipv6=ipv6,
+                      aliases=tuple(dict.fromkeys(a.lower() for a in aliases)),
                       order=max((e.order for e in current), default=0) + 1)
         path = self.netns_path(sb)
         info = driver.join(net, ep, path, self.ctx)
@@ -411,6 +423,10 @@ class Controller:
             self.ctx.sandbox.configure(path, ep.ifname, [a for a in (ipv4, ipv6) if a])
         if ports:
             ep = dataclasses.replace(ep, ports=self._publish(net, sb, ep, ports, undo))
+        if self._dns_net(net):
+            # The name answers from the moment the operation returns.
+            self.records.set(self._entry(net, sb, ep))
+            undo.callback(self.records.remove, net.id, sb.id)
         return ep
 
     def _apply_sandbox(self, sb: Sandbox, eps: list[Endpoint], before: list[Endpoint],
@@ -423,6 +439,7 @@ class Controller:
                 undo.callback(_quietly(self.ctx.sandbox.set_default_routes, path,
                                        _default_routes(before)))
             self.ctx.sandbox.set_default_routes(path, _default_routes(eps))
+        self._sync_listener(sb, eps, before, undo)
         if undo is not None:
             # Before the write: a half-written file is put back too.
             undo.callback(_quietly(self._write_files, sb, before))
@@ -437,8 +454,11 @@ class Controller:
                 host_resolv = f.read()
         except OSError:
             host_resolv = ""
-        # The host network's sandbox shares the host's resolvers, loopback ones included.
-        resolv = host_resolv if sb.kind == "host" else sandboxfile.resolv_conf(host_resolv)
+        # The host network's sandbox shares the host's resolvers, loopback ones included;
+        # one on a user-defined network asks the embedded DNS.
+        embedded = any(self._dns_net(self.networks[e.network_id]) for e in eps)
+        resolv = host_resolv if sb.kind == "host" else sandboxfile.resolv_conf(
+            host_resolv, embedded=embedded)
         sandboxfile.write(os.path.join(d, "resolv.conf"), resolv)
         sandboxfile.write(os.path.join(d, "hostname"), sb.hostname + "\n")
 
@@ -450,6 +470,8 @@ class Controller:
             # The host ports stay reserved until the record goes (_forget_endpoint).
             self.netfilter.remove_ports(self._port_rules(ep, ep.ports))
         self.drivers[net.driver].leave(net, ep, self.netns_path(sb), self.ctx)
+        # The name is gone when disconnect returns.
+        self.records.remove(net.id, sb.id)
         with self.store.transaction() as tx:
             tx.delete_endpoint(ep.id)
         self._forget_endpoint(ep)
@@ -477,6 +499,9 @@ class Controller:
             self.endpoints = {e.id: e for e in state.endpoints}
             self._addresses = {n.id: NetworkAddresses(n.subnets) for n in state.networks}
             for e in state.endpoints:
+                net = self.networks[e.network_id]
+                if self._dns_net(net):
+                    self.records.set(self._entry(net, self.sandboxes[e.sandbox_id], e))
                 space = self._addresses.get(e.network_id)
                 owner = f'sandbox "{self.sandboxes[e.sandbox_id].name}"'
                 for a in (e.ipv4, e.ipv6):
@@ -578,6 +603,53 @@ class Controller:
                                                [a for a in (ep.ipv4, ep.ipv6) if a])
         os.makedirs(self.files_dir(sb), exist_ok=True)
         self._apply_sandbox(sb, eps, eps, None)
+
+    # ----------------------------------------------------------------------- DNS
+    def _dns_net(self, net: Network) -> bool:
+        """User-defined networks have embedded DNS; the default bridge has none (Docker)."""
+        return bool(getattr(self.drivers[net.driver], "dns", False)) and not net.predefined
+
+    def _check_aliases(self, net: Network, aliases: Sequence[str]) -> None:
+        if not aliases:
+            return
+        if not self._dns_net(net):
+            raise InvalidArgument(
+                f'network "{net.name}" has no embedded DNS, so --alias means nothing there',
+                hint="aliases work on user-defined networks",
+            )
+        for a in aliases:
+            if not names.valid_dns_name(a):
+                raise InvalidArgument(f"invalid alias {a!r}: a DNS name of letters, digits, "
+                                      "'-', '_' and '.'")
+
+    @staticmethod
+    def _entry(net: Network, sb: Sandbox, ep: Endpoint) -> Entry:
+        held = tuple(dict.fromkeys(n.lower() for n in (sb.name, sb.hostname, *ep.aliases)))
+        return Entry(network_id=net.id, network_name=net.name, sandbox_id=sb.id,
+                     sandbox_name=sb.name, names=held,
+                     ipv4=ep.ipv4.split("/")[0] if ep.ipv4 else None,
+                     ipv6=ep.ipv6.split("/")[0] if ep.ipv6 else None)
+
+    def _sync_listener(self, sb: Sandbox, eps: list[Endpoint], before: list[Endpoint],
+                       undo: ExitStack | None) -> None:
+        """Serve DNS in the sandbox while it is on a user-defined network, for exactly the
+        networks it is on (its view)."""
+        if self.dns is None or sb.kind != "netns":
+            return
+        view = [e.network_id for e in eps if self._dns_net(self.networks[e.network_id])]
+        was = [e.network_id for e in before if e.network_id in self.networks
+               and self._dns_net(self.networks[e.network_id])]
+        if view and not self.dns.serves(sb.id):
+            udp, tcp = self.ctx.sandbox.open_dns(self.netns_path(sb))
+            self.dns.add(sb.id, udp, tcp, view)
+            if undo is not None:
+                undo.callback(self.dns.remove, sb.id)
+        elif view:
+            self.dns.set_view(sb.id, view)
+            if undo is not None:
+                undo.callback(self.dns.set_view, sb.id, was)
+        elif self.dns.serves(sb.id):
+            self.dns.remove(sb.id)
 
     # ----------------------------------------------------------------------- firewall
     def _fw_rules(self, net: Network) -> NetworkRules | None:
@@ -772,7 +844,4 @@ def _default_routes(eps: list[Endpoint]) -> list[tuple[int, str, str]]:
     return out
 
 
-def _refuse_later_features(aliases: Iterable[str]) -> None:
-    if list(aliases):
-        raise Unsupported("--alias is not available yet: network aliases come with the "
-                          "embedded DNS server")
+

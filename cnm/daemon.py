@@ -20,12 +20,14 @@ from types import FrameType
 from cnm import __version__
 from cnm.api.server import claim_socket, serve
 from cnm.controller import Config, Controller
+from cnm.dns.records import Records
+from cnm.dns.server import DnsServer, Upstreams
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.errors import CnmError, InvalidArgument, exit_code
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
-from cnm.kernel.link import HostLinks, SandboxLinks
+from cnm.kernel.link import HostLinks, SandboxLinks, host_socket_factory
 from cnm.kernel.netns import NsThread, Visitor
 from cnm.kernel.nft import Nftables
 from cnm.netfilter import Netfilter
@@ -59,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
                    help="Linux bridge of the default network")
     p.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="PATH",
                    help="the host's resolver configuration, copied into sandboxes")
+    p.add_argument("--dns", action="append", default=[], metavar="IP",
+                   help="upstream resolver for names the embedded DNS does not hold "
+                        "(repeatable, at most 3; default: the host's resolv.conf)")
     p.add_argument("--debug", action="store_true")
     p.add_argument("--version", action="version", version=f"cnmd {__version__}")
     return p
@@ -128,8 +133,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         visitor = Visitor()
         host = HostLinks(host_thread)
         store = Store(config.state_dir)
+        dns = DnsServer(Records(), Upstreams(args.dns, config.resolv_conf),
+                        host_socket_factory(host_thread))
         controller = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin(),
-                                Netfilter(Nftables(host_thread)))
+                                Netfilter(Nftables(host_thread)), dns)
         controller.start()
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         server = serve(controller, path)
@@ -150,6 +157,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     with controller.lock:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        dns.close()
         host.close()
         host_thread.stop()
         visitor.stop()

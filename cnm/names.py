@@ -31,6 +31,15 @@ def valid_name(name: str) -> bool:
     return bool(_NAME_RE.fullmatch(name))
 
 
+_DNS_RE = re.compile(r"[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?"
+                     r"(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)*")
+
+
+def valid_dns_name(name: str) -> bool:
+    """A name the embedded DNS can answer (labels of up to 63, 253 in all)."""
+    return len(name) <= 253 and bool(_DNS_RE.fullmatch(name))
+
+
 def valid_ifname(name: str) -> bool:
     return bool(_IFNAME_RE.fullmatch(name)) and name not in (".", "..")
 

@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import os
 import re
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -495,6 +496,16 @@ class FakeSandboxLinks(_Faultable, SandboxLinks):
             ns.links[new_name] = link
             link.addresses.clear()
             self.kernel.drop_routes(link)
+
+    def open_dns(self, path: str) -> tuple[socket.socket, socket.socket]:
+        """Real sockets on the loopback of the calling namespace (no redirect)."""
+        self._enter("open_dns", path)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(16)
+        return udp, tcp
 
     def remove(self, path: str, ifname: str) -> None:
         self._enter("remove", path, ifname)

@@ -88,6 +88,7 @@ class BridgeDriver:
     name = "bridge"
     needs_ipam = True
     user_creatable = True
+    dns = True  # its user-defined networks get embedded DNS (not the default "bridge")
 
     def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
         return BridgeOptions.parse(raw).to_dict()

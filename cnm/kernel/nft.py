@@ -58,6 +58,9 @@ class _Ctx:
         if flags:
             self.lib.nft_ctx_output_set_flags(self.ctx, flags)
 
+    def close(self) -> None:
+        self.lib.nft_ctx_free(self.ctx)
+
     def run(self, text: str) -> str:
         rc = self.lib.nft_run_cmd_from_buffer(self.ctx, text.encode())
         out = (self.lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode()
@@ -131,3 +134,12 @@ class Nftables:
 
         self._t.call(call)
 
+
+def run_here(text: str) -> str:
+    """One transaction in the calling thread's namespace, with a context of its own (a
+    context's netlink socket stays in the namespace it was made in). ~0.05 ms."""
+    ctx = _Ctx()
+    try:
+        return ctx.run(text)
+    finally:
+        ctx.close()

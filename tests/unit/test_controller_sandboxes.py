@@ -122,27 +122,31 @@ def test_duplicate_and_invalid_sandbox_names(ctl: Controller) -> None:
     assert [s.name for s in ctl.list_sandboxes()] == ["web"]
 
 
-@pytest.mark.parametrize("spec", [
-    SandboxSpec("web", aliases=("www",)),
-    SandboxSpec("web", ports=("8080:80",)),
-])
-def test_aliases_and_ports_are_unsupported_at_create(ctl: Controller, sbx: FakeSandboxLinks,
-                                                      spec: SandboxSpec) -> None:
-    with pytest.raises(Unsupported):
-        ctl.create_sandbox(spec)
+def test_aliases_on_the_default_bridge_are_refused_it_has_no_dns(
+        ctl: Controller, sbx: FakeSandboxLinks) -> None:
+    with pytest.raises(InvalidArgument, match="has no embedded DNS"):
+        ctl.create_sandbox(SandboxSpec("web", aliases=("www",)))
     assert ctl.list_sandboxes() == [] and sbx.namespaces() == []
 
 
-@pytest.mark.parametrize("spec", [
-    ConnectSpec("blue", "web", aliases=("www",)),
-    ConnectSpec("blue", "web", ports=("80",)),
-])
-def test_aliases_and_ports_are_unsupported_at_connect(ctl: Controller, blue: str,
-                                                       spec: ConnectSpec) -> None:
-    sb = ctl.create_sandbox(SandboxSpec("web"))
+def test_ports_are_unsupported_without_a_firewall(ctl: Controller,
+                                                   sbx: FakeSandboxLinks) -> None:
     with pytest.raises(Unsupported):
-        ctl.connect(spec)
-    assert len(ctl.endpoints_of(sandbox=sb.id)) == 1
+        ctl.create_sandbox(SandboxSpec("web", ports=("8080:80",)))
+    assert ctl.list_sandboxes() == [] and sbx.namespaces() == []
+
+
+def test_aliases_on_a_user_network_are_names_of_the_endpoint(ctl: Controller,
+                                                             blue: str) -> None:
+    sb = ctl.create_sandbox(SandboxSpec("web"))
+    ep = ctl.connect(ConnectSpec(blue, "web", aliases=("WWW", "www", "api.v1")))
+    assert ep.aliases == ("www", "api.v1")
+    net = ctl.network(blue)
+    holders = ctl.records.lookup([net.id], "api.v1")
+    assert [h.sandbox_id for h in holders] == [sb.id]
+    ctl.create_sandbox(SandboxSpec("other"))
+    with pytest.raises(InvalidArgument, match="invalid alias"):
+        ctl.connect(ConnectSpec(blue, "other", aliases=("bad name",)))
 
 
 # --------------------------------------------------------------------------- connect
