@@ -28,8 +28,11 @@ fails() { printf '$ %s\n' "$*"; if "$@"; then echo "(unexpected success)"; exit 
 say "A throwaway namespace plays the host; cnmd manages it (--netns)"
 ip netns add "$hostns"
 ip -n "$hostns" link set lo up
+# The tour's host has no upstream resolver: names the embedded DNS does not hold get
+# SERVFAIL, and nothing is ever asked of a real resolver.
+printf 'search tour.test\n' >"$tmp/resolv.conf"
 cnmd --netns "/run/netns/$hostns" --state-dir "$tmp/state" --run-dir "$tmp/run" \
-  -H "$CNM_HOST" >"$tmp/cnmd.log" 2>&1 &
+  --resolv-conf "$tmp/resolv.conf" -H "$CNM_HOST" >"$tmp/cnmd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do cnm info >/dev/null 2>&1 && break; sleep 0.1; done
 run cnm info
@@ -50,8 +53,14 @@ run cnm sandbox exec web1 -- ip -br addr
 run cnm sandbox exec web1 -- ip route
 run cnm sandbox exec web1 -- cat /etc/hosts
 
-say "Sandboxes on one network reach each other"
+say "Sandboxes on one network reach each other, by name too (embedded DNS at 127.0.0.11)"
 run cnm sandbox exec web1 -- ping -c 2 -W 1 10.42.0.20
+run cnm sandbox exec web1 -- cat /etc/resolv.conf
+run cnm sandbox exec web1 -- ping -c 1 -W 1 web2
+run cnm sandbox exec web1 -- getent hosts web2 web2.web
+
+say "The default bridge has no name resolution (as in Docker): legacy cannot resolve web1"
+fails cnm sandbox exec legacy -- getent hosts web1
 
 say "legacy is not on web; connect it (it gets eth1) and it reaches web2 directly"
 run cnm network connect web legacy

@@ -43,8 +43,10 @@ def host_ns() -> Iterator[HostNs]:
 
 @pytest.fixture
 def stack(host_ns: HostNs, tmp_path: Path) -> Iterator[Stack]:
+    resolv = tmp_path / "host-resolv-none.conf"
+    resolv.write_text("# the test host has no upstream resolver\n")
     config = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
-                    host_netns=host_ns.path)
+                    host_netns=host_ns.path, resolv_conf=str(resolv))
     thread = NsThread(host_ns.path)
     visitor = Visitor()
     host = HostLinks(thread)
