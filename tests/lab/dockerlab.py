@@ -1,0 +1,162 @@
+"""A real dockerd (with its own containerd) inside a throwaway host namespace.
+
+`ip netns exec NS` gives the daemons a new mount namespace (a slave of the machine's, so
+nothing mounted inside leaks out) and a fresh /sys without the cgroup mounts dockerd
+refuses to start without. The wrapper script below re-mounts the machine's cgroup
+hierarchies there, masks /run and /etc/docker (dockerd creates /run/docker/plugins and
+/etc/docker/key.json whatever its flags say), then starts containerd and dockerd in that
+same mount namespace, each with private paths and sockets. Docker's iptables(-nft) rules
+therefore land in NS only. No image and no container is needed: the daemon's firewall is
+what the lab tier is about.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nstools import HostNs
+
+DOCKERD = "/usr/sbin/dockerd"
+CONTAINERD = "/usr/bin/containerd"
+RUNC = "/usr/sbin/runc"
+# /usr/local/bin/docker may be an unrelated newer client: use the one from docker.io.
+DOCKER = "/usr/bin/docker"
+
+CONTAINERD_TOML = """version = 2
+root = "{dir}/containerd/root"
+state = "{dir}/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{dir}/containerd.sock"
+[ttrpc]
+  address = "{dir}/containerd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{dir}/containerd/opt"
+"""
+
+# Runs as `ip netns exec NS bash -c WRAPPER bash DIR`. The cgroup mounts come from
+# cgroup_mounts(); SIGTERM stops dockerd first, then containerd, and waits for both.
+WRAPPER = """set -eu
+dir=$1
+{mounts}
+mount -t tmpfs -o mode=755 cnmlab-run /run
+mount -t tmpfs -o mode=755 cnmlab-etc-docker /etc/docker
+containerd --config "$dir/containerd.toml" >"$dir/containerd.log" 2>&1 &
+cpid=$!
+echo $cpid >"$dir/containerd.pid"
+for _ in $(seq 300); do [ -S "$dir/containerd.sock" ] && break; sleep 0.1; done
+dockerd --containerd "$dir/containerd.sock" --data-root "$dir/data" \\
+  --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" -H "unix://$dir/docker.sock" \\
+  --config-file "$dir/daemon.json" --iptables=true >"$dir/dockerd.log" 2>&1 &
+dpid=$!
+stop() {{ kill -TERM $dpid 2>/dev/null; wait $dpid; kill -TERM $cpid 2>/dev/null; wait $cpid;
+         exit 0; }}
+trap stop TERM INT
+wait
+"""
+
+
+def missing() -> list[str]:
+    """The programs this needs that are not installed."""
+    return [p for p in (DOCKERD, CONTAINERD, RUNC, DOCKER) if not os.access(p, os.X_OK)]
+
+
+def cgroup_mounts() -> str:
+    """Shell commands that repeat, in the new mount namespace, the machine's cgroup
+    mounts under /sys/fs/cgroup (v1 hierarchies, a hybrid layout or pure cgroup2)."""
+    out = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        source, target, fstype, opts = line.split()[:4]
+        if not target.startswith("/sys/fs/cgroup"):
+            continue
+        if fstype not in ("tmpfs", "cgroup", "cgroup2"):
+            continue
+        out.append(f"mkdir -p {shlex.quote(target)}; mount -t {fstype} "
+                   f"-o {shlex.quote(opts)} {shlex.quote(source)} {shlex.quote(target)}")
+    if not out:
+        raise RuntimeError("no cgroup mounts under /sys/fs/cgroup: dockerd cannot start")
+    return "\n".join(out)
+
+
+@dataclass
+class Dockerd:
+    """containerd + dockerd in ``host_ns``, everything they write under ``dir``."""
+
+    host_ns: HostNs
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.dir}/docker.sock"
+
+    def docker(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """The docker.io client against this daemon (its config dir kept private too)."""
+        env = {**os.environ, "DOCKER_CONFIG": str(self.dir / "client")}
+        env.pop("DOCKER_HOST", None)
+        return subprocess.run([DOCKER, "-H", self.address, *args], capture_output=True,
+                              text=True, env=env, timeout=timeout, check=False)
+
+    def logs(self) -> str:
+        tails = []
+        for name in ("dockerd.log", "containerd.log"):
+            p = self.dir / name
+            if p.exists():
+                tails.append(f"--- {name}\n" + "\n".join(p.read_text().splitlines()[-20:]))
+        return "\n".join(tails)
+
+    def start(self, ready_s: float = 60) -> None:
+        """Start both daemons; return when `docker info` answers."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "containerd.toml").write_text(CONTAINERD_TOML.format(dir=self.dir))
+        (self.dir / "daemon.json").write_text("{}\n")
+        script = WRAPPER.format(mounts=cgroup_mounts())
+        logf = open(self.dir / "wrapper.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.host_ns.name, "bash", "-c", script, "bash",
+             str(self.dir)], stdout=logf, stderr=logf)
+        logf.close()
+        deadline = time.monotonic() + ready_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dockerd's wrapper exited {self.proc.returncode}:\n"
+                                   f"{(self.dir / 'wrapper.log').read_text()}\n{self.logs()}")
+            if self.docker("info", "--format", "{{.ServerVersion}}", timeout=10).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"dockerd did not answer `docker info` in {ready_s} s\n{self.logs()}")
+
+    def stop(self) -> None:
+        """Stop dockerd, then containerd; kill them by pid if they do not stop in time."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                for name in ("dockerd.pid", "containerd.pid"):
+                    self._kill(self.dir / name)
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def _kill(self, pidfile: Path) -> None:
+        """SIGKILL the pid in ``pidfile`` if it still is one of ours (its command line
+        names our directory), so a stale pid can never hit another process."""
+        try:
+            pid = int(pidfile.read_text().strip())
+            if str(self.dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
