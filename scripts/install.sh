@@ -2,19 +2,45 @@
 # Install what cnm and its tests need on a Debian 12 machine (run as root); idempotent.
 # Debian packages: iproute2 and nftables (ip and nft, used by tests and the tour only: cnm
 # itself speaks netlink and calls libnftables1 in-process),
-# iputils-ping, util-linux (nsenter), python3-venv. Then a venv at .venv with cnm in it.
+# iputils-ping, util-linux (nsenter), python3-venv; docker.io, containerd and runc for the
+# lab tier. Then a venv at .venv with cnm in it.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-need=()
-for pkg in iproute2 iputils-ping util-linux procps python3-venv python3-pip nftables libnftables1; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
+missing() {
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || echo "$pkg"
+  done
+}
+mapfile -t need < <(missing iproute2 iputils-ping util-linux procps python3-venv python3-pip \
+  nftables libnftables1)
+# The lab tier runs a real dockerd beside cnm, inside a throwaway namespace only; its
+# recommends (git, apparmor, ...) are not needed.
+mapfile -t lab < <(missing docker.io containerd runc)
+if [ ${#need[@]} -gt 0 ] || [ ${#lab[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if [ ${#lab[@]} -gt 0 ]; then
+    # Installing docker.io would start dockerd in the machine's own namespace (and set its
+    # FORWARD policy to DROP): deny service starts while it installs, unless a
+    # policy-rc.d is already in place.
+    deny=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      deny=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' >"$deny"
+      chmod 755 "$deny"
+      trap 'rm -f "$deny"' EXIT
+    fi
+    apt-get install -y -qq --no-install-recommends "${lab[@]}" >/dev/null
+    if [ -n "$deny" ]; then
+      rm -f "$deny"
+      trap - EXIT
+    fi
+  fi
 fi
 
 python=${PYTHON:-python3}
