@@ -430,15 +430,17 @@ class Controller:
         return ep
 
     def _apply_sandbox(self, sb: Sandbox, eps: list[Endpoint], before: list[Endpoint],
-                       undo: ExitStack | None) -> None:
-        """Make the sandbox's default routes and files match ``eps``."""
+                       undo: ExitStack | None, force: bool = False) -> None:
+        """Make the sandbox's default routes and files match ``eps`` (it had ``before``;
+        ``force`` sets the routes whatever it had, as reconcile must)."""
         if sb.kind == "netns":
             path = self.netns_path(sb)
             if undo is not None:
                 # Registered first: a call that fails half way (IPv4 set, IPv6 not) is undone.
                 undo.callback(_quietly(self.ctx.sandbox.set_default_routes, path,
                                        _default_routes(before)))
-            self.ctx.sandbox.set_default_routes(path, _default_routes(eps))
+            self.ctx.sandbox.set_default_routes(
+                path, _default_routes(eps), None if force else _default_routes(before))
         self._sync_listener(sb, eps, before, undo)
         if undo is not None:
             # Before the write: a half-written file is put back too.
@@ -477,7 +479,9 @@ class Controller:
         self._forget_endpoint(ep)
         if refresh:
             rest = self.endpoints_of(sandbox=sb.id)
-            self._apply_sandbox(sb, rest, rest, None)
+            # What the sandbox had includes the endpoint that left: if it held the
+            # default route, the route moves to the next network.
+            self._apply_sandbox(sb, rest, rest + [ep], None)
 
     def _forget_endpoint(self, ep: Endpoint) -> None:
         self.endpoints.pop(ep.id, None)
@@ -602,7 +606,7 @@ class Controller:
                     self.ctx.sandbox.configure(path, ep.ifname,
                                                [a for a in (ep.ipv4, ep.ipv6) if a])
         os.makedirs(self.files_dir(sb), exist_ok=True)
-        self._apply_sandbox(sb, eps, eps, None)
+        self._apply_sandbox(sb, eps, eps, None, force=True)
 
     # ----------------------------------------------------------------------- DNS
     def _dns_net(self, net: Network) -> bool:

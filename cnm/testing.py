@@ -463,7 +463,9 @@ class FakeSandboxLinks(_Faultable, SandboxLinks):
             _add_addresses(link, addresses)
             link.up = True
 
-    def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]]) -> None:
+    def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]],
+                           known: Sequence[tuple[int, str, str]] | None = None) -> None:
+        # The fake applies the whole wanted state: ``known`` only spares real requests.
         self._enter("set_default_routes", path, routes)
         with self.kernel.lock:
             ns = self.kernel.namespace(path)

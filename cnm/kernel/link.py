@@ -244,7 +244,7 @@ class HostLinks:
             try:
                 peer_spec: dict[str, object] = {"ifname": peer, "net_ns_fd": fd,
                                                 "address": peer_mac}
-                kw: dict[str, object] = {"state": "up"}
+                kw: dict[str, object] = {}
                 if mtu:
                     peer_spec["mtu"] = mtu
                     kw["mtu"] = mtu
@@ -254,8 +254,11 @@ class HostLinks:
             finally:
                 os.close(fd)
             try:
-                # The kernel ignores IFLA_IFALIAS on creation.
-                ipr.link("set", index=_index(ipr, name), ifalias=alias)
+                # A bridge port needs no IPv6 of its own: without it, a new port sends no
+                # MLD/DAD/RS multicast that the bridge would flood to every sandbox.
+                _sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
+                # Up only now, and the alias here: the kernel ignores it on creation.
+                ipr.link("set", index=_index(ipr, name), ifalias=alias, state="up")
             except BaseException:
                 ipr.link("del", ifname=name)
                 raise
@@ -313,24 +316,34 @@ class SandboxLinks:
         netns.delete(path)
 
     def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
-        """Give an interface its addresses and bring it up."""
+        """Give an interface its addresses and bring it up. Interfaces in a sandbox start
+        without IPv6 (see netns._create); one with an IPv6 address gets it back first."""
 
         def run(ipr: IPRoute) -> None:
             index = _lookup(ipr, ifname)
             if index is None:
                 raise NotFound(f"interface {ifname} is missing in {path}")
+            if any(":" in a for a in addresses):
+                _sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
             _add_addresses(ipr, index, addresses, ifname)
             ipr.link("set", index=index, state="up")
 
         self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), f"configure {ifname}"))
 
-    def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]]) -> None:
-        """Make the default routes exactly ``routes``: (ip version, gateway, ifname)."""
+    def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]],
+                           known: Sequence[tuple[int, str, str]] | None = None) -> None:
+        """Make the default routes exactly ``routes``: (ip version, gateway, ifname).
+
+        With ``known`` (what the sandbox has now), a family whose route does not change is
+        not touched: a second network's connect costs no route request at all.
+        """
 
         def run(ipr: IPRoute) -> None:
             for family, dst in ((2, "0.0.0.0/0"), (10, "::/0")):
                 version = 4 if family == 2 else 6
                 want = [r for r in routes if r[0] == version]
+                if known is not None and want == [r for r in known if r[0] == version]:
+                    continue
                 if want:
                     _, gw, dev = want[0]
                     index = _lookup(ipr, dev)
@@ -437,3 +450,12 @@ def host_socket_factory(thread: NsThread) -> Callable[[int, int], socket.socket]
         return thread.call(lambda _: socket.socket(family, kind))
 
     return make
+
+
+def _sysctl(key: str, value: str) -> None:
+    """Write a sysctl of the calling thread's network namespace."""
+    try:
+        with open(f"/proc/sys/{key}", "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise KernelError(f"sysctl {key}={value}: {e.strerror}") from None

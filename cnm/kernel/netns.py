@@ -277,9 +277,14 @@ def _create(path: str) -> None:
         # Announce an interface's addresses when it comes up (gratuitous ARP, unsolicited
         # NA), so peers drop a cached MAC at once when an address comes back on a new
         # endpoint; without it they keep sending to the old MAC for up to ~30 s.
-        for key in ("net/ipv4/conf/all/arp_notify", "net/ipv6/conf/all/ndisc_notify"):
+        # Interfaces made here later start without IPv6 (as Docker does on IPv4-only
+        # networks): no link-local address, no MLD/DAD multicast flooding the bridge. An
+        # endpoint with an IPv6 address turns it back on for its own interface.
+        for key, value in (("net/ipv4/conf/all/arp_notify", "1"),
+                           ("net/ipv6/conf/all/ndisc_notify", "1"),
+                           ("net/ipv6/conf/default/disable_ipv6", "1")):
             with open(f"/proc/sys/{key}", "w") as f:
-                f.write("1")
+                f.write(value)
     except BaseException:
         with contextlib.suppress(CnmError):
             umount(path)
