@@ -163,10 +163,22 @@ def table(networks: Iterable[NetworkRules], ports: Iterable[PortRule]) -> str:
 
 
 def docker_user(bridges: Iterable[str], handles: Iterable[int]) -> str:
-    """Replace cnm's accepts in Docker's DOCKER-USER chain (found by their comment)."""
+    """Replace cnm's accepts in Docker's DOCKER-USER chain (found by their comment).
+
+    Only what Docker's own rules would otherwise drop and cnm's table then judges: traffic
+    within a cnm bridge, replies and published ports into it, and traffic out of it to
+    anything but Docker's bridges (whose containers stay as closed to cnm's sandboxes as
+    Docker keeps them to each other; other cnm bridges are cut off by cnm's own table).
+    """
     out = [f"delete rule ip filter DOCKER-USER handle {h}\n" for h in handles]
+    tail = f'accept comment "{DOCKER_COMMENT}"\n'
     for b in sorted(bridges):
-        for direction in ("iifname", "oifname"):
-            out.append(f'insert rule ip filter DOCKER-USER {direction} {_q(b)} accept '
-                       f'comment "{DOCKER_COMMENT}"\n')
+        q = _q(b)
+        # "insert" puts a rule first, before Docker's closing "return": the order here is
+        # the reverse of the order in the chain.
+        for match in (f'iifname {q} oifname != {{ {q}, "docker0" }} oifname != "br-*"',
+                      f"oifname {q} ct status dnat",
+                      f"oifname {q} ct state established,related",
+                      f"iifname {q} oifname {q}"):
+            out.append(f"insert rule ip filter DOCKER-USER {match} {tail}")
     return "".join(out)

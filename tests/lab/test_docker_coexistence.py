@@ -24,6 +24,7 @@ needed, cnm's sandboxes are the endpoints.
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -62,21 +63,36 @@ def docker_user(ns: HostNs) -> list[dict[str, Any]]:
             == ("ip", "filter", "DOCKER-USER")]
 
 
-def cnm_accepts(ns: HostNs) -> set[tuple[str, str]]:
-    """(iifname|oifname, bridge) of cnm's accepts in DOCKER-USER; each there once."""
-    out = []
+RULES_PER_BRIDGE = 4  # within the bridge, replies into it, published ports, out of it
+
+
+def _bridge_of(rule: dict[str, Any]) -> str:
+    """The bridge a cnm rule is about: the first iifname/oifname it compares for equality."""
+    for e in rule["expr"]:
+        m = e.get("match")
+        if m and m.get("op") == "==" and isinstance(m.get("right"), str) and \
+                m["left"].get("meta", {}).get("key") in ("iifname", "oifname"):
+            return str(m["right"])
+    raise AssertionError(f"cnm rule names no bridge: {rule}")
+
+
+def cnm_accepts(ns: HostNs) -> set[tuple[str, int]]:
+    """(bridge, n) for the n-th of cnm's accepts about that bridge in DOCKER-USER; all
+    accepts, none there twice."""
+    seen: dict[str, list[str]] = {}
     for r in docker_user(ns):
         if r.get("comment") != "cnm":
             continue
-        [match, verdict] = r["expr"]
-        assert verdict == {"accept": None}, r
-        out.append((match["match"]["left"]["meta"]["key"], match["match"]["right"]))
-    assert len(out) == len(set(out)), f"duplicate cnm rules in DOCKER-USER: {sorted(out)}"
-    return set(out)
+        assert r["expr"][-1] == {"accept": None}, r
+        body = json.dumps(r["expr"], sort_keys=True)
+        rules = seen.setdefault(_bridge_of(r), [])
+        assert body not in rules, f"duplicate cnm rule in DOCKER-USER: {body}"
+        rules.append(body)
+    return {(b, i) for b, rules in seen.items() for i in range(len(rules))}
 
 
-def both_ways(bridge: str) -> set[tuple[str, str]]:
-    return {("iifname", bridge), ("oifname", bridge)}
+def both_ways(bridge: str) -> set[tuple[str, int]]:
+    return {(bridge, i) for i in range(RULES_PER_BRIDGE)}
 
 
 def ends_with_dockers_return(ns: HostNs) -> bool:
@@ -208,3 +224,57 @@ def test_cnmd_first_then_dockerd_needs_a_firewall_reload(host_ns: HostNs, docker
     assert ends_with_dockers_return(host_ns)
     assert can_ping(a_ns, b_ip) and can_ping(b_ns, a_ip)
     assert can_ping(a_ns, "10.79.0.1")
+
+
+_SERVE = ("import socket; s = socket.socket(); "
+          "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+          "s.bind(('0.0.0.0', 9999)); s.listen(8)\n"
+          "while True:\n c, a = s.accept(); c.sendall(b'hi'); c.close()")
+_CONNECT = ("import socket, sys\n"
+            "try:\n"
+            " s = socket.create_connection((sys.argv[1], 9999), timeout=2)\n"
+            " print(s.recv(10).decode())\n"
+            "except OSError as e:\n"
+            " print('failed:', e); sys.exit(1)")
+
+
+def test_cnm_sandboxes_do_not_reach_unpublished_ports_on_docker0(
+        host_ns: HostNs, dockerd: Dockerd, cnmd: Daemon, tmp_path: Any) -> None:
+    """cnm's accepts in DOCKER-USER must not open Docker's containers to cnm's sandboxes:
+    an unpublished port on docker0 stays as closed to them as Docker keeps it."""
+    dockerd.start()
+    cnmd.start()
+    ok(cnmd, "network", "create", "--subnet", "10.78.0.0/24", "web")
+    a_ns, _ = sandbox(cnmd, "a", "web")
+    docker0 = json.loads(in_ns(host_ns.path, "ip", "-j", "-4", "addr", "show", "docker0").stdout)
+    gw = docker0[0]["addr_info"][0]
+    ct_ip = gw["local"].rsplit(".", 1)[0] + ".200"  # docker0 is a /16 here; .200 is unused
+    # A stand-in for a container: a namespace on docker0 with a server on port 9999.
+    ct = f"{host_ns.name}-ct"
+    subprocess.run(["ip", "netns", "add", ct], check=True)
+    server = None
+    try:
+        subprocess.run(["ip", "-n", host_ns.name, "link", "add", "cnmtdock0", "type", "veth",
+                        "peer", "name", "eth0", "netns", ct], check=True)
+        subprocess.run(["ip", "-n", host_ns.name, "link", "set", "cnmtdock0", "master",
+                        "docker0", "up"], check=True)
+        subprocess.run(["ip", "-n", ct, "addr", "add", f"{ct_ip}/{gw['prefixlen']}", "dev",
+                        "eth0"], check=True)
+        subprocess.run(["ip", "-n", ct, "link", "set", "eth0", "up"], check=True)
+        subprocess.run(["ip", "-n", ct, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", ct, "route", "add", "default", "via", gw["local"]],
+                       check=True)
+        server = subprocess.Popen(["ip", "netns", "exec", ct, "python3", "-c", _SERVE])
+        # Control: the host itself reaches the server (so a failure below is the firewall).
+        probe = ["python3", "-c", _CONNECT, ct_ip]
+        for _ in range(20):
+            if in_ns(host_ns.path, *probe, check=False).returncode == 0:
+                break
+        assert in_ns(host_ns.path, *probe, check=False).stdout.strip() == "hi"
+        r = in_ns(a_ns, *probe, check=False)
+        assert r.returncode != 0, f"a cnm sandbox reached an unpublished docker0 port: {r}"
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "netns", "del", ct], check=False)

@@ -125,16 +125,23 @@ def test_port_add_and_delete_commands() -> None:
 # --------------------------------------------------------------------------- DOCKER-USER
 
 
-def test_docker_user_replaces_old_rules_and_accepts_both_directions() -> None:
-    assert firewall.docker_user(["cnm0", "br-b", "br-a"], [12, 7]) == (
-        "delete rule ip filter DOCKER-USER handle 12\n"
-        "delete rule ip filter DOCKER-USER handle 7\n"
-        'insert rule ip filter DOCKER-USER iifname "br-a" accept comment "cnm"\n'
-        'insert rule ip filter DOCKER-USER oifname "br-a" accept comment "cnm"\n'
-        'insert rule ip filter DOCKER-USER iifname "br-b" accept comment "cnm"\n'
-        'insert rule ip filter DOCKER-USER oifname "br-b" accept comment "cnm"\n'
-        'insert rule ip filter DOCKER-USER iifname "cnm0" accept comment "cnm"\n'
-        'insert rule ip filter DOCKER-USER oifname "cnm0" accept comment "cnm"\n')
+def test_docker_user_replaces_old_rules_with_four_narrow_accepts_per_bridge() -> None:
+    text = firewall.docker_user(["cnm0", "br-b"], [12, 7])
+    lines = text.splitlines()
+    assert lines[:2] == ["delete rule ip filter DOCKER-USER handle 12",
+                         "delete rule ip filter DOCKER-USER handle 7"]
+    rules = lines[2:]
+    assert len(rules) == 8
+    assert all(r.startswith("insert rule ip filter DOCKER-USER ") for r in rules)
+    assert all(r.endswith('accept comment "cnm"') for r in rules)
+    cnm0 = [r for r in rules if '"cnm0"' in r]
+    # Within the bridge, replies and published ports into it, and out of it to anything
+    # but Docker's bridges; never a bare "iifname X accept" that would open docker0.
+    assert any('iifname "cnm0" oifname "cnm0" accept' in r for r in cnm0)
+    assert any('oifname "cnm0" ct state established,related accept' in r for r in cnm0)
+    assert any('oifname "cnm0" ct status dnat accept' in r for r in cnm0)
+    assert any('oifname != { "cnm0", "docker0" } oifname != "br-*" accept' in r for r in cnm0)
+    assert not any(r.endswith('DOCKER-USER iifname "cnm0" accept comment "cnm"') for r in rules)
 
 
 def test_docker_user_with_no_bridges_only_deletes() -> None:
