@@ -88,6 +88,8 @@ class Controller:
         self.drivers = drivers
         # None: no firewall (unit tests of other parts); -p is then refused.
         self.netfilter = netfilter
+        if netfilter is not None:
+            netfilter.repair = self._rebuild_table
         self._fw_built = False
         # Names are kept even without a server (unit tests); the server answers from them.
         self.records = dns.records if dns is not None else Records()
@@ -778,16 +780,21 @@ class Controller:
         with self.lock:
             if self.netfilter is None:
                 raise Unsupported("this daemon runs without a firewall")
-            nets = self._all_fw_rules()
             self.netfilter.ports = portspec.PortTable()
-            rules: list[PortRule] = []
             for ep in self.endpoints.values():
                 sb = self.sandboxes[ep.sandbox_id]
                 for m in ep.ports:
                     self.netfilter.ports.add(m, f'sandbox "{sb.name}"')
-                rules.extend(self._port_rules(ep, ep.ports))
-            self.netfilter.rebuild(nets, rules)
-            return {"networks": len(nets), "ports": len(rules)}
+            return self._rebuild_table()
+
+    def _rebuild_table(self) -> dict[str, int]:
+        """The table alone, from the records (the port index is left as it is: a repair in
+        the middle of an operation keeps that operation's reservations)."""
+        assert self.netfilter is not None
+        nets = self._all_fw_rules()
+        rules = [r for ep in self.endpoints.values() for r in self._port_rules(ep, ep.ports)]
+        self.netfilter.rebuild(nets, rules)
+        return {"networks": len(nets), "ports": len(rules)}
 
     # ----------------------------------------------------------------------- views
     def network_view(self, net: Network) -> dict[str, Any]:

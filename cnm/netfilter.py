@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from cnm import firewall
@@ -34,6 +34,9 @@ class Netfilter:
     def __init__(self, nft: NftApi) -> None:
         self.nft = nft
         self.ports = PortTable()
+        # Rebuilds the table from the store; the controller sets it. An addition that finds
+        # cnm's table gone (someone ran `nft flush ruleset`) calls it and tries once more.
+        self.repair: Callable[[], object] | None = None
 
     def rebuild(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule]) -> None:
         """Replace the whole table (start, reload, repair after a flush)."""
@@ -42,8 +45,18 @@ class Netfilter:
             self._switches(n)
         self.sync_docker(networks)
 
+    def _add(self, text: str) -> None:
+        try:
+            self.nft.run(text)
+        except NotFound:
+            if self.repair is None:
+                raise
+            log.warning("cnm's nftables table was missing (a flushed ruleset?): rebuilt it")
+            self.repair()
+            self.nft.run(text)
+
     def add_network(self, n: NetworkRules, all_networks: Sequence[NetworkRules]) -> None:
-        self.nft.run(firewall.add_network(n))
+        self._add(firewall.add_network(n))
         self._switches(n)
         self.sync_docker(all_networks)
 
@@ -52,7 +65,7 @@ class Netfilter:
         self.sync_docker(remaining)
 
     def add_ports(self, rules: Sequence[PortRule]) -> None:
-        self.nft.run(firewall.add_ports(rules))
+        self._add(firewall.add_ports(rules))
 
     def remove_ports(self, rules: Sequence[PortRule]) -> None:
         self._delete(firewall.delete_ports(rules))

@@ -131,6 +131,12 @@ def parse(spec: str) -> PortSpec:
         if m["ip"].startswith("[") != (ip.version == 6):
             raise InvalidArgument(f"invalid port spec {spec!r}: put an IPv6 host address in "
                                   "brackets, and only an IPv6 one")
+        if ip.version == 6 and ip.is_loopback():
+            raise InvalidArgument(
+                f"invalid port spec {spec!r}: [::1] cannot carry published traffic (IPv6 "
+                "has no route_localnet to let it leave the loopback)",
+                hint="publish on 127.0.0.1 for the host only, or on [::] for everyone",
+            )
         # An explicit 0.0.0.0 or :: is every address of that family only, as in Docker.
         host_ip = str(ip)
     if m["ip"] and m["host"] is None:

@@ -271,3 +271,24 @@ def test_next_to_dockerd_only_cnms_own_accepts_in_docker_user_change(
     c.remove_sandbox("a")
     c.remove_network("web")
     assert docker_user() == [*accepts("cnm0"), "ip saddr 192.0.2.66 drop", "return"]
+
+
+def test_a_change_after_a_flush_repairs_the_whole_table_by_itself(
+        daemon: Daemon, host_ns: HostNs, out: Outside, servers: Servers) -> None:
+    d = daemon
+    _ok(d, "network", "create", "--subnet", "10.89.0.0/24", "a")
+    _ok(d, "network", "create", "--subnet", "10.90.0.0/24", "b")
+    _ok(d, "sandbox", "create", "--network", "a", "-p", "8080:80", "a1")
+    _ok(d, "sandbox", "create", "--network", "b", "b1")
+    c = d.client()
+    a1, b1 = c.sandbox("a1")["netns"], c.sandbox("b1")["netns"]
+    c.close()
+    servers.start(a1, 80)
+    flush_ruleset(host_ns)
+    assert blocked(out.path, "tcp", HOST4, 8080)
+    # The next addition finds cnm's table gone, rebuilds it from the store and goes on:
+    # no "No such file" for the user, and everything published before is back too.
+    _ok(d, "port", "add", "a1", "9090:80")
+    assert peer(out.path, "tcp", HOST4, 9090) == OUT4
+    assert peer(out.path, "tcp", HOST4, 8080) == OUT4
+    assert blocked(b1, "tcp", "10.89.0.2", 80)

@@ -107,12 +107,12 @@ def test_create_sandbox_publishes_exactly_its_ports(fw: Controller, nft: FakeNft
 
 def test_connect_publishes_on_both_families(fw: Controller, nft: FakeNft, dual: str) -> None:
     fw.create_sandbox(SandboxSpec("web"))
-    fw.connect(ConnectSpec(dual, "web", ports=("53:53/udp", "[::1]:8443:443",
+    fw.connect(ConnectSpec(dual, "web", ports=("53:53/udp", "[2001:db8::1]:8443:443",
                                                "10.0.0.1:8080:80")))
     assert published(nft) == {
         "pub4_any": {"udp . 53": "10.20.0.2 . 53"},
         "pub6_any": {"udp . 53": "fd00:20::2 . 53"},
-        "pub6_addr": {"tcp . ::1 . 8443": "fd00:20::2 . 443"},
+        "pub6_addr": {"tcp . 2001:db8::1 . 8443": "fd00:20::2 . 443"},
         "pub4_addr": {"tcp . 10.0.0.1 . 8080": "10.20.0.2 . 80"},
     }
     assert [n for n, _ in fw.ports("web")] == ["dual"] * 3
@@ -177,9 +177,9 @@ def test_store_failure_on_connect_withdraws_the_ports(fw: Controller, nft: FakeN
 
     monkeypatch.setattr(Tx, "put_endpoint", broken)
     with pytest.raises(Internal):
-        fw.connect(ConnectSpec(dual, "web", ports=("9090:90", "[::1]:9443:443")))
+        fw.connect(ConnectSpec(dual, "web", ports=("9090:90", "[2001:db8::1]:9443:443")))
     assert snapshot(nft) == before
-    assert free(fw, pm("tcp", "", 9090, 1)) and free(fw, pm("tcp", "::1", 9443, 1))
+    assert free(fw, pm("tcp", "", 9090, 1)) and free(fw, pm("tcp", "2001:db8::1", 9443, 1))
     assert not free(fw, pm("tcp", "", 8080, 1))
 
 
@@ -325,8 +325,8 @@ def test_p_refused_on_networks_that_cannot_publish(fw: Controller, nft: FakeNft,
 
 def test_ipv6_host_address_needs_an_ipv6_network(fw: Controller) -> None:
     with pytest.raises(InvalidArgument) as e:
-        fw.create_sandbox(SandboxSpec("web", ports=("[::1]:8080:80",)))
-    assert e.value.message == 'host address ::1 is IPv6 but network "bridge" has no IPv6'
+        fw.create_sandbox(SandboxSpec("web", ports=("[2001:db8::1]:8080:80",)))
+    assert e.value.message == 'host address 2001:db8::1 is IPv6 but network "bridge" has no IPv6'
 
 
 def test_bad_spec_is_refused_before_anything_happens(fw: Controller,
@@ -420,7 +420,7 @@ def test_network_with_docker_next_door(make_controller: MakeController) -> None:
 
 def _populate(fw: Controller, dual: str) -> None:
     fw.create_sandbox(SandboxSpec("web", ports=("8080:80", "127.0.0.1::81/udp")))
-    fw.connect(ConnectSpec(dual, "web", ports=("[::1]:8443:443", "9000-9002")))
+    fw.connect(ConnectSpec(dual, "web", ports=("[2001:db8::1]:8443:443", "9000-9002")))
     fw.create_sandbox(SandboxSpec("db", network=dual, ports=("7000-7001:8000-8001/sctp",)))
     fw.create_network(NetworkSpec("inside", internal=True, options={"icc": "false"}))
 

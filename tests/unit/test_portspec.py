@@ -21,8 +21,8 @@ GRAMMAR = "expected [HOST_IP:][HOST_PORT[-END]:]CONTAINER_PORT[-END][/tcp|udp|sc
     ("9999/sctp", PortSpec("sctp", "", None, None, 9999, 9999)),
     ("127.0.0.1:8080:80", PortSpec("tcp", "127.0.0.1", 8080, 8080, 80, 80)),
     ("127.0.0.1::80", PortSpec("tcp", "127.0.0.1", None, None, 80, 80)),
-    ("[::1]:8080:80", PortSpec("tcp", "::1", 8080, 8080, 80, 80)),
-    ("[::1]::80/udp", PortSpec("udp", "::1", None, None, 80, 80)),
+    ("[2001:db8::1]:8080:80", PortSpec("tcp", "2001:db8::1", 8080, 8080, 80, 80)),
+    ("[2001:db8::1]::80/udp", PortSpec("udp", "2001:db8::1", None, None, 80, 80)),
     ("[2001:DB8::0001]:443:443", PortSpec("tcp", "2001:db8::1", 443, 443, 443, 443)),
     # Every address, written out, is the same as none.
     # An explicit 0.0.0.0 or :: is every address of that family only (as in Docker).
@@ -94,7 +94,7 @@ def m(host: int, hend: int | None = None, ctr: int | None = None, cend: int | No
     (m(8080, ctr=80), "8080:80/tcp"),
     (m(53, proto="udp"), "53:53/udp"),
     (m(8081, ctr=81, ip="127.0.0.1"), "127.0.0.1:8081:81/tcp"),
-    (m(8443, ctr=443, ip="::1"), "[::1]:8443:443/tcp"),
+    (m(8443, ctr=443, ip="2001:db8::1"), "[2001:db8::1]:8443:443/tcp"),
     (m(9000, 9005, proto="sctp"), "9000-9005:9000-9005/sctp"),
     (m(7000, 7002, 8000), "7000-7002:8000-8002/tcp"),
 ])
@@ -140,7 +140,7 @@ def table() -> PortTable:
     (m(8080), m(8080, ctr=80)),                          # same port, other container port
     (m(8080, ip="127.0.0.1"), m(8080)),                  # specific vs every address
     (m(8080), m(8080, ip="127.0.0.1")),                  # every address vs specific
-    (m(8080, ip="::1"), m(8080, ip="::1")),              # same specific address
+    (m(8080, ip="2001:db8::1"), m(8080, ip="2001:db8::1")),              # same specific address
     (m(9000, 9010), m(9010)),                            # single inside a held range
     (m(9005), m(9000, 9010)),                            # range over a held single
     (m(9000, 9010), m(9010, 9020, 100)),                 # overlapping ranges
@@ -155,7 +155,7 @@ def test_clash(table: PortTable, held: PortMapping, new: PortMapping) -> None:
     (m(8080), m(8080, proto="udp")),
     (m(8080, proto="udp"), m(8080, proto="sctp")),
     (m(8080, ip="127.0.0.1"), m(8080, ip="127.0.0.2")),
-    (m(8080, ip="127.0.0.1"), m(8080, ip="::1")),
+    (m(8080, ip="127.0.0.1"), m(8080, ip="2001:db8::1")),
     (m(9000, 9010), m(9011)),
     (m(9000, 9010), m(8990, 8999)),
     (m(9000, 9010), m(9000, 9010, proto="udp")),
@@ -291,7 +291,7 @@ def test_host_range_with_one_container_port_exhausted(table: PortTable) -> None:
 
 @pytest.mark.parametrize("spec, words", [
     ("127.0.0.1:80", "a host address needs a host port after it"),
-    ("[::1]:80", "a host address needs a host port after it"),
+    ("[2001:db8::1]:80", "a host address needs a host port after it"),
 ])
 def test_a_host_address_without_a_host_port_is_refused(spec: str, words: str) -> None:
     with pytest.raises(InvalidArgument, match=words):
@@ -302,12 +302,17 @@ def test_a_host_address_without_a_host_port_is_refused(spec: str, words: str) ->
     ("0.0.0.0", "", True),            # all IPv4 vs all addresses
     ("0.0.0.0", "::", False),         # all IPv4 vs all IPv6
     ("0.0.0.0", "127.0.0.1", True),
-    ("0.0.0.0", "::1", False),
-    ("::", "::1", True),
-    ("", "::1", True),
+    ("0.0.0.0", "2001:db8::1", False),
+    ("::", "2001:db8::1", True),
+    ("", "2001:db8::1", True),
     ("127.0.0.1", "127.0.0.2", False),
 ])
 def test_family_wildcards_clash_only_within_their_family(a: str, b: str, clash: bool) -> None:
     ma = PortMapping("tcp", a, 8080, 8080, 80, 80)
     mb = PortMapping("tcp", b, 8080, 8080, 80, 80)
     assert ma.overlaps(mb) is clash and mb.overlaps(ma) is clash
+
+
+def test_ipv6_loopback_is_refused_it_cannot_carry_published_traffic() -> None:
+    with pytest.raises(InvalidArgument, match=r"\[::1\] cannot carry published traffic"):
+        parse("[::1]:8080:80")
