@@ -34,6 +34,12 @@ class Result:
 DROP = Result()
 FORWARD = Result(forward=True)
 
+# What dnslib raises on a packet it cannot read. RecursionError: it follows compression
+# pointers recursively and stops only a pointer to the one just followed, so a cycle of
+# two pointers (legal backward jumps through a label that holds them) recurses until
+# Python gives up.
+_UNREADABLE = (DNSError, ValueError, IndexError, KeyError, UnicodeDecodeError, RecursionError)
+
 
 def _error(q: DNSRecord, rcode: int) -> Result:
     r = q.reply()
@@ -54,7 +60,7 @@ def header_error(data: bytes, rcode: int) -> Result:
 def answer(data: bytes, view: Sequence[str], records: Records, udp: bool = True) -> Result:
     try:
         q = DNSRecord.parse(data)
-    except (DNSError, ValueError, IndexError, KeyError, UnicodeDecodeError):
+    except _UNREADABLE:
         return header_error(data, RCODE.FORMERR)
     if q.header.qr:
         return DROP
@@ -118,7 +124,7 @@ def servfail(data: bytes) -> bytes | None:
     """SERVFAIL for a query (the floor when every upstream failed)."""
     try:
         q = DNSRecord.parse(data)
-    except (DNSError, ValueError, IndexError, KeyError, UnicodeDecodeError):
+    except _UNREADABLE:
         return header_error(data, RCODE.SERVFAIL).wire
     r = q.reply()
     r.header.aa = 0
