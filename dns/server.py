@@ -173,7 +173,10 @@ class DnsServer:
                 except Exception as e:  # noqa: BLE001 - one bad packet must not stop DNS
                     log.debug("dns: dropped an event: %s", e)
             if self._pending:
-                self._expire()
+                try:
+                    self._expire()
+                except Exception as e:  # noqa: BLE001 - nor may one expired query
+                    log.debug("dns: dropped an expiry: %s", e)
 
     def _event(self, data: Any, sock: Any) -> None:
         if data == "wake":
@@ -282,7 +285,9 @@ class DnsServer:
     def _fail(self, listener: Listener, client: Any, query: bytes) -> None:
         wire = resolver.servfail(query)
         if wire is not None:
-            listener.udp.sendto(wire, client)
+            # The listener may be gone (its sandbox removed while the query waited).
+            with contextlib.suppress(OSError):
+                listener.udp.sendto(wire, client)
 
     # ------------------------------------------------------------------ TCP (own thread)
     def _tcp(self, listener: Listener, conn: socket.socket) -> None:
