@@ -94,7 +94,10 @@ class DnsServer:
         self.upstreams = upstreams
         self._host_socket = host_socket
         self._sel = selectors.DefaultSelector()
-        self._listeners: dict[str, Listener] = {}
+        self._listeners: dict[str, Listener] = {}  # the DNS thread's
+        # The callers' view, right when add() and remove() return (the thread may not
+        # have run their commands yet): what serves() answers.
+        self._served: set[str] = set()
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -116,6 +119,7 @@ class DnsServer:
         udp.setblocking(False)
         tcp.setblocking(False)
         listener = Listener(sandbox_id, udp, tcp, tuple(view))
+        self._served.add(sandbox_id)
 
         def run() -> None:
             self._listeners[sandbox_id] = listener
@@ -134,6 +138,8 @@ class DnsServer:
         self._do(run)
 
     def remove(self, sandbox_id: str) -> None:
+        self._served.discard(sandbox_id)
+
         def run() -> None:
             listener = self._listeners.pop(sandbox_id, None)
             if listener is None:
@@ -146,7 +152,7 @@ class DnsServer:
         self._do(run)
 
     def serves(self, sandbox_id: str) -> bool:
-        return sandbox_id in self._listeners
+        return sandbox_id in self._served
 
     def close(self) -> None:
         self._stop = True
