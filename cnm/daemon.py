@@ -21,7 +21,7 @@ from cnm import __version__
 from cnm.api.server import claim_socket, serve
 from cnm.controller import Config, Controller
 from cnm.dns.records import Records
-from cnm.dns.server import DnsServer, Upstreams
+from cnm.dns.server import DnsServer, Upstreams, is_address
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.errors import CnmError, InvalidArgument, exit_code
@@ -75,6 +75,9 @@ def config_from(args: argparse.Namespace) -> Config:
     pools = tuple(Pool.parse(p) for p in args.default_address_pool) or DEFAULT_POOLS
     if args.bridge_subnet:
         parse_cidr(args.bridge_subnet, "--bridge-subnet")
+    for server in args.dns:
+        if not is_address(server):
+            raise InvalidArgument(f"--dns {server}: not an IP address")
     return Config(
         state_dir=os.path.abspath(args.state_dir), run_dir=os.path.abspath(args.run_dir),
         host_netns=os.path.abspath(args.netns) if args.netns else None, pools=pools,

@@ -82,7 +82,9 @@ class Upstreams:
                 for line in f:
                     words = line.split()
                     if len(words) >= 2 and words[0] == "nameserver":
-                        servers.append(words[1].split("%")[0])
+                        server = words[1].split("%")[0]
+                        if is_address(server):
+                            servers.append(server)
             self._read = servers[:MAX_UPSTREAMS]
         return self._read
 
@@ -340,6 +342,16 @@ class DnsServer:
             if reply and reply[:2] == query[:2] and (reply[3] & 0x0F) not in (2, 5):
                 return reply
         return resolver.servfail(query)
+
+
+def is_address(text: str) -> bool:
+    """An IP address. Anything else would be resolved by the host (the DNS thread blocked
+    on it) and never match the source of a reply: every forward would time out."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
