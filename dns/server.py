@@ -34,6 +34,7 @@ ATTEMPT_TIMEOUT = 1.2  # per upstream; three of them stay well inside a client's
 MAX_UPSTREAMS = 3
 CACHE_MAX = 8192  # answers kept per listener before the cache starts over
 TCP_IDLE = 5.0
+SYNC_TIMEOUT = 2.0  # the longest a caller waits for the DNS thread (it never blocks)
 
 SocketFactory = Callable[[int, int], socket.socket]
 
@@ -131,13 +132,23 @@ class DnsServer:
         self._do(run)
 
     def set_view(self, sandbox_id: str, view: Sequence[str]) -> None:
+        """Change the networks a sandbox sees, in effect when this returns: the DNS thread
+        may be reading the sandbox's next query already, and that one must not be
+        answered (or cached) with the old view."""
+        done = threading.Event()
+
         def run() -> None:
-            listener = self._listeners.get(sandbox_id)
-            if listener is not None:
-                listener.view = tuple(view)
-                listener.cache.clear()
+            try:
+                listener = self._listeners.get(sandbox_id)
+                if listener is not None:
+                    listener.view = tuple(view)
+                    listener.cache.clear()
+            finally:
+                done.set()
 
         self._do(run)
+        if threading.current_thread() is not self._thread:
+            done.wait(SYNC_TIMEOUT)
 
     def remove(self, sandbox_id: str) -> None:
         self._served.discard(sandbox_id)
