@@ -483,7 +483,8 @@ class FakeSandboxLinks(_Faultable, SandboxLinks):
                                       "(ENETUNREACH)")
                 ns.routes[version] = (gw, link)
 
-    def retire(self, path: str, ifname: str, new_name: str) -> None:
+    def retire(self, path: str, ifname: str, new_name: str,
+               addresses: Sequence[str] | None = None) -> None:
         self._enter("retire", path, ifname, new_name)
         with self.kernel.lock:
             ns = self.kernel.namespaces.get(path)

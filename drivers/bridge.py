@@ -115,7 +115,8 @@ class BridgeDriver:
         # Off the bridge first, so no frame reaches the sandbox after this; the pair itself
         # is deleted by the reaper (the kernel's link delete is slow and serialises).
         ctx.host.retire(names.veth_name(ep.id))
-        ctx.sandbox.retire(netns, ep.ifname, names.retired_name(ep.id))
+        ctx.sandbox.retire(netns, ep.ifname, names.retired_name(ep.id),
+                           [a for a in (ep.ipv4, ep.ipv6) if a])
 
     def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool:
         # Not just present: a veth someone detached from the bridge cuts the sandbox off.

@@ -25,7 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cnm import names
 from cnm.errors import AlreadyExists, KernelError, NotFound
 from cnm.kernel import netns, nft
-from cnm.kernel.netns import NsThread, Visitor, netlink_call
+from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
 
 IFA_F_NODAD = 0x02
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
@@ -43,11 +43,16 @@ class LinkInfo:
 
 
 def _lookup(ipr: IPRoute, name: str) -> int | None:
-    """The index of link ``name`` in ``ipr``'s namespace, or None.
+    """The index of link ``name`` in ``ipr``'s namespace (the calling thread's), or None."""
+    return _lookup_here(name)
 
-    An ioctl on a socket opened here, on the calling thread, which is inside ``ipr``'s
-    namespace (netns.py): about 10 us, where ``ipr.link_lookup`` costs 0.4-1 ms, most of it
-    pyroute2 parsing the full RTM_NEWLINK reply. A connect did four of those.
+
+def _lookup_here(name: str) -> int | None:
+    """The index of link ``name`` in the calling thread's namespace, or None.
+
+    An ioctl on a socket opened here, on the calling thread, which is inside the namespace
+    (netns.py): about 10 us, where ``ipr.link_lookup`` costs 0.4-1 ms, most of it pyroute2
+    parsing the full RTM_NEWLINK reply. A connect did four of those.
     """
     raw = name.encode()
     if not raw or len(raw) > names.IFNAMSIZ:
@@ -142,8 +147,7 @@ class HostLinks:
         def run(ipr: IPRoute) -> None:
             index = _lookup(ipr, name)
             if index is not None:
-                ipr.link("set", index=index, state="down", master=0,
-                         group=names.GRAVEYARD_GROUP)
+                self._t.rtnl.set_link(index, up=False, master=0, group=names.GRAVEYARD_GROUP)
 
         self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"retire link {name}"))
         self._kick.set()
@@ -242,25 +246,18 @@ class HostLinks:
                     raise NotFound(f"bridge {master} does not exist in the host namespace")
             fd = os.open(peer_netns, os.O_RDONLY)
             try:
-                peer_spec: dict[str, object] = {"ifname": peer, "net_ns_fd": fd,
-                                                "address": peer_mac}
-                kw: dict[str, object] = {}
-                if mtu:
-                    peer_spec["mtu"] = mtu
-                    kw["mtu"] = mtu
-                if master_index is not None:
-                    kw["master"] = master_index
-                ipr.link("add", ifname=name, kind="veth", peer=peer_spec, **kw)
+                self._t.rtnl.add_veth(name, peer, fd, peer_mac, master_index, mtu)
             finally:
                 os.close(fd)
+            index = _index(ipr, name)
             try:
                 # A bridge port needs no IPv6 of its own: without it, a new port sends no
                 # MLD/DAD/RS multicast that the bridge would flood to every sandbox.
                 _sysctl(f"net/ipv6/conf/{name}/disable_ipv6", "1")
                 # Up only now, and the alias here: the kernel ignores it on creation.
-                ipr.link("set", index=_index(ipr, name), ifalias=alias, state="up")
+                self._t.rtnl.set_link(index, up=True, alias=alias)
             except BaseException:
-                ipr.link("del", ifname=name)
+                self._t.rtnl.delete_link(index)
                 raise
 
         self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"veth {name}"))
@@ -319,16 +316,17 @@ class SandboxLinks:
         """Give an interface its addresses and bring it up. Interfaces in a sandbox start
         without IPv6 (see netns._create); one with an IPv6 address gets it back first."""
 
-        def run(ipr: IPRoute) -> None:
-            index = _lookup(ipr, ifname)
+        def run(h: Handles) -> None:
+            index = _lookup_here(ifname)
             if index is None:
                 raise NotFound(f"interface {ifname} is missing in {path}")
             if any(":" in a for a in addresses):
                 _sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
-            _add_addresses(ipr, index, addresses, ifname)
-            ipr.link("set", index=index, state="up")
+            for cidr in addresses:
+                h.rtnl.add_address(index, cidr)
+            h.rtnl.set_link(index, up=True)
 
-        self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), f"configure {ifname}"))
+        self._v.call(path, lambda h: netlink_call(lambda: run(h), f"configure {ifname}"))
 
     def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]],
                            known: Sequence[tuple[int, str, str]] | None = None) -> None:
@@ -338,40 +336,43 @@ class SandboxLinks:
         not touched: a second network's connect costs no route request at all.
         """
 
-        def run(ipr: IPRoute) -> None:
-            for family, dst in ((2, "0.0.0.0/0"), (10, "::/0")):
-                version = 4 if family == 2 else 6
+        def run(h: Handles) -> None:
+            for version in (4, 6):
                 want = [r for r in routes if r[0] == version]
                 if known is not None and want == [r for r in known if r[0] == version]:
                     continue
                 if want:
                     _, gw, dev = want[0]
-                    index = _lookup(ipr, dev)
-                    ipr.route("replace", dst=dst, gateway=gw, oif=index)
+                    index = _lookup_here(dev)
+                    if index is None:
+                        raise NotFound(f"interface {dev} is missing in {path}")
+                    h.rtnl.replace_default_route(version, gw, index)
                 else:
-                    try:
-                        ipr.route("del", dst=dst, family=family)
-                    except NetlinkError as e:
-                        if e.code not in (errno.ESRCH, errno.ENOENT):
-                            raise
+                    h.rtnl.delete_default_route(version)
 
-        self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), "default route"))
+        self._v.call(path, lambda h: netlink_call(lambda: run(h), "default route"))
 
-    def retire(self, path: str, ifname: str, new_name: str) -> None:
+    def retire(self, path: str, ifname: str, new_name: str,
+               addresses: Sequence[str] | None = None) -> None:
         """Take an interface out of the sandbox's view: down, addresses gone, renamed so its
-        name is free at once. Its deletion comes with its host end (HostLinks.retire)."""
+        name is free at once. Its deletion comes with its host end (HostLinks.retire).
+        Given its ``addresses``, they are deleted one by one (no dump of the namespace)."""
 
-        def run(ipr: IPRoute) -> None:
-            index = _lookup(ipr, ifname)
+        def run(h: Handles) -> None:
+            index = _lookup_here(ifname)
             if index is None:
                 return
-            ipr.link("set", index=index, state="down")
-            ipr.link("set", index=index, ifname=new_name)
-            ipr.flush_addr(index=index)
+            # Down first: a link is renamed only while down.
+            h.rtnl.set_link(index, up=False)
+            h.rtnl.set_link(index, name=new_name)
+            if addresses is None:
+                h.ipr.flush_addr(index=index)
+            for cidr in addresses or ():
+                h.rtnl.delete_address(index, cidr)
 
         # A namespace already gone took the interface with it.
         with contextlib.suppress(NotFound):
-            self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), f"retire {ifname}"))
+            self._v.call(path, lambda h: netlink_call(lambda: run(h), f"retire {ifname}"))
 
     def open_dns(self, path: str) -> tuple[socket.socket, socket.socket]:
         """UDP and TCP sockets inside the sandbox on 127.0.0.11:PORT, and a redirect of
@@ -381,7 +382,7 @@ class SandboxLinks:
         table with a NAT hook costs the kernel ~15 ms of RCU synchronisation.
         """
 
-        def run(_: IPRoute) -> tuple[socket.socket, socket.socket]:
+        def run(_: Handles) -> tuple[socket.socket, socket.socket]:
             for _attempt in range(20):
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 udp.bind((DNS_ADDRESS, 0))
@@ -426,10 +427,10 @@ class SandboxLinks:
                     if e.code not in (errno.ENODEV, errno.ENOENT):
                         raise
 
-        self._v.call(path, lambda ipr: netlink_call(lambda: run(ipr), f"remove {ifname}"))
+        self._v.call(path, lambda h: netlink_call(lambda: run(h.ipr), f"remove {ifname}"))
 
     def links(self, path: str) -> list[LinkInfo]:
-        return self._v.call(path, lambda ipr: netlink_call(lambda: _links(ipr), "list links"))
+        return self._v.call(path, lambda h: netlink_call(lambda: _links(h.ipr), "list links"))
 
 
 def owned(links: Sequence[LinkInfo]) -> dict[str, tuple[str, str]]:

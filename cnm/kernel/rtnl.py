@@ -1,0 +1,175 @@
+"""A minimal rtnetlink client for the hot path of connect and disconnect.
+
+pyroute2 costs 0.3-0.4 ms of Python per request; the kernel's share of an address or
+route change is a few tens of microseconds. The handful of requests an endpoint needs
+(create a veth with its peer in the sandbox, set a link, add an address, set a route) are
+encoded here by hand and sent on a raw socket; everything else stays with pyroute2.
+
+A socket belongs to the namespace it was created in, whatever thread uses it later; it is
+created on a thread inside that namespace (netns.py) and used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+
+import netaddr
+
+NETLINK_ROUTE = 0
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_OIF, RTA_GATEWAY = 4, 5
+IFF_UP = 1
+IFA_F_NODAD = 0x02
+RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
+
+_HDR = struct.Struct("=IHHII")
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBi")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    length = 4 + len(data)
+    return struct.pack("=HH", length, kind) + data + b"\0" * (-length % 4)
+
+
+def _str(kind: int, text: str) -> bytes:
+    return _attr(kind, text.encode() + b"\0")
+
+
+def _u32(kind: int, value: int) -> bytes:
+    return _attr(kind, struct.pack("=I", value))
+
+
+def _mac(text: str) -> bytes:
+    return bytes(int(x, 16) for x in text.split(":"))
+
+
+class NetlinkError(OSError):
+    pass
+
+
+class Rtnl:
+    """One raw rtnetlink socket, bound to the namespace of the thread that made it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _request(self, kind: int, flags: int, body: bytes) -> None:
+        """Send one request and wait for its acknowledgement; raise on a kernel error."""
+        self._seq += 1
+        seq = self._seq
+        msg = _HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq,
+                        0) + body
+        self.sock.send(msg)
+        while True:
+            data = self.sock.recv(65536)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
+                if mseq == seq and mtype == NLMSG_ERROR:
+                    code = struct.unpack_from("=i", data, offset + _HDR.size)[0]
+                    if code:
+                        raise NetlinkError(-code, os.strerror(-code))
+                    return
+                offset += (length + 3) & ~3
+                if length == 0:
+                    break
+
+    def add_veth(self, name: str, peer: str, peer_netns_fd: int, peer_mac: str,
+                 master: int | None, mtu: int | None) -> None:
+        """A veth pair, down, whose peer is created directly in another namespace."""
+        peer_attrs = _str(IFLA_IFNAME, peer) + _attr(IFLA_ADDRESS, _mac(peer_mac)) + \
+            _u32(IFLA_NET_NS_FD, peer_netns_fd)
+        attrs = _str(IFLA_IFNAME, name)
+        if mtu:
+            peer_attrs += _u32(IFLA_MTU, mtu)
+            attrs += _u32(IFLA_MTU, mtu)
+        if master is not None:
+            attrs += _u32(IFLA_MASTER, master)
+        info = _str(IFLA_INFO_KIND, "veth") + _attr(
+            IFLA_INFO_DATA, _attr(VETH_INFO_PEER, _IFINFO.pack(0, 0, 0, 0, 0) + peer_attrs))
+        attrs += _attr(IFLA_LINKINFO, info)
+        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                      _IFINFO.pack(0, 0, 0, 0, 0) + attrs)
+
+    def set_link(self, index: int, up: bool | None = None, alias: str | None = None,
+                 name: str | None = None, master: int | None = None,
+                 group: int | None = None) -> None:
+        """Change a link in one request (``master=0`` takes it off its bridge)."""
+        flags = change = 0
+        if up is not None:
+            change = IFF_UP
+            flags = IFF_UP if up else 0
+        attrs = b""
+        if alias is not None:
+            attrs += _str(IFLA_IFALIAS, alias)
+        if name is not None:
+            attrs += _str(IFLA_IFNAME, name)
+        if master is not None:
+            attrs += _u32(IFLA_MASTER, master)
+        if group is not None:
+            attrs += _u32(IFLA_GROUP, group)
+        self._request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, flags, change) + attrs)
+
+    def delete_link(self, index: int) -> None:
+        self._request(RTM_DELLINK, 0, _IFINFO.pack(0, 0, index, 0, 0))
+
+    def add_address(self, index: int, cidr: str) -> None:
+        """Add an address (IPv6 without duplicate address detection); present is fine."""
+        net = netaddr.IPNetwork(cidr)
+        family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+        packed = net.ip.packed
+        flags = IFA_F_NODAD if net.version == 6 else 0
+        attrs = _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
+        try:
+            self._request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
+                          _IFADDR.pack(family, net.prefixlen, flags, 0, index) + attrs)
+        except NetlinkError as e:
+            if e.errno != errno.EEXIST:
+                raise
+
+    def delete_address(self, index: int, cidr: str) -> None:
+        """Remove an address; already gone is fine."""
+        net = netaddr.IPNetwork(cidr)
+        family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+        body = _IFADDR.pack(family, net.prefixlen, 0, 0, index) + _attr(IFA_LOCAL, net.ip.packed)
+        try:
+            self._request(RTM_DELADDR, 0, body)
+        except NetlinkError as e:
+            if e.errno not in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+                raise
+
+    def replace_default_route(self, version: int, gateway: str, oif: int) -> None:
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE,
+                           RTN_UNICAST, 0)
+        body += _attr(RTA_GATEWAY, netaddr.IPAddress(gateway).packed) + _u32(RTA_OIF, oif)
+        self._request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
+
+    def delete_default_route(self, version: int) -> None:
+        """Remove the default route of a family; none is fine."""
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_UNIVERSE, 0, 0)
+        try:
+            self._request(RTM_DELROUTE, 0, body)
+        except NetlinkError as e:
+            if e.errno not in (errno.ESRCH, errno.ENOENT):
+                raise
+
