@@ -473,6 +473,7 @@ class Controller:
             # Unpublished first: no new connection may reach an endpoint on its way out.
             # The host ports stay reserved until the record goes (_forget_endpoint).
             self.netfilter.remove_ports(self._port_rules(ep, ep.ports))
+            self.netfilter.remove_hairpin(*_addrs(ep))
         self.drivers[net.driver].leave(net, ep, self.netns_path(sb), self.ctx)
         # The name is gone when disconnect returns.
         self.records.remove(net.id, sb.id)
@@ -607,6 +608,8 @@ class Controller:
                 if info.interface:
                     self.ctx.sandbox.configure(path, ep.ifname,
                                                [a for a in (ep.ipv4, ep.ipv6) if a])
+                if ep.ports and isinstance(driver, Publisher):
+                    driver.prepare_publish(net, ep, self.ctx)
         os.makedirs(self.files_dir(sb), exist_ok=True)
         self._apply_sandbox(sb, eps, eps, None, force=True)
 
@@ -672,8 +675,7 @@ class Controller:
 
     @staticmethod
     def _port_rules(ep: Endpoint, mappings: Iterable[PortMapping]) -> list[PortRule]:
-        a4 = ep.ipv4.split("/")[0] if ep.ipv4 else None
-        a6 = ep.ipv6.split("/")[0] if ep.ipv6 else None
+        a4, a6 = _addrs(ep)
         return [PortRule(m, a4, a6) for m in mappings]
 
     def _check_ports(self, net: Network, specs: Sequence[str]) -> list[portspec.PortSpec]:
@@ -710,6 +712,11 @@ class Controller:
         rules = self._port_rules(ep, mappings)
         self.netfilter.add_ports(rules)
         undo.callback(_quietly(self.netfilter.remove_ports, rules))
+        if not ep.ports:  # its first published port: it may reach its own ports too
+            if isinstance(driver, Publisher):
+                driver.prepare_publish(net, ep, self.ctx)
+            self.netfilter.add_hairpin(*_addrs(ep))
+            undo.callback(_quietly(self.netfilter.remove_hairpin, *_addrs(ep)))
         return tuple(mappings)
 
     def publish(self, sandbox: str, specs: Sequence[str],
@@ -746,6 +753,8 @@ class Controller:
                 for m in hit:
                     self.netfilter.ports.remove(m)
                 new = dataclasses.replace(ep, ports=tuple(m for m in ep.ports if m not in hit))
+                if not new.ports:
+                    self.netfilter.remove_hairpin(*_addrs(ep))
                 with self.store.transaction() as tx:
                     tx.put_endpoint(new)
                 self.endpoints[ep.id] = new
@@ -793,7 +802,8 @@ class Controller:
         assert self.netfilter is not None
         nets = self._all_fw_rules()
         rules = [r for ep in self.endpoints.values() for r in self._port_rules(ep, ep.ports)]
-        self.netfilter.rebuild(nets, rules)
+        hairpins = [_addrs(ep) for ep in self.endpoints.values() if ep.ports]
+        self.netfilter.rebuild(nets, rules, hairpins)
         return {"networks": len(nets), "ports": len(rules)}
 
     # ----------------------------------------------------------------------- views
@@ -841,6 +851,12 @@ class Controller:
                 "default_address_pools": [f"base={p.base},size={p.size}"
                                           for p in self.config.pools],
             }
+
+
+def _addrs(ep: Endpoint) -> tuple[str | None, str | None]:
+    """An endpoint's IPv4 and IPv6 addresses, without their prefix lengths."""
+    return (ep.ipv4.split("/")[0] if ep.ipv4 else None,
+            ep.ipv6.split("/")[0] if ep.ipv6 else None)
 
 
 def _default_routes(eps: list[Endpoint]) -> list[tuple[int, str, str]]:

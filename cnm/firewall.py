@@ -37,6 +37,8 @@ table inet cnm {
     set icc_off { type ifname . ifname; }
     set masq4 { type ipv4_addr; flags interval; }
     set masq6 { type ipv6_addr; flags interval; }
+    set hairpin4 { type ipv4_addr . ipv4_addr; }
+    set hairpin6 { type ipv6_addr . ipv6_addr; }
     map pub4_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
     map pub4_addr { type inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service; }
     map pub4_range { type inet_proto . ipv4_addr . inet_service : ipv4_addr; flags interval; }
@@ -56,6 +58,8 @@ table inet cnm {
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         ip saddr 127.0.0.0/8 oifname @bridges masquerade
+        ct status dnat ip saddr . ip daddr @hairpin4 masquerade
+        ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade
         oifname @bridges return
         ip saddr @masq4 masquerade
         ip6 saddr @masq6 masquerade
@@ -136,6 +140,23 @@ def port_elements(r: PortRule) -> list[tuple[str, str, str]]:
     return out
 
 
+def hairpin_elements(addr4: str | None, addr6: str | None) -> list[tuple[str, str]]:
+    """(set, element) pairs that let an endpoint reach its own published ports: traffic
+    from it to itself through a DNAT is masqueraded, so the reply comes back the same way.
+    Present while the endpoint publishes anything."""
+    return [(f"hairpin{v}", f"{a} . {a}") for v, a in ((4, addr4), (6, addr6)) if a]
+
+
+def add_hairpin(addr4: str | None, addr6: str | None) -> str:
+    return "".join(f"add element {TABLE} {s} {{ {e} }}\n"
+                   for s, e in hairpin_elements(addr4, addr6))
+
+
+def delete_hairpin(addr4: str | None, addr6: str | None) -> str:
+    return "".join(f"delete element {TABLE} {s} {{ {e} }}\n"
+                   for s, e in hairpin_elements(addr4, addr6))
+
+
 def add_network(n: NetworkRules) -> str:
     return "".join(f"add element {TABLE} {s} {{ {e} }}\n" for s, e in network_elements(n))
 
@@ -154,12 +175,14 @@ def delete_ports(rules: Iterable[PortRule]) -> str:
                    for r in rules for m, k, _ in port_elements(r))
 
 
-def table(networks: Iterable[NetworkRules], ports: Iterable[PortRule]) -> str:
+def table(networks: Iterable[NetworkRules], ports: Iterable[PortRule],
+          hairpins: Iterable[tuple[str | None, str | None]] = ()) -> str:
     """The whole table, replacing whatever is there, as one transaction."""
     # "add" first so the "delete" cannot fail on a host that has no table yet (nft 1.0.6
     # has no "destroy").
     return (f"add table {TABLE}\ndelete table {TABLE}\n" + _SKELETON
-            + "".join(add_network(n) for n in networks) + add_ports(ports))
+            + "".join(add_network(n) for n in networks) + add_ports(ports)
+            + "".join(add_hairpin(a4, a6) for a4, a6 in hairpins))
 
 
 def docker_user(bridges: Iterable[str], handles: Iterable[int]) -> str:

@@ -38,9 +38,10 @@ class Netfilter:
         # cnm's table gone (someone ran `nft flush ruleset`) calls it and tries once more.
         self.repair: Callable[[], object] | None = None
 
-    def rebuild(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule]) -> None:
+    def rebuild(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule],
+                hairpins: Iterable[tuple[str | None, str | None]] = ()) -> None:
         """Replace the whole table (start, reload, repair after a flush)."""
-        self.nft.run(firewall.table(networks, ports))
+        self.nft.run(firewall.table(networks, ports, hairpins))
         for n in networks:
             self._switches(n)
         self.sync_docker(networks)
@@ -66,6 +67,12 @@ class Netfilter:
 
     def add_ports(self, rules: Sequence[PortRule]) -> None:
         self._add(firewall.add_ports(rules))
+
+    def add_hairpin(self, addr4: str | None, addr6: str | None) -> None:
+        self._add(firewall.add_hairpin(addr4, addr6))
+
+    def remove_hairpin(self, addr4: str | None, addr6: str | None) -> None:
+        self._delete(firewall.delete_hairpin(addr4, addr6))
 
     def remove_ports(self, rules: Sequence[PortRule]) -> None:
         self._delete(firewall.delete_ports(rules))

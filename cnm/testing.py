@@ -161,6 +161,7 @@ class FakeLink:
     master: FakeLink | None = None
     group: int = 0
     up: bool = False
+    hairpin: bool = False
     mtu: int | None = None
     addresses: list[str] = field(default_factory=list)
     peer: FakeLink | None = None
@@ -330,6 +331,14 @@ class FakeHostLinks(_Faultable, HostLinks):
         self._enter("exists", name)
         with self.kernel.lock:
             return name in self._ns().links
+
+    def set_hairpin(self, name: str) -> None:
+        self._enter("set_hairpin", name)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            if link is None:
+                raise NotFound(f"hairpin on {name}: not found")
+            link.hairpin = True
 
     def attached(self, name: str, master: str) -> bool:
         self._enter("attached", name, master)

@@ -62,6 +62,10 @@ class Publisher(Protocol):
 
     def host_binding(self, net: Network) -> str: ...
 
+    def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        """Ready the endpoint for published ports (a sandbox reaching its own)."""
+        ...
+
 
 def refuse_options(driver: str, raw: Mapping[str, str]) -> dict[str, str]:
     if raw:

@@ -130,6 +130,11 @@ class BridgeDriver:
         return NetworkRules(bridge=bridge_of(net), subnets=tuple(s.subnet for s in net.subnets),
                             internal=net.internal, icc=opts.icc, masquerade=opts.masquerade)
 
+    def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        # A sandbox reaching its own published port: br_netfilter DNATs the frame on the
+        # bridge and bridges it back out the port it came in on, which hairpin mode allows.
+        ctx.host.set_hairpin(names.veth_name(ep.id))
+
     def host_binding(self, net: Network) -> str:
         """The host address published ports bind to by default ("" = every address)."""
         return BridgeOptions.parse(net.options).host_binding_ipv4 or ""

@@ -221,6 +221,14 @@ class HostLinks:
 
         return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"bridge {name}"))
 
+    def set_hairpin(self, name: str) -> None:
+        """Let a bridge port send frames back out the port they came in on."""
+
+        def run(ipr: IPRoute) -> None:
+            self._t.rtnl.set_hairpin(_index(ipr, name))
+
+        self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"hairpin on {name}"))
+
     def delete_link(self, name: str) -> None:
         def run(ipr: IPRoute) -> None:
             index = _lookup(ipr, name)

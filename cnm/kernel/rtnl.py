@@ -20,7 +20,8 @@ import netaddr
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
-RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWROUTE, RTM_DELROUTE, RTM_SETLINK = 24, 25, 19
+AF_BRIDGE, IFLA_PROTINFO, IFLA_BRPORT_MODE, NLA_F_NESTED = 7, 12, 4, 0x8000
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
@@ -127,6 +128,12 @@ class Rtnl:
         if group is not None:
             attrs += _u32(IFLA_GROUP, group)
         self._request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, flags, change) + attrs)
+
+    def set_hairpin(self, index: int, on: bool = True) -> None:
+        """Hairpin mode of a bridge port: frames may leave by the port they came in on."""
+        protinfo = _attr(IFLA_BRPORT_MODE, bytes([1 if on else 0]))
+        self._request(RTM_SETLINK, 0, _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0)
+                      + _attr(IFLA_PROTINFO | NLA_F_NESTED, protinfo))
 
     def delete_link(self, index: int) -> None:
         self._request(RTM_DELLINK, 0, _IFINFO.pack(0, 0, index, 0, 0))

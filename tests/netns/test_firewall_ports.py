@@ -207,18 +207,24 @@ def test_a_loopback_mapping_is_reached_from_the_host_only(
     assert blocked(stack.netns("b"), "tcp", "10.78.0.1", 8080)
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented: a sandbox's own published port "
-                   "needs hairpin mode on its bridge port and a masquerade for "
-                   "saddr == daddr (Docker without userland-proxy does both)")
 def test_a_sandbox_reaches_its_own_published_port(stack: Stack, out: Outside,
                                                   servers: Servers) -> None:
+    """Hairpin mode on its bridge port and a masquerade for traffic from an endpoint to
+    itself (Docker without the userland proxy does both)."""
     c = stack.controller
     c.create_network(NetworkSpec(name="web", subnets=("10.79.0.0/24",)))
     c.create_sandbox(SandboxSpec(name="a", network="web", ports=("8080:80",)))
+    c.create_sandbox(SandboxSpec(name="b", network="web"))
     servers.start(stack.netns("a"), 80)
     assert peer(out.path, "tcp", HOST4, 8080) == OUT4
     # Its own address cannot be the source it sees (a packet from itself is a martian).
     assert peer(stack.netns("a"), "tcp", HOST4, 8080) == "10.79.0.1"
+    assert peer(stack.netns("a"), "tcp", "10.79.0.1", 8080) == "10.79.0.1"
+    # Only self-traffic is masqueraded: another sandbox is still seen as itself.
+    assert peer(stack.netns("b"), "tcp", HOST4, 8080) == "10.79.0.3"
+    # With its last port withdrawn, the hairpin element goes too.
+    c.unpublish("a", 8080)
+    assert nft_table(stack.host_ns)["elements"].get("hairpin4", []) == []
 
 
 @pytest.mark.parametrize("method", ["configure", "set_default_routes"])
