@@ -102,6 +102,10 @@ class Records:
         """Whether any network holds ``name``: such a name is never asked of upstreams."""
         return any(name in table for table in list(self._names.values()))
 
+    def ptr_anywhere(self, rname: str) -> bool:
+        """Whether any network holds the address of reverse name ``rname``."""
+        return any(rname in table for table in list(self._ptr.values()))
+
     def ptr(self, networks: Iterable[str], rname: str) -> str | None:
         for n in networks:
             target = self._ptr.get(n, {}).get(rname)

@@ -83,6 +83,11 @@ def answer(data: bytes, view: Sequence[str], records: Records, udp: bool = True)
     if qtype == QTYPE.PTR and name.endswith((".in-addr.arpa", ".ip6.arpa")):
         target = records.ptr(view, name)
         if target is None:
+            if records.ptr_anywhere(name):
+                # A sandbox's address on a network the asker does not share: answered
+                # here, so cnm's internal addresses are never asked of the upstreams.
+                reply.header.rcode = RCODE.NXDOMAIN
+                return _finish(reply, udp, limit, cacheable=True)
             return FORWARD
         reply.add_answer(RR(q.q.qname, QTYPE.PTR, rdata=PTR(target + "."), ttl=TTL))
         return _finish(reply, udp, limit, cacheable=True)

@@ -34,6 +34,7 @@ ATTEMPT_TIMEOUT = 1.2  # per upstream; three of them stay well inside a client's
 MAX_UPSTREAMS = 3
 CACHE_MAX = 8192  # answers kept per listener before the cache starts over
 TCP_IDLE = 5.0
+TCP_MAX = 64  # TCP connections served at once, all sandboxes together
 SYNC_TIMEOUT = 2.0  # the longest a caller waits for the DNS thread (it never blocks)
 
 SocketFactory = Callable[[int, int], socket.socket]
@@ -108,6 +109,7 @@ class DnsServer:
         self._fwd: dict[int, socket.socket] = {}  # address family -> forwarding socket
         self._pending: dict[bytes, _Pending] = {}
         self._stop = False
+        self._tcp_slots = threading.BoundedSemaphore(TCP_MAX)
         self._thread = threading.Thread(target=self._loop, name="cnm-dns", daemon=True)
         self._thread.start()
 
@@ -168,6 +170,8 @@ class DnsServer:
         return sandbox_id in self._served
 
     def close(self) -> None:
+        if self._stop:
+            return
         self._stop = True
         self._wake_w.send(b"x")
         self._thread.join(timeout=5)
@@ -216,7 +220,12 @@ class DnsServer:
             self._udp(listener)
         else:
             conn, _ = listener.tcp.accept()
-            threading.Thread(target=self._tcp, args=(listener, conn), daemon=True,
+            # TCP is the rare fallback after a truncated answer: a bounded number of
+            # connections at a time, so no sandbox can exhaust the daemon's threads.
+            if not self._tcp_slots.acquire(blocking=False):
+                conn.close()
+                return
+            threading.Thread(target=self._tcp_slot, args=(listener, conn), daemon=True,
                              name="cnm-dns-tcp").start()
 
     def _udp(self, listener: Listener) -> None:
@@ -309,6 +318,12 @@ class DnsServer:
                 listener.udp.sendto(wire, client)
 
     # ------------------------------------------------------------------ TCP (own thread)
+    def _tcp_slot(self, listener: Listener, conn: socket.socket) -> None:
+        try:
+            self._tcp(listener, conn)
+        finally:
+            self._tcp_slots.release()
+
     def _tcp(self, listener: Listener, conn: socket.socket) -> None:
         conn.setblocking(True)
         conn.settimeout(TCP_IDLE)

@@ -106,8 +106,13 @@ def test_ptr_for_endpoint_addresses(records: Records) -> None:
     assert rdata(r) == ["a.web."]
 
 
-def test_ptr_of_an_address_not_in_view_is_not_answered_here(records: Records) -> None:
-    for name in (reverse_name("10.1.0.2"), reverse_name("192.0.2.1"), "1.ip6.arpa"):
+def test_ptr_of_an_address_not_in_view_is_not_answered_with_its_name(
+        records: Records) -> None:
+    # Held on a network the asker does not share: NXDOMAIN here, never asked upstream.
+    result, r = ask(records, reverse_name("10.1.0.2"), "PTR")
+    assert r.header.rcode == RCODE.NXDOMAIN and r.rr == [] and not result.forward
+    # Not cnm's at all: for the upstreams.
+    for name in (reverse_name("192.0.2.1"), "1.ip6.arpa"):
         result = resolver.answer(query(name, "PTR"), VIEW, records)
         assert result.forward and result.wire is None, name
     # The holder's own view does answer it.
@@ -319,3 +324,20 @@ def test_servfail_for_garbage_is_header_only_and_none_for_scraps() -> None:
     assert wire is not None and len(wire) == 12
     assert DNSRecord.parse(wire).header.rcode == RCODE.SERVFAIL
     assert resolver.servfail(b"\x00\x01") is None
+
+
+def test_reverse_lookup_of_an_address_on_another_network_is_not_forwarded() -> None:
+    from dnslib import DNSRecord
+
+    from cnm.dns.records import Entry, Records
+    from cnm.dns.resolver import answer
+
+    records = Records()
+    records.set(Entry("net-b", "b", "sb-x", "x", ("x",), "10.9.0.7", None))
+    query = DNSRecord.question("7.0.9.10.in-addr.arpa", "PTR").pack()
+    result = answer(query, ["net-a"], records)
+    assert not result.forward
+    assert result.wire is not None and DNSRecord.parse(result.wire).header.rcode == 3
+    # An address cnm does not hold still goes to the upstreams.
+    other = DNSRecord.question("8.0.9.10.in-addr.arpa", "PTR").pack()
+    assert answer(other, ["net-a"], records).forward
