@@ -58,6 +58,16 @@ def retired_name(endpoint_id: str) -> str:
     return f"{PREFIX}r{endpoint_id[:11]}"
 
 
+def dummy_name(network_id: str) -> str:
+    """The dummy parent of a macvlan/ipvlan network given no parent link."""
+    return f"{PREFIX}p{network_id[:11]}"
+
+
+def shim_name(network_id: str) -> str:
+    """The host's own macvlan/ipvlan link on a network's parent (``-o host_shim=true``)."""
+    return f"{PREFIX}h{network_id[:11]}"
+
+
 # Link group of retired links (the u32 "cnm"): deleted together in one batched request.
 GRAVEYARD_GROUP = 0x636E6D
 

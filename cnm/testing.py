@@ -37,8 +37,9 @@ from typing import Any, Generic, TypeVar
 import netaddr
 
 from cnm import names
-from cnm.errors import AlreadyExists, CnmError, KernelError, NotFound
+from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, KernelError, NotFound
 from cnm.kernel.link import HostLinks, LinkInfo, SandboxLinks
+from cnm.kernel.lower import ParentInfo, SlaveSpec, unsupported
 
 T = TypeVar("T")
 
@@ -165,6 +166,9 @@ class FakeLink:
     mtu: int | None = None
     addresses: list[str] = field(default_factory=list)
     peer: FakeLink | None = None
+    # A macvlan/ipvlan/vlan link's parent: deleting the parent deletes it too.
+    lower: FakeLink | None = None
+    mode: str = ""
 
     @property
     def retired(self) -> bool:
@@ -188,6 +192,8 @@ class FakeKernel:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._index = itertools.count(2)
+        # Link types this kernel has (take some away to play a kernel without them).
+        self.features = {"macvlan", "ipvlan", "vlan", "dummy"}
         self.namespaces: dict[str, FakeNamespace] = {}
         # Non-default routes of the host namespace: (cidr, device).
         self.host_routes: list[tuple[str, str]] = []
@@ -222,7 +228,8 @@ class FakeKernel:
         return link
 
     def delete_link(self, link: FakeLink) -> None:
-        """Delete a link; a veth takes its peer along, a bridge frees its ports."""
+        """Delete a link; a veth takes its peer along, a bridge frees its ports, a parent
+        takes its slaves (in any namespace) along."""
         for victim in (link, link.peer):
             if victim is None:
                 continue
@@ -231,9 +238,18 @@ class FakeKernel:
                 continue
             del ns.links[victim.name]
             self.drop_routes(victim)
+            if victim.netns == HOST:
+                self.host_routes = [r for r in self.host_routes if r[1] != victim.name]
             for other in ns.links.values():
                 if other.master is victim:
                     other.master = None
+            for upper in self.uppers(victim):
+                self.delete_link(upper)
+
+    def uppers(self, link: FakeLink) -> list[FakeLink]:
+        """The links (in every namespace) whose parent is ``link``."""
+        return [x for ns in self.namespaces.values() for x in ns.links.values()
+                if x.lower is link]
 
     def drop_routes(self, link: FakeLink) -> None:
         """The kernel removes the routes of a device that goes down or away."""
@@ -397,6 +413,111 @@ class FakeHostLinks(_Faultable, HostLinks):
                 raise
             inner.peer, outer.peer = outer, inner
 
+    def supports(self, kind: str) -> bool:
+        self._enter("supports", kind)
+        return kind in self.kernel.features
+
+    def parent_info(self, name: str) -> ParentInfo | None:
+        self._enter("parent_info", name)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            if link is None:
+                return None
+            return ParentInfo(name=name, index=link.index, kind=link.kind, up=link.up,
+                              ether=name != "lo", alias=link.alias, mac=link.mac,
+                              master=link.master.name if link.master else None)
+
+    def _ensure_simple(self, name: str, kind: str, alias: str,
+                       lower: FakeLink | None = None) -> bool:
+        link = self._ns().links.get(name)
+        if link is not None:
+            if link.alias != alias:
+                raise AlreadyExists(f"{kind} link {name}: a link {name} already exists and "
+                                    "cnm did not make it for this network")
+            link.up = True
+            return False
+        if kind not in self.kernel.features:
+            raise unsupported(kind, f"cannot create {name}")
+        self.kernel.add_link(HOST, name, kind, f"{kind} {name}", alias=alias, up=True,
+                             lower=lower, mac=lower.mac if lower else names.random_mac())
+        return True
+
+    def ensure_dummy(self, name: str, alias: str) -> bool:
+        self._enter("ensure_dummy", name, alias)
+        with self.kernel.lock:
+            return self._ensure_simple(name, "dummy", alias)
+
+    def ensure_vlan(self, name: str, base: str, vid: int, alias: str) -> bool:
+        self._enter("ensure_vlan", name, base, vid, alias)
+        with self.kernel.lock:
+            lower = self._ns().links.get(base)
+            if lower is None and name not in self._ns().links:
+                raise NotFound(f"vlan link {name}: link {base} does not exist in the host "
+                               "namespace")
+            return self._ensure_simple(name, "vlan", alias, lower)
+
+    def delete_owned(self, name: str, alias: str) -> None:
+        self._enter("delete_owned", name, alias)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            if link is not None and link.alias == alias:
+                self.kernel.delete_link(link)
+
+    def _add_slave(self, spec: SlaveSpec) -> FakeLink:
+        """The kernel's rules for a new slave: parent there and up, the type known, macvlan
+        and ipvlan never on one parent, a passthru macvlan alone."""
+        where = spec.netns or "the host namespace"
+        what = f"{spec.kind} {spec.ifname} on {spec.parent} in {where}"
+        parent = self._ns().links.get(spec.parent)
+        if parent is None:
+            raise NotFound(f"{what}: parent link {spec.parent} does not exist in the host "
+                           "namespace")
+        if not parent.up:
+            raise Conflict(f"{what}: parent link {spec.parent} is down")
+        if spec.kind not in self.kernel.features:
+            raise unsupported(spec.kind, what)
+        uppers = [x for x in self.kernel.uppers(parent) if x.kind in ("macvlan", "ipvlan")]
+        if any(x.kind != spec.kind for x in uppers) or parent.master is not None:
+            raise InUse(f"{what}: the parent is taken by another kind of upper link")
+        passthru = spec.kind == "macvlan" and spec.mode == "passthru"
+        if spec.kind == "macvlan" and uppers and (
+                passthru or any(x.mode == "passthru" for x in uppers)):
+            raise InUse(f"{what}: the parent already has a macvlan link, and a passthru one "
+                        "must be its only one")
+        own_mac = spec.kind == "macvlan" and not passthru
+        mac = (spec.mac or names.random_mac()) if own_mac else parent.mac
+        ns = spec.netns or HOST
+        if ns not in self.kernel.namespaces:
+            raise NotFound(f"network namespace {ns} does not exist")
+        if spec.ifname in self.kernel.namespace(ns).links:
+            raise AlreadyExists(f"{what}: an interface {spec.ifname} already exists there")
+        return self.kernel.add_link(ns, spec.ifname, spec.kind, what, lower=parent,
+                                    mode=spec.mode, mac=mac)
+
+    def add_slave(self, spec: SlaveSpec) -> str:
+        self._enter("add_slave", spec)
+        with self.kernel.lock:
+            return self._add_slave(spec).mac
+
+    def ensure_shim(self, spec: SlaveSpec, alias: str, addresses: Sequence[str],
+                    routes: Sequence[str]) -> bool:
+        self._enter("ensure_shim", spec, alias, addresses, routes)
+        with self.kernel.lock:
+            link = self._ns().links.get(spec.ifname)
+            created = link is None
+            if link is None:
+                link = self._add_slave(spec)
+            elif link.alias != alias:
+                raise AlreadyExists(f"link {spec.ifname} already exists in the host namespace "
+                                    "and is not this network's shim")
+            link.alias = alias
+            link.up = True
+            _add_addresses(link, addresses)
+            for cidr in routes:
+                if (cidr, spec.ifname) not in self.kernel.host_routes:
+                    self.kernel.host_routes.append((cidr, spec.ifname))
+            return created
+
     def occupied(self) -> list[tuple[str, str]]:
         self._enter("occupied")
         with self.kernel.lock:
@@ -435,6 +556,17 @@ class FakeHostLinks(_Faultable, HostLinks):
         """Give the host a (non-default) route to ``cidr``."""
         with self.kernel.lock:
             self.kernel.host_routes.append((cidr, dev))
+
+    def add_parent(self, name: str, up: bool = True, master: str | None = None) -> FakeLink:
+        """Give the host an Ethernet link (a would-be parent), optionally a port of
+        ``master`` (made if missing)."""
+        with self.kernel.lock:
+            bridge = None
+            if master is not None:
+                bridge = self._ns().links.get(master) or self.kernel.add_link(
+                    HOST, master, "bridge", master, up=True, mac=names.random_mac())
+            return self.kernel.add_link(HOST, name, "veth", name, up=up, master=bridge,
+                                        mac=names.random_mac())
 
 
 class FakeSandboxLinks(_Faultable, SandboxLinks):
@@ -487,7 +619,9 @@ class FakeSandboxLinks(_Faultable, SandboxLinks):
                 link = ns.links.get(dev)
                 if link is None:
                     raise NotFound(f"default route: device {dev} not found in {path}")
-                if not link.up or not _on_link(link, gw):
+                # The unspecified address: a route out of the device itself (ipvlan L3).
+                on_link = netaddr.IPAddress(gw).value == 0
+                if not link.up or not (on_link or _on_link(link, gw)):
                     raise KernelError(f"default route: gateway {gw} is unreachable on {dev} "
                                       "(ENETUNREACH)")
                 ns.routes[version] = (gw, link)

@@ -24,7 +24,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from cnm import names
 from cnm.errors import AlreadyExists, KernelError, NotFound
-from cnm.kernel import netns, nft
+from cnm.kernel import lower, netns, nft
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
 
 IFA_F_NODAD = 0x02
@@ -269,6 +269,44 @@ class HostLinks:
                 raise
 
         self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"veth {name}"))
+
+    # ---- parent links and their macvlan/ipvlan slaves (the work is in lower.py)
+    def supports(self, kind: str) -> bool:
+        """Whether the kernel has links of ``kind`` (asked without creating one)."""
+        return self._t.call(lambda ipr: lower.supports(self._t.rtnl, kind))
+
+    def parent_info(self, name: str) -> lower.ParentInfo | None:
+        return self._t.call(lambda ipr: netlink_call(lambda: lower.parent_info(ipr, name),
+                                                     f"link {name}"))
+
+    def ensure_dummy(self, name: str, alias: str) -> bool:
+        """A dummy link marked ``alias``, up (a parent for a network without one)."""
+        return self._t.call(lambda ipr: netlink_call(
+            lambda: lower.ensure_simple(ipr, self._t.rtnl, name, "dummy", alias),
+            f"dummy {name}"))
+
+    def ensure_vlan(self, name: str, base: str, vid: int, alias: str) -> bool:
+        """The 802.1q sub-interface ``name`` of ``base`` with id ``vid``, marked, up."""
+        return self._t.call(lambda ipr: netlink_call(
+            lambda: lower.ensure_simple(ipr, self._t.rtnl, name, "vlan", alias, base, vid),
+            f"vlan {name}"))
+
+    def delete_owned(self, name: str, alias: str) -> None:
+        """Delete link ``name`` only if it carries ``alias`` (cnm made it). Gone is fine."""
+        self._t.call(lambda ipr: netlink_call(lambda: lower.delete_owned(ipr, name, alias),
+                                              f"delete link {name}"))
+
+    def add_slave(self, spec: lower.SlaveSpec) -> str:
+        """A macvlan/ipvlan link, made directly in ``spec.netns``; returns its MAC."""
+        return self._t.call(lambda ipr: netlink_call(
+            lambda: lower.add_slave(self._t.rtnl, spec), f"{spec.kind} {spec.ifname}"))
+
+    def ensure_shim(self, spec: lower.SlaveSpec, alias: str, addresses: Sequence[str],
+                    routes: Sequence[str]) -> bool:
+        """The host's own slave on a parent, with addresses and routes to the sandboxes."""
+        return self._t.call(lambda ipr: netlink_call(
+            lambda: lower.ensure_shim(ipr, self._t.rtnl, spec, alias, list(addresses),
+                                      list(routes)), f"shim {spec.ifname}"))
 
     def occupied(self) -> list[tuple[str, str]]:
         """(cidr, holder) of every address and non-default route in the host namespace."""

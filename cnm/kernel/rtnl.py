@@ -25,7 +25,7 @@ AF_BRIDGE, IFLA_PROTINFO, IFLA_BRPORT_MODE, NLA_F_NESTED = 7, 12, 4, 0x8000
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -33,6 +33,7 @@ RTA_OIF, RTA_GATEWAY = 4, 5
 IFF_UP = 1
 IFA_F_NODAD = 0x02
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
+RT_SCOPE_LINK = 253
 
 _HDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
@@ -110,6 +111,25 @@ class Rtnl:
         self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
                       _IFINFO.pack(0, 0, 0, 0, 0) + attrs)
 
+    def add_link(self, name: str, kind: str, *, link: int | None = None,
+                 netns_fd: int | None = None, mac: str | None = None,
+                 data: bytes = b"") -> None:
+        """A link of ``kind``, down; ``data`` is its IFLA_INFO_DATA. With ``netns_fd`` it is
+        created directly in that namespace while its ``link`` (the parent) stays here."""
+        attrs = _str(IFLA_IFNAME, name)
+        if link is not None:
+            attrs += _u32(IFLA_LINK, link)
+        if mac:
+            attrs += _attr(IFLA_ADDRESS, _mac(mac))
+        if netns_fd is not None:
+            attrs += _u32(IFLA_NET_NS_FD, netns_fd)
+        info = _str(IFLA_INFO_KIND, kind)
+        if data:
+            info += _attr(IFLA_INFO_DATA, data)
+        attrs += _attr(IFLA_LINKINFO, info)
+        self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                      _IFINFO.pack(0, 0, 0, 0, 0) + attrs)
+
     def set_link(self, index: int, up: bool | None = None, alias: str | None = None,
                  name: str | None = None, master: int | None = None,
                  group: int | None = None) -> None:
@@ -164,10 +184,15 @@ class Rtnl:
                 raise
 
     def replace_default_route(self, version: int, gateway: str, oif: int) -> None:
+        """The default route via ``gateway``; the unspecified address (0.0.0.0, ::) means
+        none: everything goes straight out of ``oif`` (ipvlan L3 sends without ARP)."""
         family = socket.AF_INET6 if version == 6 else socket.AF_INET
-        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE,
-                           RTN_UNICAST, 0)
-        body += _attr(RTA_GATEWAY, netaddr.IPAddress(gateway).packed) + _u32(RTA_OIF, oif)
+        gw = netaddr.IPAddress(gateway)
+        scope = RT_SCOPE_LINK if int(gw) == 0 else RT_SCOPE_UNIVERSE
+        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST, 0)
+        if int(gw):
+            body += _attr(RTA_GATEWAY, gw.packed)
+        body += _u32(RTA_OIF, oif)
         self._request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body)
 
     def delete_default_route(self, version: int) -> None:
