@@ -20,7 +20,7 @@ from typing import Any
 from cnm import names, portspec, sandboxfile
 from cnm.dns.records import Entry, Records
 from cnm.dns.server import DnsServer
-from cnm.drivers.base import Context, Driver, Publisher
+from cnm.drivers.base import Context, Driver, Publisher, Validator
 from cnm.drivers.registry import lookup
 from cnm.errors import (
     AlreadyExists,
@@ -197,6 +197,8 @@ class Controller:
                 subnets=subnets, ipv6=spec.ipv6, internal=spec.internal, options=options,
                 labels=dict(spec.labels),
             )
+            if isinstance(driver, Validator):
+                driver.validate_network(net, list(self.networks.values()))
             self._add_network(net)
             return net
 
@@ -396,6 +398,9 @@ class Controller:
                                   "accepted")
         if ip6 and not net.ipv6:
             raise InvalidArgument(f'network "{net.name}" has no IPv6; --ip6 is not accepted')
+        if isinstance(driver, Validator):
+            driver.validate_endpoint(net, mac, [self.sandboxes[e.sandbox_id].name
+                                                for e in self.endpoints_of(network=net.id)])
         eid = names.new_id()
         ipv4 = ipv6 = None
         if driver.needs_ipam:
@@ -420,7 +425,8 @@ class Controller:
         info = driver.join(net, ep, path, self.ctx)
         undo.callback(_quietly(driver.leave, net, ep, path, self.ctx))
         gw = dict(info.gateways)
-        ep = dataclasses.replace(ep, gateway4=gw.get(4), gateway6=gw.get(6))
+        ep = dataclasses.replace(ep, gateway4=gw.get(4), gateway6=gw.get(6),
+                                 mac=info.mac or ep.mac)
         if info.interface:
             self.ctx.sandbox.configure(path, ep.ifname, [a for a in (ipv4, ipv6) if a])
         if ports:

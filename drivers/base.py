@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -25,7 +25,11 @@ class JoinInfo:
     """What the sandbox needs after a join: the interface to configure and its gateways."""
 
     interface: bool = True
+    # (ip version, gateway); the unspecified address (0.0.0.0, ::) routes out of the
+    # interface itself, with no gateway (ipvlan L3).
     gateways: tuple[tuple[int, str], ...] = field(default_factory=tuple)
+    # The MAC the interface really has, when not the endpoint's (ipvlan shares its parent's).
+    mac: str | None = None
 
 
 class Driver(Protocol):
@@ -64,6 +68,21 @@ class Publisher(Protocol):
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
         """Ready the endpoint for published ports (a sandbox reaching its own)."""
+        ...
+
+
+@runtime_checkable
+class Validator(Protocol):
+    """A driver with rules that span records: checked before anything is touched."""
+
+    def validate_network(self, net: Network, others: Sequence[Network]) -> None:
+        """Refuse ``net`` if it clashes with the existing networks ``others``."""
+        ...
+
+    def validate_endpoint(self, net: Network, mac: str | None,
+                          holders: Sequence[str]) -> None:
+        """Refuse a new endpoint (``mac`` as requested) on ``net``, whose endpoints are held
+        by the sandboxes named ``holders``."""
         ...
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from cnm.drivers.base import Driver
 from cnm.drivers.bridge import BridgeDriver
 from cnm.drivers.host import HostDriver
+from cnm.drivers.ipvlan import IpvlanDriver
+from cnm.drivers.macvlan import MacvlanDriver
 from cnm.drivers.null import NullDriver
 from cnm.errors import InvalidArgument
 
 
 def builtin() -> dict[str, Driver]:
-    return {d.name: d for d in (NullDriver(), HostDriver(), BridgeDriver())}
+    return {d.name: d for d in (NullDriver(), HostDriver(), BridgeDriver(), MacvlanDriver(),
+                                IpvlanDriver())}
 
 
 def lookup(drivers: dict[str, Driver], name: str) -> Driver:
