@@ -1,20 +1,20 @@
 """macvlan on the real kernel, in its four modes, with real packets.
 
 The parent is one end of a veth pair in the throwaway host namespace; the other end is a
-port of a switch (a bridge) in a second throwaway namespace, the "LAN", on which a third
-namespace is a LAN host (10.77.0.200). The switch's port can be put in hairpin mode, as a
-VEPA switch needs. Every namespace is deleted when the test ends, even when it fails.
+port of a switch (a bridge) in a second throwaway namespace, on which a third namespace is
+a LAN host (10.77.0.200). The switch's port can be put in hairpin mode, as a VEPA switch
+needs (lantools.py). Every namespace is deleted when the test ends, even when it fails.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
+import lantools
 import pytest
+from lantools import PARENT, Lan
 from nstools import Daemon, HostNs, Stack, can_ping, default_route, in_ns, links, run
 from statecheck import snapshot
 
@@ -24,56 +24,12 @@ from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 
 SUBNET = "10.77.0.0/24"
 LAN_HOST = "10.77.0.200"
-PARENT = "par0"
-
-
-@dataclass
-class Lan:
-    switch: str  # namespace holding the bridge "sw"
-    host: str  # path of the LAN host's namespace
-    host_name: str
-    parent_ns: str  # name of the namespace holding the parent (the cnm host)
-
-    def hairpin(self, on: bool) -> None:
-        run("bridge", "-n", self.switch, "link", "set", "dev", "port0", "hairpin",
-            "on" if on else "off")
-
-    def parent(self, *args: str) -> None:
-        run("ip", "-n", self.parent_ns, *args)
-
-    def neighbour_mac(self, ip: str) -> str | None:
-        """The MAC the LAN host has learned for ``ip``."""
-        out = json.loads(in_ns(self.host, "ip", "-j", "neigh", "show", ip).stdout)
-        return out[0].get("lladdr") if out else None
 
 
 @pytest.fixture
 def lan(host_ns: HostNs) -> Iterator[Lan]:
-    tag = secrets.token_hex(4)
-    switch, lanhost = f"cnmtest-sw-{tag}", f"cnmtest-lh-{tag}"
-    run("ip", "netns", "add", switch)
-    try:
-        run("ip", "netns", "add", lanhost)
-        s = ("ip", "-n", switch)
-        run(*s, "link", "add", "sw", "type", "bridge")
-        run(*s, "link", "set", "sw", "up")
-        # The parent: a veth whose other end is a port of the switch.
-        run(*s, "link", "add", "port0", "type", "veth", "peer", "name", PARENT, "netns",
-            host_ns.name)
-        run(*s, "link", "set", "port0", "master", "sw", "up")
-        run("ip", "-n", host_ns.name, "link", "set", PARENT, "up")
-        # The LAN host.
-        run(*s, "link", "add", "hport", "type", "veth", "peer", "name", "eth0", "netns",
-            lanhost)
-        run(*s, "link", "set", "hport", "master", "sw", "up")
-        h = ("ip", "-n", lanhost)
-        run(*h, "link", "set", "lo", "up")
-        run(*h, "addr", "add", f"{LAN_HOST}/24", "dev", "eth0")
-        run(*h, "link", "set", "eth0", "up")
-        yield Lan(switch, f"/run/netns/{lanhost}", lanhost, host_ns.name)
-    finally:
-        run("ip", "netns", "del", lanhost, check=False)
-        run("ip", "netns", "del", switch, check=False)
+    with lantools.lan(host_ns.name, f"{LAN_HOST}/24") as it:
+        yield it
 
 
 def macvlan(stack: Stack, mode: str, name: str = "lan", **opts: str) -> None:
@@ -193,10 +149,10 @@ def test_the_host_reaches_its_sandboxes_only_through_a_shim(stack: Stack, lan: L
     (a,) = sandboxes(stack, "a")
     # Even with an address on the parent's LAN, the host cannot reach its own macvlans:
     # the kernel never passes frames between a parent and its slaves.
-    lan.parent("addr", "add", "10.77.0.250/24", "dev", PARENT)
+    lan.on_parent("addr", "add", "10.77.0.250/24", "dev", PARENT)
     assert can_ping(stack.host_ns.path, LAN_HOST)  # the parent itself works
     assert not can_ping(stack.host_ns.path, "10.77.0.2")
-    lan.parent("addr", "del", "10.77.0.250/24", "dev", PARENT)
+    lan.on_parent("addr", "del", "10.77.0.250/24", "dev", PARENT)
     c.remove_sandbox("a")
     c.remove_network("lan")
 
@@ -263,22 +219,22 @@ def test_bad_options_and_parents_change_nothing(stack: Stack, lan: Lan,
 
 
 def test_a_down_parent_is_refused_at_create_and_at_join(stack: Stack, lan: Lan) -> None:
-    lan.parent("link", "set", PARENT, "down")
+    lan.on_parent("link", "set", PARENT, "down")
     refused(stack, spec(parent=PARENT), Conflict, f"{PARENT} is down",
             f"ip link set {PARENT} up")
-    lan.parent("link", "set", PARENT, "up")
+    lan.on_parent("link", "set", PARENT, "up")
     macvlan(stack, "bridge")
-    lan.parent("link", "set", PARENT, "down")
+    lan.on_parent("link", "set", PARENT, "down")
     refused(stack, SandboxSpec(name="a", network="lan"), Conflict, f"{PARENT} is down")
-    lan.parent("link", "set", PARENT, "up")
+    lan.on_parent("link", "set", PARENT, "up")
     (a,) = sandboxes(stack, "a")
     assert can_ping(a, LAN_HOST)
     assert [e.ipv4 for e in stack.controller.endpoints_of()] == ["10.77.0.2/24"]
 
 
 def test_a_parent_that_is_a_bridge_port_is_refused(stack: Stack, lan: Lan) -> None:
-    lan.parent("link", "add", "br-lan", "type", "bridge")
-    lan.parent("link", "set", PARENT, "master", "br-lan")
+    lan.on_parent("link", "add", "br-lan", "type", "bridge")
+    lan.on_parent("link", "set", PARENT, "master", "br-lan")
     refused(stack, spec(parent=PARENT), Conflict, "port of br-lan", "use br-lan")
 
 
