@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -86,6 +87,18 @@ def config_from(args: argparse.Namespace) -> Config:
     )
 
 
+def _raise_file_limit() -> None:
+    """Every sandbox on a user-defined network holds two DNS sockets in the daemon: 1,000
+    sandboxes need more than the usual soft limit of 1,024 files. Take the hard limit,
+    as dockerd's service does (LimitNOFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < 8192:
+        log.warning("open-file limit is %d: cnmd needs about 2 per sandbox on a "
+                    "user-defined network", hard)
+
+
 def _lock_state(state_dir: str) -> int:
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(state_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -124,6 +137,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    _raise_file_limit()
     try:
         config = config_from(args)
         path = socket_path(args.host or f"unix://{os.path.join(config.run_dir, 'cnm.sock')}")

@@ -165,6 +165,9 @@ def from_errno(code: int, what: str) -> CnmError:
         return Unsupported(f"{what}: not supported by this kernel ({text})")
     if code == _errno.EBUSY:
         return InUse(f"{what}: device or resource busy")
+    if code in (_errno.EMFILE, _errno.ENFILE):
+        return KernelError(f"{what}: too many open files",
+                           hint="raise cnmd's open-file limit (ulimit -n, LimitNOFILE)")
     if code == _errno.EADDRNOTAVAIL:
         return Conflict(f"{what}: address not available")
     return KernelError(f"{what}: {_errno.errorcode.get(code, code)} ({code})")

@@ -22,7 +22,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from cnm import __version__
 from cnm.controller import Controller
-from cnm.errors import CnmError, Internal, InvalidArgument, NotFound, http_status
+from cnm.errors import (
+    CnmError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    from_errno,
+    http_status,
+)
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.portspec import PortMapping
 
@@ -276,6 +283,10 @@ def dispatch(c: Controller, method: str, target: str, raw: bytes) -> Response:
         return fn(c, Request(params, parse_qs(parts.query), body))
     except CnmError as e:
         return http_status(e), {"error": e.to_dict()}
+    except OSError as e:  # the system's limits (files, memory), not a bug of ours
+        err = from_errno(e.errno or 0, f"{method} {urlsplit(target).path}")
+        log.error("%s", err.message)
+        return http_status(err), {"error": err.to_dict()}
     except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a 500
         log.exception("internal error on %s %s", method, target)
         return 500, {"error": Internal(f"internal error: {e}").to_dict()}
