@@ -25,6 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cnm import names
 from cnm.errors import AlreadyExists, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
+from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
 
 IFA_F_NODAD = 0x02
@@ -458,7 +459,7 @@ class SandboxLinks:
                     udp.close()
                     tcp.close()
                     raise
-                return udp, tcp
+                return lift(udp), lift(tcp)
             raise KernelError(f"no free port on {DNS_ADDRESS} in {path}")
 
         return self._v.call(path, run)

@@ -183,7 +183,9 @@ class NsThread(_Worker):
 
 class Handles:
     """The netlink handles of one sandbox namespace, made while the visitor is inside it:
-    a raw socket for the hot path, and pyroute2 (opening one costs ~0.7 ms) on first use."""
+    a raw socket for the hot path (kept), and pyroute2 on first use in a visit (slow paths
+    only; closed when the visit ends: each holds several descriptors, and hundreds of
+    cached ones would crowd the descriptors under 1024, see fds.py)."""
 
     def __init__(self) -> None:
         self.rtnl = Rtnl()
@@ -198,10 +200,14 @@ class Handles:
             self._ipr = ipr
         return self._ipr
 
-    def close(self) -> None:
-        self.rtnl.close()
+    def end_visit(self) -> None:
         if self._ipr is not None:
             self._ipr.close()
+            self._ipr = None
+
+    def close(self) -> None:
+        self.rtnl.close()
+        self.end_visit()
 
 
 class Visitor(_Worker):
@@ -270,7 +276,10 @@ class Visitor(_Worker):
                 old = next(iter(self._handles))
                 self._handles.pop(old).close()
         self._handles[path] = handles  # most recently used last
-        return job.fn(handles)
+        try:
+            return job.fn(handles)
+        finally:
+            handles.end_visit()
 
     def call(self, path: str, fn: Callable[[Handles], T]) -> T:
         """Run ``fn(handles)`` with the netlink handles of the namespace at ``path``."""

@@ -18,6 +18,8 @@ import struct
 
 import netaddr
 
+from cnm.kernel.fds import lift
+
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_SETLINK = 24, 25, 19
@@ -66,8 +68,9 @@ class Rtnl:
     """One raw rtnetlink socket, bound to the namespace of the thread that made it."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self.sock.bind((0, 0))
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        sock.bind((0, 0))
+        self.sock = lift(sock)
         self._seq = 0
 
     def close(self) -> None:

@@ -106,12 +106,13 @@ class Daemon:
     def address(self) -> str:
         return f"unix://{self.socket}"
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, prefix: tuple[str, ...] = ()) -> None:
+        """Start cnmd (``prefix``: a command to run it under, like prlimit)."""
         # A resolver file of the test's own (no nameserver), so the embedded DNS never
         # asks the machine's real resolvers; a later --resolv-conf in ``extra`` wins.
         resolv = self.state_dir.parent / "host-resolv-none.conf"
         resolv.write_text("# the test host has no upstream resolver\n")
-        cmd = [sys.executable, "-m", "cnm", "daemon", "--netns", self.host_ns.path,
+        cmd = [*prefix, sys.executable, "-m", "cnm", "daemon", "--netns", self.host_ns.path,
                "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir),
                "--resolv-conf", str(resolv), "-H", self.address, *extra]
         logf = open(self.log, "ab")  # noqa: SIM115 - owned by the process
