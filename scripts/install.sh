@@ -3,7 +3,9 @@
 # Debian packages: iproute2 and nftables (ip and nft, used by tests and the tour only: cnm
 # itself speaks netlink and calls libnftables1 in-process),
 # iputils-ping, util-linux (nsenter), python3-venv; docker.io, containerd and runc for the
-# lab tier. Then a venv at .venv with cnm in it.
+# lab tier; qemu-system-x86, kmod, busybox-static and e2fsprogs for the VM tier (its
+# runner, netns-lab/vm/run, downloads Debian's kernel package itself, once, into its
+# cache). Then a venv at .venv with cnm in it.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -18,7 +20,9 @@ mapfile -t need < <(missing iproute2 iputils-ping util-linux procps python3-venv
 # The lab tier runs a real dockerd beside cnm, inside a throwaway namespace only; its
 # recommends (git, apparmor, ...) are not needed.
 mapfile -t lab < <(missing docker.io containerd runc)
-if [ ${#need[@]} -gt 0 ] || [ ${#lab[@]} -gt 0 ]; then
+# The VM tier boots Debian's kernel under qemu (no recommends: no GUI, no firmware).
+mapfile -t vm < <(missing qemu-system-x86 kmod busybox-static e2fsprogs)
+if [ ${#need[@]} -gt 0 ] || [ ${#lab[@]} -gt 0 ] || [ ${#vm[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   if [ ${#need[@]} -gt 0 ]; then
@@ -40,6 +44,9 @@ if [ ${#need[@]} -gt 0 ] || [ ${#lab[@]} -gt 0 ]; then
       rm -f "$deny"
       trap - EXIT
     fi
+  fi
+  if [ ${#vm[@]} -gt 0 ]; then
+    apt-get install -y -qq --no-install-recommends "${vm[@]}" >/dev/null
   fi
 fi
 
