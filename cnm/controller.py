@@ -187,6 +187,8 @@ class Controller:
             subnets: tuple[Any, ...] = ()
             if driver.needs_ipam:
                 taken, routes = self._taken()
+                if isinstance(driver, Validator):
+                    taken, routes = _lan_addresses(taken, routes, driver.parent_link(options))
                 subnets = plan_subnets(spec.subnets, spec.gateways, spec.ip_ranges,
                                        spec.aux_addresses, ipv6=spec.ipv6,
                                        pools=self.config.pools, taken=taken, routes=routes)
@@ -863,6 +865,18 @@ def _addrs(ep: Endpoint) -> tuple[str | None, str | None]:
     """An endpoint's IPv4 and IPv6 addresses, without their prefix lengths."""
     return (ep.ipv4.split("/")[0] if ep.ipv4 else None,
             ep.ipv6.split("/")[0] if ep.ipv6 else None)
+
+
+def _lan_addresses(taken: list[Taken], routes: list[Taken],
+                   link: str | None) -> tuple[list[Taken], list[Taken]]:
+    """The host's addresses on a network's own parent link are on the LAN the network
+    joins, not a clash: like routes, a requested subnet may overlap them (the driver then
+    checks sandboxes cannot be given them) and an automatic one avoids them."""
+    if not link:
+        return taken, routes
+    mine = [t for t in taken if t.holder.startswith("address ")
+            and t.holder.endswith(f" on {link} in the host namespace")]
+    return [t for t in taken if t not in mine], routes + mine
 
 
 def _default_routes(eps: list[Endpoint]) -> list[tuple[int, str, str]]:

@@ -425,7 +425,8 @@ class FakeHostLinks(_Faultable, HostLinks):
                 return None
             return ParentInfo(name=name, index=link.index, kind=link.kind, up=link.up,
                               ether=name != "lo", alias=link.alias, mac=link.mac,
-                              master=link.master.name if link.master else None)
+                              master=link.master.name if link.master else None,
+                              addresses=tuple(link.addresses))
 
     def _ensure_simple(self, name: str, kind: str, alias: str,
                        lower: FakeLink | None = None) -> bool:

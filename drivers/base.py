@@ -85,6 +85,11 @@ class Validator(Protocol):
         by the sandboxes named ``holders``."""
         ...
 
+    def parent_link(self, options: Mapping[str, str]) -> str | None:
+        """The host link whose LAN the network is on (parsed ``options``): the host's own
+        addresses there are no clash for its subnets."""
+        ...
+
 
 def refuse_options(driver: str, raw: Mapping[str, str]) -> dict[str, str]:
     if raw:

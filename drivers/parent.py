@@ -27,6 +27,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import netaddr
+
 from cnm import names
 from cnm.drivers.base import Context, JoinInfo, parse_bool
 from cnm.errors import CnmError, Conflict, InvalidArgument, NotFound, Partial
@@ -171,6 +173,21 @@ def _check_parent(info: ParentInfo, alias: str, what: str) -> None:
                        hint=f"bring it up first (ip link set {info.name} up)")
 
 
+def _check_host_addresses(net: Network, info: ParentInfo, what: str) -> None:
+    """The host's own address on the parent's LAN must be one no sandbox can be given."""
+    for cidr in info.addresses:
+        ip = netaddr.IPNetwork(cidr).ip
+        for s in net.subnets:
+            pool = netaddr.IPNetwork(s.ip_range or s.subnet)
+            reserved = {s.gateway, *s.aux_addresses.values()}
+            if ip.version == pool.version and ip in pool and str(ip) not in reserved:
+                raise Conflict(
+                    f"{what}: the host's address {ip} on {info.name} is in "
+                    f"{pool}, where sandboxes get their addresses",
+                    hint=f"reserve it (--aux-address {info.name}={ip}) or give an "
+                    "--ip-range that leaves it out")
+
+
 def _quietly(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
     def run() -> None:
         with contextlib.suppress(CnmError):  # an undo must not mask the original error
@@ -210,6 +227,9 @@ class SlaveDriver:
                           holders: Sequence[str]) -> None:
         pass
 
+    def parent_link(self, options: Mapping[str, str]) -> str | None:
+        return options.get("parent")
+
     def create_network(self, net: Network, ctx: Context) -> None:
         opts = self.options(net)
         alias = names.alias("network", net.id)
@@ -225,7 +245,7 @@ class SlaveDriver:
                 if ctx.host.ensure_dummy(dummy, alias):
                     undo.callback(_quietly(ctx.host.delete_owned, dummy, alias))
             else:
-                self._ensure_parent(Parent.parse(opts.parent), alias, what, ctx, undo)
+                self._ensure_parent(net, Parent.parse(opts.parent), alias, what, ctx, undo)
             if opts.host_shim:
                 addresses, routes = shim_plan(net)
                 spec = self.shim_spec(net, opts)
@@ -233,11 +253,12 @@ class SlaveDriver:
                     undo.callback(_quietly(ctx.host.delete_owned, spec.ifname, alias))
             undo.pop_all()
 
-    def _ensure_parent(self, p: Parent, alias: str, what: str, ctx: Context,
+    def _ensure_parent(self, net: Network, p: Parent, alias: str, what: str, ctx: Context,
                        undo: ExitStack) -> None:
         info = ctx.host.parent_info(p.name)
         if info is not None:
             _check_parent(info, alias, what)
+            _check_host_addresses(net, info, what)
             return
         if p.base is None or p.vid is None:
             raise NotFound(f"{what}: parent link {p.name} does not exist in the host namespace")

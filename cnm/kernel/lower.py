@@ -51,6 +51,7 @@ class ParentInfo:
     master: str | None  # the bridge or bond it is a port of
     alias: str | None
     mac: str
+    addresses: tuple[str, ...] = ()  # the host's own, "192.168.5.10/24"
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ def parent_info(ipr: IPRoute, name: str) -> ParentInfo | None:
         ether=msg["ifi_type"] == ARPHRD_ETHER and not msg["flags"] & IFF_LOOPBACK,
         master=(socket.if_indextoname(master) if master else None),
         alias=msg.get("IFLA_IFALIAS"), mac=str(msg.get("IFLA_ADDRESS") or ""),
+        addresses=tuple(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                        for a in ipr.get_addr(index=index)),
     )
 
 

@@ -145,14 +145,21 @@ def test_passthru_takes_the_parent_for_one_endpoint(stack: Stack, lan: Lan) -> N
 # --------------------------------------------------------------------------- the host
 def test_the_host_reaches_its_sandboxes_only_through_a_shim(stack: Stack, lan: Lan) -> None:
     c = stack.controller
-    macvlan(stack, "bridge")
-    (a,) = sandboxes(stack, "a")
-    # Even with an address on the parent's LAN, the host cannot reach its own macvlans:
-    # the kernel never passes frames between a parent and its slaves.
+    # The host is on the parent's LAN itself: its address there is no clash for the
+    # network's subnet, as long as no sandbox can be given it.
     lan.on_parent("addr", "add", "10.77.0.250/24", "dev", PARENT)
+    refused(stack, spec(parent=PARENT), Conflict, "the host's address 10.77.0.250 on par0",
+            "--ip-range")
+    c.create_network(NetworkSpec(
+        name="lan", driver="macvlan", subnets=(SUBNET,), ip_ranges=("10.77.0.0/25",),
+        aux_addresses={"lanhost": LAN_HOST}, options={"parent": PARENT}))
+    (a,) = sandboxes(stack, "a")
+    assert can_ping(a, LAN_HOST)
     assert can_ping(stack.host_ns.path, LAN_HOST)  # the parent itself works
+    # Still, the host cannot reach its own macvlans, nor they the host: the kernel never
+    # passes frames between a parent and its slaves.
     assert not can_ping(stack.host_ns.path, "10.77.0.2")
-    lan.on_parent("addr", "del", "10.77.0.250/24", "dev", PARENT)
+    assert not can_ping(a, "10.77.0.250")
     c.remove_sandbox("a")
     c.remove_network("lan")
 
@@ -169,12 +176,24 @@ def test_the_host_reaches_its_sandboxes_only_through_a_shim(stack: Stack, lan: L
                               shim).stdout)
     assert [r["dst"] for r in routes] == ["10.77.0.0/25"]
     (a,) = sandboxes(stack, "a")
-    assert can_ping(stack.host_ns.path, "10.77.0.2")
+    assert can_ping(stack.host_ns.path, "10.77.0.2")  # through the shim's route
     assert can_ping(a, "10.77.0.254")
+    assert can_ping(a, LAN_HOST)
     c.remove_sandbox("a")
     c.remove_network("lan")
     assert shim not in links(stack.host_ns.path)
     assert "10.77.0.0/25" not in in_ns(stack.host_ns.path, "ip", "route").stdout
+
+
+def test_a_shim_route_the_host_already_has_is_refused_with_nothing_changed(
+        stack: Stack, lan: Lan) -> None:
+    lan.on_parent("addr", "add", "10.77.0.250/24", "dev", PARENT)
+    e = refused(stack, NetworkSpec(
+        name="lan", driver="macvlan", subnets=(SUBNET,),
+        aux_addresses={"host": "10.77.0.254", PARENT: "10.77.0.250"},
+        options={"parent": PARENT, "host_shim": "true"}), Conflict,
+        "already routes 10.77.0.0/24 elsewhere")
+    assert e.hint is not None and "--ip-range" in e.hint
 
 
 # --------------------------------------------------------------------------- refusals

@@ -449,3 +449,37 @@ def test_name_clash_of_a_slave_in_the_sandbox(ctl: Controller, host: FakeHostLin
     host.fail_on("add_slave", AlreadyExists("an interface eth0 already exists there"))
     refused(ctl, host, lambda: ctl.create_sandbox(SandboxSpec("a", network="lan")),
             AlreadyExists, "eth0")
+
+
+# --------------------------------------------------------------------------- the LAN
+def test_the_hosts_address_on_the_parent_is_its_lan_not_a_clash(ctl: Controller,
+                                                                 host: FakeHostLinks) -> None:
+    host.add_parent("eth1")
+    host.add_address("eth1", "10.50.0.10/24")
+    host.add_parent("eth2")
+    # Not on its own parent, and not for a bridge: the host's address is a clash.
+    refused(ctl, host, lambda: create(ctl, "n", options={"parent": "eth2"}), Conflict,
+            "overlaps address 10.50.0.10/24 on eth1")
+    refused(ctl, host, lambda: create(ctl, "n", driver="bridge"), Conflict,
+            "overlaps address 10.50.0.10/24 on eth1")
+    # On its parent it is the LAN; but no sandbox may be given the host's address.
+    e = refused(ctl, host, lambda: create(ctl, "n", options={"parent": "eth1"}), Conflict,
+                "the host's address 10.50.0.10 on eth1 is in 10.50.0.0/24")
+    assert e.hint == ("reserve it (--aux-address eth1=10.50.0.10) or give an --ip-range "
+                      "that leaves it out")
+    create(ctl, "ranged", options={"parent": "eth1"}, ip_ranges=("10.50.0.128/25",))
+    ctl.remove_network("ranged")
+    create(ctl, "aux", driver="ipvlan", options={"parent": "eth1"},
+           aux_addresses={"eth1": "10.50.0.10"})
+    ctl.remove_network("aux")
+    net = create(ctl, "routed", options={"parent": "eth1"}, gateways=("10.50.0.10",))
+    assert net.subnets[0].gateway == "10.50.0.10"  # the host is the LAN's router
+
+
+def test_an_automatic_subnet_avoids_the_parents_lan(ctl: Controller,
+                                                    host: FakeHostLinks) -> None:
+    host.add_parent("eth1")
+    host.add_address("eth1", "172.18.0.10/16")
+    net = ctl.create_network(NetworkSpec("auto", driver="macvlan",
+                                         options={"parent": "eth1"}))
+    assert net.subnets[0].subnet not in ("172.17.0.0/16", "172.18.0.0/16")
