@@ -739,10 +739,16 @@ class Controller:
                 added = self._publish(net, sb, ep, parsed, undo)
                 new = dataclasses.replace(ep, ports=ep.ports + added)
                 with self.store.transaction() as tx:
-                    tx.put_endpoint(new)
+                    tx.add_ports(ep.id, added)
                 undo.pop_all()
             self.endpoints[ep.id] = new
             return list(added)
+
+    def publishing_network(self, sandbox: str, network: str | None = None) -> str:
+        """The name of the network ``publish`` would publish on."""
+        with self.lock:
+            ep = self._publishing_endpoint(self.sandbox(sandbox), network)
+            return self.networks[ep.network_id].name
 
     def unpublish(self, sandbox: str, host_port: int, proto: str = "tcp") -> list[PortMapping]:
         """Withdraw the mappings of a sandbox that publish ``host_port``/``proto``."""
@@ -764,7 +770,7 @@ class Controller:
                 if not new.ports:
                     self.netfilter.remove_hairpin(*_addrs(ep))
                 with self.store.transaction() as tx:
-                    tx.put_endpoint(new)
+                    tx.delete_ports(ep.id, hit)
                 self.endpoints[ep.id] = new
                 gone.extend(hit)
             if not gone:

@@ -11,14 +11,15 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox
+from cnm.portspec import PortMapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,6 +35,12 @@ CREATE TABLE IF NOT EXISTS endpoints (
     UNIQUE (network_id, sandbox_id),
     UNIQUE (network_id, ipv4),
     UNIQUE (network_id, ipv6));
+CREATE TABLE IF NOT EXISTS ports (
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    proto TEXT NOT NULL, host_ip TEXT NOT NULL, host_port INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (proto, host_ip, host_port));
+CREATE INDEX IF NOT EXISTS ports_of_endpoint ON ports (endpoint_id);
 """
 
 
@@ -77,15 +84,32 @@ class Tx:
         self._x("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
 
     def put_endpoint(self, e: Endpoint) -> None:
+        """The endpoint and all its ports (its published ports are rows of their own, so
+        adding the 10,000th costs what the first did: see add_ports)."""
         v4 = e.ipv4.split("/")[0] if e.ipv4 else None
         v6 = e.ipv6.split("/")[0] if e.ipv6 else None
+        doc = e.to_dict()
+        doc["ports"] = []
         self._x(
             "INSERT INTO endpoints (id, network_id, sandbox_id, ipv4, ipv6, doc) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "network_id = excluded.network_id, sandbox_id = excluded.sandbox_id, "
             "ipv4 = excluded.ipv4, ipv6 = excluded.ipv6, doc = excluded.doc",
-            (e.id, e.network_id, e.sandbox_id, v4, v6, json.dumps(e.to_dict())),
+            (e.id, e.network_id, e.sandbox_id, v4, v6, json.dumps(doc)),
         )
+        self._x("DELETE FROM ports WHERE endpoint_id = ?", (e.id,))
+        self.add_ports(e.id, e.ports)
+
+    def add_ports(self, endpoint_id: str, mappings: Iterable[PortMapping]) -> None:
+        for m in mappings:
+            self._x("INSERT INTO ports (endpoint_id, proto, host_ip, host_port, doc) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (endpoint_id, m.proto, m.host_ip, m.host_port, json.dumps(m.to_dict())))
+
+    def delete_ports(self, endpoint_id: str, mappings: Iterable[PortMapping]) -> None:
+        for m in mappings:
+            self._x("DELETE FROM ports WHERE endpoint_id = ? AND proto = ? AND host_ip = ? "
+                    "AND host_port = ?", (endpoint_id, m.proto, m.host_ip, m.host_port))
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._x("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
@@ -113,6 +137,15 @@ class Store:
                 f"({SCHEMA_VERSION})",
                 hint="run the cnm release that wrote it",
             )
+        elif int(row[0]) == 1:
+            self._migrate_1_to_2()
+
+    def _migrate_1_to_2(self) -> None:
+        """Version 1 kept published ports inside each endpoint's document."""
+        with self.transaction() as tx:
+            for (doc,) in self._c.execute("SELECT doc FROM endpoints").fetchall():
+                tx.put_endpoint(Endpoint.from_dict(json.loads(doc)))
+            self._c.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -135,8 +168,11 @@ class Store:
                     for r in self._c.execute("SELECT doc FROM networks")]
             sbs = [Sandbox.from_dict(json.loads(r[0]))
                    for r in self._c.execute("SELECT doc FROM sandboxes")]
-            eps = [Endpoint.from_dict(json.loads(r[0]))
-                   for r in self._c.execute("SELECT doc FROM endpoints")]
+            ports: dict[str, list[dict[str, object]]] = {}
+            for eid, doc in self._c.execute("SELECT endpoint_id, doc FROM ports ORDER BY rowid"):
+                ports.setdefault(eid, []).append(json.loads(doc))
+            eps = [Endpoint.from_dict({**json.loads(doc), "ports": ports.get(eid, [])})
+                   for eid, doc in self._c.execute("SELECT id, doc FROM endpoints")]
         return State(nets, sbs, eps)
 
     def close(self) -> None:

@@ -198,10 +198,9 @@ def _publish(c: Controller, r: Request) -> Response:
     b = check_body(r.body, PUBLISH, "publish")
     if not b.get("ports"):
         raise InvalidArgument("publish: field 'ports' must name at least one port")
+    network = c.publishing_network(r.params["ref"], b.get("network"))
     added = c.publish(r.params["ref"], b["ports"], b.get("network"))
-    sb = c.sandbox(r.params["ref"])
-    names = {m: n for n, m in c.ports(sb.id)}
-    return 201, [_mapping(names.get(m, ""), m) for m in added]
+    return 201, [_mapping(network, m) for m in added]
 
 
 def _unpublish(c: Controller, r: Request) -> Response:

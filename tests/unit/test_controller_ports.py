@@ -186,10 +186,10 @@ def test_store_failure_on_connect_withdraws_the_ports(fw: Controller, nft: FakeN
 def test_store_failure_on_publish_withdraws_the_ports(fw: Controller, nft: FakeNft,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     fw.create_sandbox(SandboxSpec("web"))
-    def broken(self: Tx, ep: Any) -> None:
+    def broken(self: Tx, *args: Any) -> None:
         raise Internal("store commit failed: disk I/O error")
 
-    monkeypatch.setattr(Tx, "put_endpoint", broken)
+    monkeypatch.setattr(Tx, "add_ports", broken)
     with pytest.raises(Internal):
         fw.publish("web", ["8080:80"])
     assert published(nft) == {} and free(fw, pm("tcp", "", 8080, 1))

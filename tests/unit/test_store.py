@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -29,8 +30,14 @@ def endpoint(ident: str = "e1", network: str = "n1", sb: str = "s1",
     return Endpoint(id=ident, network_id=network, sandbox_id=sb, created="2026-01-01",
                     ifname="eth0", mac="02:00:00:00:00:01", ipv4=ipv4, ipv6=ipv6,
                     gateway4="10.1.0.1", aliases=("db", "primary"), order=1,
-                    ports=(PortMapping("tcp", "", 8080, 8080, 80, 80),
-                           PortMapping("udp", "10.0.0.1", 5000, 5009, 5000, 5009)))
+                    # Host ports of their own per endpoint: the store refuses one held twice.
+                    ports=(PortMapping("tcp", "", 8080 + _n(ident), 8080 + _n(ident), 80, 80),
+                           PortMapping("udp", "10.0.0.1", 5000 + 10 * _n(ident),
+                                       5009 + 10 * _n(ident), 5000, 5009)))
+
+
+def _n(ident: str) -> int:
+    return int(ident[1:]) if ident[1:].isdecimal() else 0
 
 
 @pytest.fixture
@@ -169,3 +176,59 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         Store(str(tmp_path))
     assert f"schema version {SCHEMA_VERSION + 1}" in e.value.message
     assert e.value.hint is not None
+
+
+def test_a_host_port_held_twice_is_refused(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox())
+        tx.put_sandbox(sandbox("s2", "b"))
+        tx.put_endpoint(endpoint("e1"))
+    same_ports = dataclasses.replace(endpoint("e2", sb="s2", ipv4="10.1.0.9/24", ipv6=None),
+                                     ports=endpoint("e1").ports)
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.put_endpoint(same_ports)
+    assert [e.id for e in store.load().endpoints] == ["e1"]
+
+
+def test_published_ports_are_rows_added_and_removed_one_by_one(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox())
+        tx.put_endpoint(endpoint("e1"))
+    extra = PortMapping("sctp", "", 9999, 9999, 99, 99)
+    with store.transaction() as tx:
+        tx.add_ports("e1", [extra])
+    assert store.load().endpoints[0].ports == (*endpoint("e1").ports, extra)
+    with store.transaction() as tx:
+        tx.delete_ports("e1", [endpoint("e1").ports[0]])
+    assert store.load().endpoints[0].ports == (endpoint("e1").ports[1], extra)
+    with store.transaction() as tx:
+        tx.delete_endpoint("e1")  # its ports go with it
+    assert store.load().endpoints == []
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    store = Store(str(tmp_path))
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_sandbox(sandbox())
+    store.close()
+    # A version 1 store: ports inside the endpoint's document, no ports table.
+    c = sqlite3.connect(str(tmp_path / "cnm.db"), isolation_level=None)
+    c.execute("DROP TABLE ports")
+    e = endpoint("e1")
+    c.execute("INSERT INTO endpoints (id, network_id, sandbox_id, ipv4, ipv6, doc) "
+              "VALUES (?, ?, ?, ?, ?, ?)",
+              (e.id, e.network_id, e.sandbox_id, "10.1.0.3", "fd00:1::3",
+               json.dumps(e.to_dict())))
+    c.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    c.close()
+    store = Store(str(tmp_path))
+    assert store.load().endpoints == [e]
+    row = store._c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    assert row == ("2",)
+    store.close()
