@@ -127,6 +127,19 @@ def test_ipvlan_l3_routes_everything_through_the_interface(stack: Stack, lan: La
     assert not can_ping(a, "10.89.0.99", timeout_s=1)
 
 
+def test_ipvlan_l3_dual_stack(stack: Stack, lan: Lan) -> None:
+    stack.controller.create_network(NetworkSpec(
+        name="routed", driver="ipvlan", subnets=(ROUTED, "fd00:89::/64"), ipv6=True,
+        options={"parent": PARENT, "ipvlan_mode": "l3"}))
+    a, b = sandboxes(stack, "routed", "a", "b")
+    routes6 = json.loads(in_ns(a, "ip", "-6", "-j", "route", "show", "default").stdout)
+    assert [(r.get("gateway"), r["dev"]) for r in routes6] == [(None, "eth0")]
+    assert stack.controller.endpoints_of()[0].gateway6 == "::"
+    assert can_ping(a, "fd00:89::3")
+    assert can_ping(b, "fd00:89::2")
+    assert not can_ping(a, "fd00:89::99", timeout_s=1)
+
+
 def test_ipvlan_host_shim(stack: Stack, lan: Lan) -> None:
     c = stack.controller
     c.create_network(NetworkSpec(

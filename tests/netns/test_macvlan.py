@@ -76,6 +76,18 @@ def test_bridge_mode_reaches_neighbours_and_the_lan_each_with_its_own_mac(
     assert not can_ping(a, "10.77.0.99", timeout_s=1)  # nobody there: the pings mean it
 
 
+def test_dual_stack_macvlan(stack: Stack, lan: Lan) -> None:
+    stack.controller.create_network(NetworkSpec(
+        name="lan", driver="macvlan", subnets=(SUBNET, "fd00:77::/64"), ipv6=True,
+        aux_addresses={"lanhost": LAN_HOST}, options={"parent": PARENT}))
+    a, b = sandboxes(stack, "a", "b")
+    routes6 = json.loads(in_ns(a, "ip", "-6", "-j", "route", "show", "default").stdout)
+    assert [(r["gateway"], r["dev"]) for r in routes6] == [("fd00:77::1", "eth0")]
+    assert can_ping(a, "fd00:77::3")
+    assert can_ping(b, "fd00:77::2")
+    assert not can_ping(a, "fd00:77::99", timeout_s=1)
+
+
 def test_a_chosen_mac_is_the_interfaces(stack: Stack, lan: Lan) -> None:
     macvlan(stack, "bridge")
     stack.controller.create_sandbox(SandboxSpec(name="a", network="lan",
