@@ -2,7 +2,7 @@
 """Where cnm's time goes: the controller in-process (built as tests/netns/conftest.py builds
 it) on a throwaway host namespace, with every adapter step and every pyroute2 call timed.
 
-    /opt/cnm-venv/bin/python bench/profile.py [--n 100] [--scale 1000]
+    .venv/bin/python bench/profile.py [--n 100] [--scale 1000]
 
 1. connect / disconnect of N sandboxes (each created on "base") to "bench": the median time
    of each step per operation.

@@ -2,7 +2,7 @@
 """cnm beside its peers, in one run: connect/disconnect vs CNI ADD/DEL, 1,000 endpoints on
 one bridge, network create vs podman. Prints medians and ratios; writes JSON.
 
-    /opt/cnm-venv/bin/python bench/run.py [--quick] [--json PATH] [--no-cni-scale]
+    .venv/bin/python bench/run.py [--quick] [--json PATH] [--no-cni-scale]
 
 Everything runs against throwaway namespaces named cnmbench-<tag>-*: the cnm daemon and
 each peer get their own "host" namespace, deleted at the end even on failure or Ctrl-C.
