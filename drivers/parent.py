@@ -256,6 +256,9 @@ class SlaveDriver:
     def _ensure_parent(self, net: Network, p: Parent, alias: str, what: str, ctx: Context,
                        undo: ExitStack) -> None:
         info = ctx.host.parent_info(p.name)
+        if info is not None and info.alias == alias and p.base and p.vid:
+            ctx.host.ensure_vlan(p.name, p.base, p.vid, alias)  # ours: up again if it was down
+            return
         if info is not None:
             _check_parent(info, alias, what)
             _check_host_addresses(net, info, what)

@@ -348,14 +348,16 @@ def test_restart_rebuilds_a_lost_dummy_and_replumbs_its_endpoints(
     assert link.lower is new and link.addresses == ["10.50.0.2/24"] and link.up
 
 
-def test_restart_keeps_the_vlan_parent_it_made(make_controller: MakeController,
+def test_restart_keeps_the_vlan_parent_it_made_and_brings_it_up(make_controller: MakeController,
                                                host: FakeHostLinks) -> None:
     host.add_parent("eth1")
     ctl = make_controller()
     create(ctl, "v10", options={"parent": "eth1.10"})
     vlan = host.link("eth1.10")
+    assert vlan is not None
+    vlan.up = False  # someone took cnm's own sub-interface down
     ctl = make_controller()
-    assert host.link("eth1.10") is vlan
+    assert host.link("eth1.10") is vlan and vlan.up
     ctl.remove_network("v10")
     assert host.link("eth1.10") is None
 
