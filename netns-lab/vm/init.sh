@@ -52,7 +52,8 @@ mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
+# No fresh tmpfs on /tmp: the overlay already makes it writable without touching the host,
+# and the checkout itself may live under /tmp (CI clones there).
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
 hostname cnm-vm
 ip link set lo up
