@@ -85,13 +85,17 @@ def network_create(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
-def network_ls(c: Client, a: argparse.Namespace) -> int:
-    nets = c.networks()
+def _ls(a: argparse.Namespace, items: list[dict[str, Any]],
+        rows: Callable[[list[dict[str, Any]]], str]) -> int:
     if a.quiet:
-        print("\n".join(n["id"][:12] for n in nets))
-        return 0
-    _emit(nets, a.format, _net_rows)
+        print("\n".join(x["id"][:12] for x in items))
+    else:
+        _emit(items, a.format, rows)
     return 0
+
+
+def network_ls(c: Client, a: argparse.Namespace) -> int:
+    return _ls(a, c.networks(), _net_rows)
 
 
 def network_inspect(c: Client, a: argparse.Namespace) -> int:
@@ -148,12 +152,7 @@ def sandbox_create(c: Client, a: argparse.Namespace) -> int:
 
 
 def sandbox_ls(c: Client, a: argparse.Namespace) -> int:
-    sbs = c.sandboxes()
-    if a.quiet:
-        print("\n".join(s["id"][:12] for s in sbs))
-        return 0
-    _emit(sbs, a.format, _sb_rows)
-    return 0
+    return _ls(a, c.sandboxes(), _sb_rows)
 
 
 def sandbox_inspect(c: Client, a: argparse.Namespace) -> int:
