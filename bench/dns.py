@@ -34,7 +34,6 @@ out. Results and what they mean: bench/DNS.md.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import datetime
 import json
@@ -54,6 +53,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import benchcommon
+from benchcommon import Janitor, progress
 
 from cnm.client import Client
 
@@ -75,15 +77,7 @@ DOCKER_NO_UPSTREAM = "10.151.255.254"  # on Docker's own bridge; nothing answers
 # ------------------------------------------------------------------------------ helpers
 def run(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     kw.setdefault("timeout", 120)
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: "
-                           f"{(r.stderr or r.stdout).strip()[-800:]}")
-    return r
-
-
-def progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
+    return benchcommon.run(*cmd, check=check, **kw)
 
 
 def pct(xs: Sequence[float], p: float) -> float:
@@ -159,30 +153,6 @@ def kill_owned(pid: int, marker: str, timeout: float = 10) -> None:
 
 
 # ------------------------------------------------------------------------------ cleanup
-class Janitor:
-    """Undo steps run last-in first-out, once: at the end, on an error, on Ctrl-C/SIGTERM,
-    and (as a last resort) at interpreter exit."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], None]]] = []
-        atexit.register(self.clean)
-
-    def push(self, what: str, fn: Callable[[], None]) -> None:
-        self._steps.append((what, fn))
-
-    def mark(self) -> int:
-        return len(self._steps)
-
-    def clean(self, mark: int = 0) -> None:
-        """Run the steps pushed since ``mark`` (all of them by default)."""
-        while len(self._steps) > mark:
-            what, fn = self._steps.pop()
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - every step gets its turn
-                print(f"cleanup: {what} failed: {e}", file=sys.stderr)
-
-
 class Namespaces:
     """Throwaway namespaces, all named cnmdns-<tag>-*, all deleted by the janitor."""
 

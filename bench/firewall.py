@@ -19,7 +19,6 @@ packet goes to an address outside the namespaces made here. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import atexit
 import datetime
 import json
 import os
@@ -27,7 +26,6 @@ import platform
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from benchcommon import Janitor, median, ms, progress, run
 
 from cnm.client import Client
 from cnm.firewall import NetworkRules, PortRule
@@ -94,14 +94,6 @@ print(json.dumps(out))
 
 
 # ------------------------------------------------------------------------------ helpers
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
 def series(xs: Sequence[float], k: int = 100) -> dict[str, Any]:
     """A growth series (ms): medians of the first and last k, their ratio, and deciles."""
     k = max(1, min(k, len(xs) // 2))
@@ -117,37 +109,6 @@ def summary(xs: Sequence[float]) -> dict[str, Any]:
     s = sorted(xs)
     return {"n": len(s), "median": median(s), "p10": s[len(s) // 10],
             "p90": s[(len(s) * 9) // 10], "samples": [round(x, 4) for x in xs]}
-
-
-def run(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()[-800:]}")
-    return r
-
-
-def progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
-
-
-class Janitor:
-    """Undo steps, last in first out, run once: at the end, on an error, on Ctrl-C or
-    SIGTERM, and as a last resort at interpreter exit."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], None]]] = []
-        atexit.register(self.clean)
-
-    def push(self, what: str, fn: Callable[[], None]) -> None:
-        self._steps.append((what, fn))
-
-    def clean(self) -> None:
-        while self._steps:
-            what, fn = self._steps.pop()
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - every step gets its turn
-                print(f"cleanup: {what} failed: {e}", file=sys.stderr)
 
 
 class Namespaces:

@@ -13,7 +13,6 @@ namespaces made here. See bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import ctypes
 import datetime
@@ -23,7 +22,6 @@ import platform
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from benchcommon import Janitor, median, ms, progress, run
 
 from cnm.client import Client
 
@@ -43,14 +43,6 @@ MS_REC, MS_SLAVE = 16384, 1 << 19
 
 
 # ------------------------------------------------------------------------------ helpers
-def ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
-
-
 def summary(xs: Sequence[float]) -> dict[str, Any]:
     """Median, spread and the raw samples (ms)."""
     s = sorted(xs)
@@ -72,13 +64,6 @@ def series(xs: Sequence[float]) -> dict[str, Any]:
     out["ratio_last10_first10"] = out["last10"] / out["first10"]
     out["ratio_last100_first100"] = out["last100"] / out["first100"]
     return out
-
-
-def run(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()[-800:]}")
-    return r
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> float:
@@ -115,31 +100,7 @@ def settle(limit: float = 30.0, quiet: float = 0.05) -> float:
     return time.monotonic() - t0
 
 
-def progress(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------ cleanup
-class Janitor:
-    """Undo steps run last-in first-out, once: at the end, on an error, on Ctrl-C/SIGTERM,
-    and (as a last resort) at interpreter exit."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], None]]] = []
-        atexit.register(self.clean)
-
-    def push(self, what: str, fn: Callable[[], None]) -> None:
-        self._steps.append((what, fn))
-
-    def clean(self) -> None:
-        while self._steps:
-            what, fn = self._steps.pop()
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - every step gets its turn
-                print(f"cleanup: {what} failed: {e}", file=sys.stderr)
-
-
 class Namespaces:
     """Throwaway namespaces, all named cnmbench-<tag>-*, all deleted by the janitor."""
 

@@ -1,0 +1,54 @@
+"""What the benchmark scripts share: cleanup that always runs, commands, small statistics."""
+
+from __future__ import annotations
+
+import atexit
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def run(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: "
+                           f"{(r.stderr or r.stdout).strip()[-800:]}")
+    return r
+
+
+def progress(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+class Janitor:
+    """Undo steps, last in first out, run once: at the end, on an error, on Ctrl-C or
+    SIGTERM, and as a last resort at interpreter exit."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], None]]] = []
+        atexit.register(self.clean)
+
+    def push(self, what: str, fn: Callable[[], None]) -> None:
+        self._steps.append((what, fn))
+
+    def mark(self) -> int:
+        return len(self._steps)
+
+    def clean(self, mark: int = 0) -> None:
+        """Run the steps pushed since ``mark`` (all of them by default)."""
+        while len(self._steps) > mark:
+            what, fn = self._steps.pop()
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - every step gets its turn
+                print(f"cleanup: {what} failed: {e}", file=sys.stderr)
