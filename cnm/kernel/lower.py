@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, NotFound, Unsupported, from_errno
-from cnm.kernel.rtnl import Rtnl
+from cnm.kernel.rtnl import Rtnl, index_of
 
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
@@ -82,10 +82,7 @@ def _u32(kind: int, value: int) -> bytes:
 
 
 def _lookup(name: str) -> int | None:
-    try:
-        return socket.if_nametoindex(name)
-    except OSError:
-        return None
+    return index_of(name)
 
 
 def _ioctl(name: str, request: int) -> bytes:
