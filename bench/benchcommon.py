@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -52,3 +55,32 @@ class Janitor:
                 fn()
             except Exception as e:  # noqa: BLE001 - every step gets its turn
                 print(f"cleanup: {what} failed: {e}", file=sys.stderr)
+
+
+MANIFEST = Path(__file__).resolve().parent.parent / "scripts" / "packages.txt"
+
+
+def missing_peers(*programs: str) -> list[str]:
+    """What is missing of ``programs`` (names or paths, as scripts/packages.txt lists them),
+    each with the Debian package that provides it."""
+    package: dict[str, str] = {}
+    for line in MANIFEST.read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        for program in fields[2:]:
+            package.setdefault(program, fields[1])
+    gone = []
+    for program in programs:
+        path = program if program.startswith("/") else shutil.which(
+            program, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+        if path is None or not os.access(path, os.X_OK):
+            gone.append(f"{program} (Debian package {package.get(program, '?')})")
+    return gone
+
+
+def need_peers(script: str, *programs: str) -> bool:
+    """False, after saying what is missing and the command that installs it, when a peer
+    of ``script`` is not installed."""
+    gone = missing_peers(*programs)
+    if gone:
+        print(f"{script} needs {', '.join(gone)}: run `bash bench/install.sh`", file=sys.stderr)
+    return not gone

@@ -462,7 +462,7 @@ def profile_cnm(netns: str, queries: Path, pid: int, root: Path, seconds: float)
     """py-spy on cnmd's DNS thread during a second load run: where the time goes."""
     spy = Path(PY).with_name("py-spy")
     if not spy.exists():
-        return "py-spy not installed in the venv (pip install py-spy)"
+        return "py-spy not installed in the venv (bash bench/install.sh installs it)"
     raw = root / "pyspy.txt"
     progress("cnm: py-spy during a second load run")
     rec = subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(seconds)),
@@ -538,7 +538,8 @@ def start_aardvark(nss: Namespaces, root: Path, janitor: Janitor, n: int) -> Tar
     holding the N names; the client is a namespace on that bridge whose address is the
     first name's (aardvark answers only the containers it knows, by source address)."""
     if not os.access(AARDVARK, os.X_OK):
-        raise Skip(f"{AARDVARK} is missing (apt-get install aardvark-dns)")
+        raise Skip(f"{AARDVARK} is missing (Debian package aardvark-dns; "
+                   "bash bench/install.sh installs it)")
     host, cli = nss.add("aard"), nss.add("aardc")
     root.mkdir()
     run("ip", "-n", host, "link", "add", "aardbr0", "type", "bridge")
@@ -644,8 +645,8 @@ def start_docker(nss: Namespaces, root: Path, janitor: Janitor, n: int,
     network namespace."""
     gone = [p for p in (DOCKERD, CONTAINERD, RUNC, DOCKER, BUSYBOX) if not os.access(p, os.X_OK)]
     if gone:
-        raise Skip(f"missing {', '.join(gone)} (apt-get install docker.io containerd runc "
-                   f"busybox-static)")
+        raise Skip(f"missing {', '.join(benchcommon.missing_peers(*gone))}: "
+                   "bash bench/install.sh installs them")
     host = nss.add("dock")
     d = root / "docker"
     d.mkdir(parents=True)
@@ -802,8 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench/dns.py needs root (namespaces)", file=sys.stderr)
         return 2
-    if shutil.which(DNSPERF) is None:
-        print("bench/dns.py needs dnsperf (apt-get install dnsperf)", file=sys.stderr)
+    if not benchcommon.need_peers("bench/dns.py", DNSPERF):
         return 2
     n, seconds, rounds, sandboxes, per_container = (100, 3.0, 2, 25, 50) if args.quick \
         else (1000, 15.0, 5, 200, 100)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchcommon import Janitor, median, ms, progress, run
+from benchcommon import Janitor, median, ms, need_peers, progress, run
 
 from cnm.client import Client
 from cnm.firewall import NetworkRules, PortRule
@@ -581,6 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "profile" in old:
             print_profile(old["profile"])
         return 0
+    if not need_peers("bench/firewall.py", *(f"{CNI_PATH}/{p}"
+                                             for p in ("bridge", "host-local", "portmap"))):
+        return 2
     n, conns, cni_one, cni_many = ((1000, 100, 30, (5, 50)) if args.quick
                                    else (10000, 500, 200, (20, 50)))
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchcommon import Janitor, median, ms, progress, run
+from benchcommon import Janitor, median, ms, need_peers, progress, run
 
 from cnm.client import Client
 
@@ -490,6 +490,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench/run.py needs root (namespaces, veths)", file=sys.stderr)
         return 2
     parts = args.only or ["connect", "scale", "netcreate"]
+    peers = [f"{CNI_PATH}/bridge", f"{CNI_PATH}/host-local"] if {"connect", "scale"} & set(
+        parts) else []
+    if "netcreate" in parts:
+        peers += ["podman", "/usr/lib/podman/netavark"]
+    if not need_peers("bench/run.py", *peers):
+        return 2
     n_conn, n_scale, n_net, warm = (10, 50, 5, 2) if args.quick else (100, 1000, 20, 5)
 
     def on_term(signum: int, frame: Any) -> None:

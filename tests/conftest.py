@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["programs"]  # every program a test runs is installed by an install step
+
 PROBE = Path(__file__).resolve().parent.parent / "netns-lab" / "vm" / "probe"
 VM_REASON = "runs in the VM tier (netns-lab/vm/run)"
 

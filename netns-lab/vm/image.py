@@ -177,7 +177,7 @@ def static_busybox() -> str:
         if os.path.exists(path) and _is_static(path):
             return path
     raise VmError("no statically linked busybox found",
-                  "apt-get install busybox-static (scripts/install.sh installs it)")
+                  "apt-get install busybox-static (scripts/packages.sh install vm does)")
 
 
 def _is_static(path: str) -> bool:

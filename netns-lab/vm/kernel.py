@@ -52,8 +52,8 @@ class Kernel:
 def tool(name: str, package: str) -> str:
     path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if path is None:
-        raise VmError(f"{name} not found", f"apt-get install {package} (scripts/install.sh "
-                      "installs it)")
+        raise VmError(f"{name} not found", f"apt-get install {package} (bash scripts/packages.sh "
+                      "install vm installs it)")
     return path
 
 
