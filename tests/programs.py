@@ -64,8 +64,9 @@ def programs_of(argv: Sequence[str]) -> list[str]:
     found = [name]
     inner: list[str] = []
     if argv[0] == sys.executable or name in ("cnm", "cnmd", "pytest") or (
-            Path(argv[0]).parent == Path(sys.executable).parent):
-        found = []  # the venv's own programs and interpreter
+            Path(argv[0]).parent == Path(sys.executable).parent) or (
+            Path(argv[0]).is_absolute() and Path(argv[0]).is_relative_to(TOP)):
+        found = []  # the venv's own programs and interpreter, and the repository's scripts
         if "exec" in rest and "--" in rest[rest.index("exec"):]:
             inner = rest[rest.index("--", rest.index("exec")) + 1:]
     elif name in ("nsenter", "unshare", "prlimit", "setsid"):

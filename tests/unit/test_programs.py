@@ -77,3 +77,10 @@ def test_the_user_install_gets_no_test_or_bench_peers() -> None:
     user = set(r.stdout.split())
     assert {"iproute2", "nftables", "libnftables1"} <= user
     assert not user & {"docker.io", "qemu-system-x86", "bind9-dnsutils", "podman"}
+
+
+def test_the_repositorys_own_scripts_need_no_package() -> None:
+    rec = Recorder()
+    rec.note([str(Path(__file__).resolve().parents[2] / "netns-lab" / "vm" / "probe")], False)
+    rec.note(["/sbin/ldconfig", "-p"], shell=False)
+    assert rec.unlisted() == {}
