@@ -29,7 +29,7 @@ ESSENTIAL = frozenset({
     "mkdir", "rm", "cp", "mv", "ln", "stat", "test", "timeout", "tar", "gzip", "grep", "sed",
     "awk", "find", "xargs", "dpkg", "dpkg-deb", "dpkg-query", "apt-get", "apt-cache",
     "hostname", "readlink", "realpath", "id", "uname", "head", "tail", "tee", "touch",
-    "chmod", "chown", "sort", "uniq", "wc", "cut", "tr", "date",
+    "chmod", "chown", "sort", "uniq", "wc", "cut", "tr", "date", "getent", "ldconfig",
 })
 
 
