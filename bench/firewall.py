@@ -515,19 +515,19 @@ def profile_api(nss: Namespaces, root: Path, n: int, top: int = 22) -> dict[str,
     import pstats
 
     from cnm.api.server import dispatch
-    from cnm.controller import Config, Controller
+    from cnm.core import Config, Controller
     from cnm.drivers.base import Context
     from cnm.drivers.registry import builtin
     from cnm.kernel.link import HostLinks, SandboxLinks
     from cnm.kernel.netns import Visitor
     from cnm.model import NetworkSpec, SandboxSpec
-    from cnm.store import Store
+    from cnm.store.sqlite import SqliteStore
 
     (ns,) = nss.add("prof")
     config = Config(state_dir=str(root / "prof" / "state"), run_dir=str(root / "prof" / "run"),
                     host_netns=f"/run/netns/{ns}")
     thread, visitor = NsThread(config.host_netns), Visitor()
-    host, store = HostLinks(thread), Store(config.state_dir)
+    host, store = HostLinks(thread), SqliteStore(config.state_dir)
     c = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin(),
                    Netfilter(Nftables(thread)))
 

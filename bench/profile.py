@@ -35,14 +35,14 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from cnm.controller import Config, Controller
+from cnm.core import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.kernel import netns as kns
 from cnm.kernel.link import HostLinks, SandboxLinks
 from cnm.kernel.netns import NsThread, Visitor
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
-from cnm.store import Store
+from cnm.store.sqlite import SqliteStore
 
 V6_DEFAULT = "/proc/sys/net/ipv6/conf/default/disable_ipv6"
 
@@ -175,7 +175,7 @@ class Stack:
         self.parts.append(self.visitor.stop)
         self.host, self.sandbox = HostLinks(self.thread), SandboxLinks(self.visitor)
         self.parts.append(self.host.close)
-        self.store = Store(cfg.state_dir)
+        self.store = SqliteStore(cfg.state_dir)
         self.parts.append(self.store.close)
         self.c = Controller(cfg, self.store, Context(self.host, self.sandbox), builtin())
         if not v6:

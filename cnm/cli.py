@@ -114,13 +114,63 @@ def network_prune(c: Client, a: argparse.Namespace) -> int:
 
 def network_connect(c: Client, a: argparse.Namespace) -> int:
     c.connect(a.network, a.sandbox, ip=a.ip, ip6=a.ip6, aliases=a.alias,
-              mac_address=a.mac_address, ports=a.publish)
+              mac_address=a.mac_address, ports=a.publish, ifname=a.ifname)
     return 0
 
 
 def network_disconnect(c: Client, a: argparse.Namespace) -> int:
     c.disconnect(a.network, a.sandbox)
     return 0
+
+
+# ------------------------------------------------------------------------------ endpoints
+def _ep_rows(eps: list[dict[str, Any]]) -> str:
+    rows = [[e["id"][:12], e["name"], e["network"], e["sandbox"] or "(reserved)",
+             e["ifname"], ",".join(a for a in (e["ipv4"], e["ipv6"]) if a)] for e in eps]
+    return _table(rows, ["ENDPOINT ID", "NAME", "NETWORK", "SANDBOX", "IFNAME", "ADDRESSES"])
+
+
+def _ep_detail(eps: list[dict[str, Any]]) -> str:
+    out = []
+    for e in eps:
+        out.append(f"Name: {e['name']}\nID: {e['id']}\nNetwork: {e['network']}\n"
+                   f"Sandbox: {e['sandbox'] or '(reserved, not joined)'}\n"
+                   f"Interface: {e['ifname']}\nMAC: {e['mac']}")
+        for a in (e["ipv4"], e["ipv6"]):
+            if a:
+                out.append(f"Address: {a}")
+        for m in e["ports"]:
+            out.append(f"Port: {_port_line({**m, 'network': e['network']})}")
+    return "\n".join(out)
+
+
+def endpoint_create(c: Client, a: argparse.Namespace) -> int:
+    ep = c.create_endpoint(a.network, name=a.name, ip=a.ip, ip6=a.ip6, aliases=a.alias,
+                           mac_address=a.mac_address, ports=a.publish)
+    print(ep["id"])
+    return 0
+
+
+def endpoint_join(c: Client, a: argparse.Namespace) -> int:
+    c.join(a.endpoint, a.sandbox, a.ifname)
+    return 0
+
+
+def endpoint_leave(c: Client, a: argparse.Namespace) -> int:
+    c.leave(a.endpoint)
+    return 0
+
+
+def endpoint_ls(c: Client, a: argparse.Namespace) -> int:
+    return _ls(a, c.endpoints(), _ep_rows)
+
+
+def endpoint_inspect(c: Client, a: argparse.Namespace) -> int:
+    return _inspect(a, c.endpoint, _ep_detail)
+
+
+def endpoint_rm(c: Client, a: argparse.Namespace) -> int:
+    return _each(a.names, lambda n: c.delete_endpoint(n)["name"])
 
 
 # ------------------------------------------------------------------------------ sandboxes
@@ -146,7 +196,8 @@ def _sb_detail(sbs: list[dict[str, Any]]) -> str:
 def sandbox_create(c: Client, a: argparse.Namespace) -> int:
     sb = c.create_sandbox(name=a.name, network=a.network, ip=a.ip, ip6=a.ip6,
                           aliases=a.alias, ports=a.publish, hostname=a.hostname,
-                          mac_address=a.mac_address, labels=_pairs(a.label, "--label"))
+                          mac_address=a.mac_address, labels=_pairs(a.label, "--label"),
+                          netns=a.netns, ifname=a.ifname)
     print(sb["id"])
     return 0
 
@@ -296,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--alias", action="append", default=[])
     sp.add_argument("--mac-address")
     sp.add_argument("-p", "--publish", action="append", default=[], metavar="SPEC")
+    sp.add_argument("--ifname", help="interface name in the sandbox (default eth0, eth1, ...)")
     sp.add_argument("network")
     sp.add_argument("sandbox")
     sp.set_defaults(fn=network_connect)
@@ -303,6 +355,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("network")
     sp.add_argument("sandbox")
     sp.set_defaults(fn=network_disconnect)
+
+    epx = groups.add_parser("endpoint", help="manage endpoints").add_subparsers(
+        dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    epx.required = True
+    sp = epx.add_parser("create", help="reserve an endpoint on a network (joined later)")
+    sp.add_argument("--ip")
+    sp.add_argument("--ip6")
+    sp.add_argument("--mac-address")
+    sp.add_argument("--alias", action="append", default=[])
+    sp.add_argument("-p", "--publish", action="append", default=[], metavar="SPEC")
+    sp.add_argument("network")
+    sp.add_argument("name")
+    sp.set_defaults(fn=endpoint_create)
+    sp = epx.add_parser("join", help="join an endpoint to a sandbox")
+    sp.add_argument("--ifname", help="interface name in the sandbox (default eth0, eth1, ...)")
+    sp.add_argument("endpoint")
+    sp.add_argument("sandbox")
+    sp.set_defaults(fn=endpoint_join)
+    sp = epx.add_parser("leave", help="take an endpoint out of its sandbox (it stays reserved)")
+    sp.add_argument("endpoint")
+    sp.set_defaults(fn=endpoint_leave)
+    sp = epx.add_parser("ls", aliases=["list"], help="list endpoints")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    fmt(sp, "table")
+    sp.set_defaults(fn=endpoint_ls)
+    sp = epx.add_parser("inspect", help="show endpoints in detail")
+    sp.add_argument("names", nargs="+", metavar="ENDPOINT")
+    fmt(sp, "json")
+    sp.set_defaults(fn=endpoint_inspect)
+    sp = epx.add_parser("rm", aliases=["remove"], help="delete endpoints that are not joined")
+    sp.add_argument("names", nargs="+", metavar="ENDPOINT")
+    sp.set_defaults(fn=endpoint_rm)
 
     sbx = groups.add_parser("sandbox", help="manage sandboxes").add_subparsers(
         dest="cmd", metavar="COMMAND", parser_class=_Parser)
@@ -316,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hostname")
     sp.add_argument("--mac-address")
     sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--netns", metavar="PATH",
+                    help="adopt this network namespace (a container's: /proc/PID/ns/net or a "
+                         "bind mount) instead of making one; cnm never deletes it")
+    sp.add_argument("--ifname", help="interface name in the sandbox (default eth0)")
     sp.add_argument("name")
     sp.set_defaults(fn=sandbox_create)
     sp = sbx.add_parser("ls", aliases=["list"], help="list sandboxes")

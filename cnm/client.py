@@ -90,6 +90,25 @@ class Client:
         return self.call("POST", f"/v1/networks/{quote(network, safe='')}/disconnect",
                          {"sandbox": sandbox})
 
+    def endpoints(self) -> Any:
+        return self.call("GET", "/v1/endpoints")
+
+    def endpoint(self, ref: str) -> Any:
+        return self.call("GET", f"/v1/endpoints/{quote(ref, safe='')}")
+
+    def create_endpoint(self, network: str, **body: Any) -> Any:
+        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/endpoints", body)
+
+    def join(self, endpoint: str, sandbox: str, ifname: str | None = None) -> Any:
+        body = {"sandbox": sandbox, **({"ifname": ifname} if ifname else {})}
+        return self.call("POST", f"/v1/endpoints/{quote(endpoint, safe='')}/join", body)
+
+    def leave(self, endpoint: str) -> Any:
+        return self.call("POST", f"/v1/endpoints/{quote(endpoint, safe='')}/leave", {})
+
+    def delete_endpoint(self, ref: str) -> Any:
+        return self.call("DELETE", f"/v1/endpoints/{quote(ref, safe='')}")
+
     def sandboxes(self) -> Any:
         return self.call("GET", "/v1/sandboxes")
 

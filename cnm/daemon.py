@@ -20,7 +20,7 @@ from types import FrameType
 
 from cnm import __version__
 from cnm.api.server import claim_socket, serve
-from cnm.controller import Config, Controller
+from cnm.core import Config, Controller
 from cnm.dns.records import Records
 from cnm.dns.server import DnsServer, Upstreams, is_address
 from cnm.drivers.base import Context
@@ -32,7 +32,7 @@ from cnm.kernel.link import HostLinks, SandboxLinks, host_socket_factory
 from cnm.kernel.netns import NsThread, Visitor
 from cnm.kernel.nft import Nftables
 from cnm.netfilter import Netfilter
-from cnm.store import Store
+from cnm.store.sqlite import SqliteStore
 
 DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
 log = logging.getLogger("cnmd")
@@ -149,7 +149,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         host_thread = NsThread(config.host_netns)
         visitor = Visitor()
         host = HostLinks(host_thread)
-        store = Store(config.state_dir)
+        store = SqliteStore(config.state_dir)
         dns = DnsServer(Records(), Upstreams(args.dns, config.resolv_conf),
                         host_socket_factory(host_thread))
         controller = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin(),

@@ -45,6 +45,8 @@ class Network:
     internal: bool = False
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # "local": this host's store only; "global": shared by every host (overlay).
+    scope: str = "local"
 
     @property
     def predefined(self) -> bool:
@@ -61,10 +63,17 @@ class Network:
 
 @dataclass(frozen=True)
 class Endpoint:
+    """One interface of one sandbox on one network. Created (its addresses, MAC, names and
+    host ports reserved) before it joins a sandbox: ``sandbox_id`` is None until then."""
+
     id: str
     network_id: str
-    sandbox_id: str
+    sandbox_id: str | None
     created: str
+    # Unique in its network; an endpoint made by connect is named after its sandbox.
+    name: str = ""
+    # Made by `endpoint create` (it outlives a sandbox it joined), not by connect.
+    standalone: bool = False
     ifname: str = ""
     mac: str = ""
     ipv4: str | None = None  # "10.1.0.2/24"
@@ -75,6 +84,24 @@ class Endpoint:
     ports: tuple[PortMapping, ...] = ()
     # Monotonic order of connection within a sandbox: the first gives the default route.
     order: int = 0
+
+    @property
+    def joined(self) -> bool:
+        return self.sandbox_id is not None
+
+    @property
+    def cidrs(self) -> list[str]:
+        """Its addresses with their prefix lengths ("10.1.0.2/24")."""
+        return [a for a in (self.ipv4, self.ipv6) if a]
+
+    @property
+    def ip4(self) -> str | None:
+        """Its IPv4 address alone ("10.1.0.2")."""
+        return self.ipv4.partition("/")[0] if self.ipv4 else None
+
+    @property
+    def ip6(self) -> str | None:
+        return self.ipv6.partition("/")[0] if self.ipv6 else None
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every port mapping only for
@@ -96,9 +123,14 @@ class Sandbox:
     name: str
     hostname: str
     created: str
-    # "netns": a namespace cnm made; "host": the sandbox is the host namespace.
+    # "netns": a namespace cnm made; "host": the sandbox is the host namespace;
+    # "external": a namespace a runtime made, adopted by path (cnm never deletes it).
     kind: str = "netns"
     labels: dict[str, str] = field(default_factory=dict)
+    # An external sandbox's namespace: its path, and the identity ("dev:inode") it had
+    # when adopted (a /proc/PID path may later name another process's namespace).
+    netns: str = ""
+    netns_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,14 +138,6 @@ class Sandbox:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Sandbox:
         return cls(**d)
-
-
-@dataclass(frozen=True)
-class SubnetSpec:
-    subnet: str | None = None  # None: pick one from the default pools
-    gateway: str | None = None
-    ip_range: str | None = None
-    aux_addresses: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +155,19 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class EndpointSpec:
+    """An endpoint to reserve on ``network`` (`cnm endpoint create`)."""
+
+    network: str
+    name: str
+    ip: str | None = None
+    ip6: str | None = None
+    aliases: tuple[str, ...] = ()
+    mac: str | None = None
+    ports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ConnectSpec:
     network: str
     sandbox: str
@@ -139,6 +176,8 @@ class ConnectSpec:
     aliases: tuple[str, ...] = ()
     mac: str | None = None
     ports: tuple[str, ...] = ()
+    # The interface name inside the sandbox (CNI_IFNAME, Docker's DstPrefix); "" picks one.
+    ifname: str = ""
 
 
 @dataclass(frozen=True)
@@ -152,3 +191,6 @@ class SandboxSpec:
     hostname: str | None = None
     mac: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Adopt this existing namespace (a container's) instead of making one.
+    netns: str | None = None
+    ifname: str = ""

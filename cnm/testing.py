@@ -596,6 +596,14 @@ class FakeSandboxLinks(_Faultable, SandboxLinks):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
+    def identity(self, path: str) -> str | None:
+        with self.kernel.lock:
+            ns = self.kernel.namespaces.get(path)
+            return f"fake:{id(ns)}" if ns is not None and os.path.exists(path) else None
+
+    def release(self, path: str) -> None:
+        self._enter("release", path)
+
     def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
         self._enter("configure", path, ifname, addresses)
         with self.kernel.lock:

@@ -1,10 +1,18 @@
-"""The driver protocol: what every network driver does, given a context it may touch."""
+"""The driver contract: what a network driver declares and does, given a context it may touch.
+
+A driver declares one frozen ``Capabilities`` record; the core reads it instead of asking
+what class a driver is, so a driver known only at run time (a remote plugin) fits the same
+contract. Options are parsed once into the driver's own typed record (``parse_options``)
+and kept per network (``options``). The endpoint life cycle is libnetwork's:
+``create_endpoint`` (reserve: nothing in a sandbox yet) → ``join`` → ``leave`` →
+``delete_endpoint``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Generic, Literal, Protocol, TypeVar
 
 from cnm.errors import InvalidArgument
 from cnm.firewall import NetworkRules
@@ -21,6 +29,42 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a driver's networks are and get, declared once."""
+
+    # "local": its networks live in this host's store; "global": in the store all hosts
+    # share (overlay).
+    scope: Literal["local", "global"] = "local"
+    # Its networks get subnets and its endpoints addresses (IPAM).
+    ipam: bool = True
+    # User-defined networks of it get the embedded DNS (the default bridge never does).
+    dns: bool = True
+    # Its networks take part in cnm's firewall and can publish ports.
+    publishes: bool = False
+    # Where an endpoint's link is made: a veth pair ("veth"), a slave of a parent link
+    # made inside the sandbox ("slave"), or none at all ("none").
+    link: Literal["veth", "slave", "none"] = "veth"
+    # Users may create networks of it (null and host have one pre-defined network each).
+    user_creatable: bool = True
+    # A sandbox on it *is* the host namespace (host): no namespace of its own.
+    host_namespace: bool = False
+    # A sandbox on it may be on no other network (null: loopback only).
+    exclusive: bool = False
+
+
+class Options(Protocol):
+    """A driver's parsed options; ``to_dict`` is their canonical (stored) form."""
+
+    def to_dict(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    def to_dict(self) -> dict[str, str]:
+        return {}
+
+
+@dataclass(frozen=True)
 class JoinInfo:
     """What the sandbox needs after a join: the interface to configure and its gateways."""
 
@@ -34,18 +78,33 @@ class JoinInfo:
 
 class Driver(Protocol):
     name: str
-    # Whether networks of this driver get subnets and endpoints get addresses.
-    needs_ipam: bool
-    # Whether users may create networks of this driver (host and null are predefined only).
-    user_creatable: bool
+    capabilities: Capabilities
 
-    def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
-        """Validate raw ``-o`` options; return their canonical form (what is stored)."""
+    def parse_options(self, raw: Mapping[str, str]) -> Options:
+        """Validate raw ``-o`` options (pure); unknown keys and bad values are refused."""
+        ...
+
+    def validate_network(self, net: Network, others: Sequence[Network]) -> None:
+        """Refuse ``net`` if it clashes with the existing networks ``others``."""
+        ...
+
+    def lan_link(self, net: Network) -> str | None:
+        """The host link whose LAN the network is on: the host's own addresses there are
+        no clash for its subnets."""
         ...
 
     def create_network(self, net: Network, ctx: Context) -> None: ...
 
     def delete_network(self, net: Network, ctx: Context) -> None: ...
+
+    def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
+                        holders: Sequence[str], ctx: Context) -> None:
+        """Reserve ``ep`` (``mac`` as requested) on ``net``, whose endpoints are held by
+        ``holders`` (as the user knows them: 'sandbox "a"'); refuse it if the network cannot
+        take it. Nothing in a sandbox yet."""
+        ...
+
+    def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None: ...
 
     def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo: ...
 
@@ -54,48 +113,99 @@ class Driver(Protocol):
     def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool: ...
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
-        """Names of the host-namespace links this network owns."""
+        """Names of the host-namespace links this network needs (reconcile checks them)."""
         ...
 
+    def claims(self, net: Network) -> tuple[str, ...]:
+        """The host links this network makes and no other network may share (its bridge)."""
+        ...
 
-@runtime_checkable
-class Publisher(Protocol):
-    """A driver whose networks take part in the firewall and can publish ports."""
+    def firewall_rules(self, net: Network) -> NetworkRules | None:
+        """The network's part of cnm's table (publishing drivers only)."""
+        ...
 
-    def firewall_rules(self, net: Network) -> NetworkRules: ...
-
-    def host_binding(self, net: Network) -> str: ...
+    def host_binding(self, net: Network) -> str:
+        """The host address published ports bind to by default ("" = every address)."""
+        ...
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
-        """Ready the endpoint for published ports (a sandbox reaching its own)."""
+        """Ready a joined endpoint for published ports (a sandbox reaching its own)."""
         ...
 
 
-@runtime_checkable
-class Validator(Protocol):
-    """A driver with rules that span records: checked before anything is touched."""
+Opts = TypeVar("Opts", bound=Options)
+
+
+class BaseDriver(Generic[Opts]):
+    """Defaults for the parts of the contract a driver has nothing to do in, and the
+    per-network cache of parsed options."""
+
+    name = ""
+    capabilities = Capabilities()
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[dict[str, str], Opts]] = {}
+
+    def parse_options(self, raw: Mapping[str, str]) -> Opts:
+        raise NotImplementedError
+
+    def options(self, net: Network) -> Opts:
+        """The network's options, parsed once and kept (until its record changes)."""
+        hit = self._parsed.get(net.id)
+        if hit is None or hit[0] is not net.options:
+            hit = (net.options, self.parse_options(net.options))
+            self._parsed[net.id] = hit
+        return hit[1]
 
     def validate_network(self, net: Network, others: Sequence[Network]) -> None:
-        """Refuse ``net`` if it clashes with the existing networks ``others``."""
-        ...
+        pass
 
-    def validate_endpoint(self, net: Network, mac: str | None,
-                          holders: Sequence[str]) -> None:
-        """Refuse a new endpoint (``mac`` as requested) on ``net``, whose endpoints are held
-        by the sandboxes named ``holders``."""
-        ...
+    def lan_link(self, net: Network) -> str | None:
+        return None
 
-    def parent_link(self, options: Mapping[str, str]) -> str | None:
-        """The host link whose LAN the network is on (parsed ``options``): the host's own
-        addresses there are no clash for its subnets."""
-        ...
+    def create_network(self, net: Network, ctx: Context) -> None:
+        pass
+
+    def delete_network(self, net: Network, ctx: Context) -> None:
+        self._parsed.pop(net.id, None)
+
+    def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
+                        holders: Sequence[str], ctx: Context) -> None:
+        pass
+
+    def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        pass
+
+    def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
+        return JoinInfo(interface=False)
+
+    def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None:
+        pass
+
+    def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool:
+        return True
+
+    def kernel_links(self, net: Network) -> tuple[str, ...]:
+        return ()
+
+    def claims(self, net: Network) -> tuple[str, ...]:
+        return ()
+
+    def firewall_rules(self, net: Network) -> NetworkRules | None:
+        return None
+
+    def host_binding(self, net: Network) -> str:
+        return ""
+
+    def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        pass
 
 
-def refuse_options(driver: str, raw: Mapping[str, str]) -> dict[str, str]:
+def refuse_options(driver: str, raw: Mapping[str, str]) -> NoOptions:
     if raw:
         key = sorted(raw)[0]
         raise InvalidArgument(f"unknown option {key!r} for driver {driver}: it takes no options")
-    return {}
+    return NoOptions()
 
 
 def parse_bool(key: str, value: str) -> bool:

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cnm import names
-from cnm.drivers.base import Context, JoinInfo, parse_bool
-from cnm.errors import InvalidArgument
+from cnm.drivers.base import BaseDriver, Capabilities, Context, JoinInfo, parse_bool
+from cnm.errors import AlreadyExists, InvalidArgument
 from cnm.firewall import NetworkRules
 from cnm.ipam import parse_ip
 from cnm.model import Endpoint, Network
@@ -84,28 +84,33 @@ def bridge_of(net: Network) -> str:
     return net.options.get("bridge_name") or names.bridge_name(net.id)
 
 
-class BridgeDriver:
+class BridgeDriver(BaseDriver[BridgeOptions]):
     name = "bridge"
-    needs_ipam = True
-    user_creatable = True
-    dns = True  # its user-defined networks get embedded DNS (not the default "bridge")
+    # Its user-defined networks get embedded DNS (not the default "bridge").
+    capabilities = Capabilities(publishes=True, link="veth")
 
-    def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
-        return BridgeOptions.parse(raw).to_dict()
+    def parse_options(self, raw: Mapping[str, str]) -> BridgeOptions:
+        return BridgeOptions.parse(raw)
 
     def create_network(self, net: Network, ctx: Context) -> None:
-        opts = BridgeOptions.parse(net.options)
         addrs = [f"{s.gateway}/{s.subnet.split('/')[1]}" for s in net.subnets if s.gateway]
-        ctx.host.ensure_bridge(bridge_of(net), names.alias("network", net.id), opts.mtu, addrs,
-                               names.random_mac())
+        ctx.host.ensure_bridge(bridge_of(net), names.alias("network", net.id),
+                               self.options(net).mtu, addrs, names.random_mac())
 
     def delete_network(self, net: Network, ctx: Context) -> None:
         ctx.host.delete_link(bridge_of(net))
+        super().delete_network(net, ctx)
 
     def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
-        opts = BridgeOptions.parse(net.options)
-        ctx.host.add_veth(names.veth_name(ep.id), names.alias("endpoint", ep.id), ep.ifname,
-                          netns, ep.mac, bridge_of(net), opts.mtu)
+        args = (names.veth_name(ep.id), names.alias("endpoint", ep.id), ep.ifname, netns,
+                ep.mac, bridge_of(net), self.options(net).mtu)
+        try:
+            ctx.host.add_veth(*args)
+        except AlreadyExists:
+            # An endpoint joined again (Docker's start after stop) may find the veth of its
+            # last join still waiting for the reaper: reap it now, and try once more.
+            ctx.host.reap()
+            ctx.host.add_veth(*args)
         gateways: tuple[tuple[int, str], ...] = ()
         if not net.internal:
             gateways = tuple((s.version, s.gateway) for s in net.subnets if s.gateway)
@@ -125,8 +130,11 @@ class BridgeDriver:
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return (bridge_of(net),)
 
+    def claims(self, net: Network) -> tuple[str, ...]:
+        return (bridge_of(net),)
+
     def firewall_rules(self, net: Network) -> NetworkRules:
-        opts = BridgeOptions.parse(net.options)
+        opts = self.options(net)
         return NetworkRules(bridge=bridge_of(net), subnets=tuple(s.subnet for s in net.subnets),
                             internal=net.internal, icc=opts.icc, masquerade=opts.masquerade)
 
@@ -136,5 +144,4 @@ class BridgeDriver:
         ctx.host.set_hairpin(names.veth_name(ep.id))
 
     def host_binding(self, net: Network) -> str:
-        """The host address published ports bind to by default ("" = every address)."""
-        return BridgeOptions.parse(net.options).host_binding_ipv4 or ""
+        return self.options(net).host_binding_ipv4 or ""

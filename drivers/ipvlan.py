@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from cnm import names
-from cnm.drivers.parent import SlaveDriver, SlaveOptions, parent_name, parse_options, to_dict
+from cnm.drivers.base import Context
+from cnm.drivers.parent import SlaveDriver, SlaveOptions, parent_name, parse_options
 from cnm.errors import InvalidArgument
 from cnm.kernel.lower import SlaveSpec
-from cnm.model import Network
+from cnm.model import Endpoint, Network
 
 MODES = ("l2", "l3", "l3s")
 FLAGS = ("bridge", "private", "vepa")
@@ -27,11 +28,8 @@ ON_LINK = {4: "0.0.0.0", 6: "::"}
 class IpvlanDriver(SlaveDriver):
     name = "ipvlan"
 
-    def parse(self, raw: Mapping[str, str]) -> SlaveOptions:
+    def parse_options(self, raw: Mapping[str, str]) -> SlaveOptions:
         return parse_options(self.name, raw, MODES, FLAGS)
-
-    def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
-        return to_dict(self.name, self.parse(raw), with_flag=True)
 
     def shim_spec(self, net: Network, opts: SlaveOptions) -> SlaveSpec:
         # One parent has one ipvlan mode: the shim takes the network's.
@@ -43,8 +41,8 @@ class IpvlanDriver(SlaveDriver):
             return super().gateways(net, opts)
         return tuple(sorted({(s.version, ON_LINK[s.version]) for s in net.subnets}))
 
-    def validate_endpoint(self, net: Network, mac: str | None,
-                          holders: Sequence[str]) -> None:
+    def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
+                        holders: Sequence[str], ctx: Context) -> None:
         if mac is not None:
             raise InvalidArgument(f'network "{net.name}" is ipvlan: its endpoints share the '
                                   "parent's MAC, so --mac-address is not accepted")

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from cnm import names
-from cnm.drivers.parent import SlaveDriver, SlaveOptions, parent_name, parse_options, to_dict
+from cnm.drivers.base import Context
+from cnm.drivers.parent import SlaveDriver, SlaveOptions, parent_name, parse_options
 from cnm.errors import InUse, InvalidArgument
 from cnm.kernel.lower import SlaveSpec
-from cnm.model import Network
+from cnm.model import Endpoint, Network
 
 MODES = ("bridge", "private", "vepa", "passthru")
 
@@ -22,19 +23,16 @@ MODES = ("bridge", "private", "vepa", "passthru")
 class MacvlanDriver(SlaveDriver):
     name = "macvlan"
 
-    def parse(self, raw: Mapping[str, str]) -> SlaveOptions:
+    def parse_options(self, raw: Mapping[str, str]) -> SlaveOptions:
         return parse_options(self.name, raw, MODES)
-
-    def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
-        return to_dict(self.name, self.parse(raw), with_flag=False)
 
     def shim_spec(self, net: Network, opts: SlaveOptions) -> SlaveSpec:
         # Bridge mode: the kernel delivers between two slaves only when both are in it.
         return SlaveSpec(ifname=names.shim_name(net.id), parent=parent_name(net),
                          kind=self.name, mode="bridge")
 
-    def validate_endpoint(self, net: Network, mac: str | None,
-                          holders: Sequence[str]) -> None:
+    def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
+                        holders: Sequence[str], ctx: Context) -> None:
         if self.options(net).mode != "passthru":
             return
         if mac is not None:
@@ -42,5 +40,5 @@ class MacvlanDriver(SlaveDriver):
                                   "takes the parent's MAC, so --mac-address is not accepted")
         if holders:
             raise InUse(f'network "{net.name}" is macvlan passthru: its parent '
-                        f'{parent_name(net)} takes one endpoint, and sandbox "{holders[0]}" '
+                        f'{parent_name(net)} takes one endpoint, and {holders[0]} '
                         "holds it", hint="disconnect it first, or use macvlan_mode=bridge")

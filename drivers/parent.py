@@ -22,18 +22,18 @@ with a route through it to the network's ip range (or subnet).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
 import netaddr
 
 from cnm import names
-from cnm.drivers.base import Context, JoinInfo, parse_bool
+from cnm.drivers.base import BaseDriver, Capabilities, Context, JoinInfo, parse_bool
 from cnm.errors import CnmError, Conflict, InvalidArgument, NotFound, Partial
 from cnm.kernel.lower import ParentInfo, SlaveSpec, unsupported
 from cnm.model import Endpoint, Network
+from cnm.undo import quietly
 
 DRIVERS = ("macvlan", "ipvlan")
 # The aux address (--aux-address NAME=IP) the host shim takes.
@@ -67,10 +67,20 @@ class Parent:
 class SlaveOptions:
     """The options of a macvlan or ipvlan network (``flag`` is ipvlan's only)."""
 
+    driver: str
     parent: str | None
     mode: str
     flag: str
     host_shim: bool
+
+    def to_dict(self) -> dict[str, str]:
+        out = {f"{self.driver}_mode": self.mode}
+        if self.parent:
+            out["parent"] = self.parent
+        if self.driver == "ipvlan":
+            out[f"{self.driver}_flag"] = self.flag
+        out["host_shim"] = "true" if self.host_shim else "false"
+        return out
 
 
 def parse_options(driver: str, raw: Mapping[str, str], modes: Sequence[str],
@@ -91,7 +101,7 @@ def parse_options(driver: str, raw: Mapping[str, str], modes: Sequence[str],
         return value
 
     parent = Parent.parse(raw["parent"].strip()).name if "parent" in raw else None
-    opts = SlaveOptions(parent=parent, mode=choice(mode_key, modes),
+    opts = SlaveOptions(driver=driver, parent=parent, mode=choice(mode_key, modes),
                         flag=choice(flag_key, flags) if flags else "bridge",
                         host_shim=parse_bool("host_shim", raw.get("host_shim", "false")))
     if opts.host_shim and "passthru" in (opts.mode, opts.flag):
@@ -102,16 +112,6 @@ def parse_options(driver: str, raw: Mapping[str, str], modes: Sequence[str],
         raise InvalidArgument(f"option host_shim cannot be used with {key}=private: private "
                               "slaves never reach the host's own")
     return opts
-
-
-def to_dict(driver: str, opts: SlaveOptions, with_flag: bool) -> dict[str, str]:
-    out = {f"{driver}_mode": opts.mode}
-    if opts.parent:
-        out["parent"] = opts.parent
-    if with_flag:
-        out[f"{driver}_flag"] = opts.flag
-    out["host_shim"] = "true" if opts.host_shim else "false"
-    return out
 
 
 def parent_name(net: Network) -> str:
@@ -188,27 +188,10 @@ def _check_host_addresses(net: Network, info: ParentInfo, what: str) -> None:
                     "--ip-range that leaves it out")
 
 
-def _quietly(fn: Callable[..., Any], *args: Any) -> Callable[[], None]:
-    def run() -> None:
-        with contextlib.suppress(CnmError):  # an undo must not mask the original error
-            fn(*args)
-
-    return run
-
-
-class SlaveDriver:
+class SlaveDriver(BaseDriver[SlaveOptions]):
     """A network of macvlan or ipvlan slaves on one parent link."""
 
-    name = ""
-    needs_ipam = True
-    user_creatable = True
-    dns = True  # user-defined networks get embedded DNS
-
-    def options(self, net: Network) -> SlaveOptions:
-        return self.parse(net.options)
-
-    def parse(self, raw: Mapping[str, str]) -> SlaveOptions:
-        raise NotImplementedError
+    capabilities = Capabilities(link="slave")
 
     def shim_spec(self, net: Network, opts: SlaveOptions) -> SlaveSpec:
         raise NotImplementedError
@@ -219,16 +202,12 @@ class SlaveDriver:
             return ()
         return tuple((s.version, s.gateway) for s in net.subnets if s.gateway)
 
-    # ---- the driver protocol
+    # ---- the driver contract
     def validate_network(self, net: Network, others: Sequence[Network]) -> None:
         validate_network(net, others)
 
-    def validate_endpoint(self, net: Network, mac: str | None,
-                          holders: Sequence[str]) -> None:
-        pass
-
-    def parent_link(self, options: Mapping[str, str]) -> str | None:
-        return options.get("parent")
+    def lan_link(self, net: Network) -> str | None:
+        return self.options(net).parent
 
     def create_network(self, net: Network, ctx: Context) -> None:
         opts = self.options(net)
@@ -243,14 +222,14 @@ class SlaveDriver:
                     raise unsupported("dummy", f"{what} has no -o parent, so it needs a dummy "
                                       "parent link")
                 if ctx.host.ensure_dummy(dummy, alias):
-                    undo.callback(_quietly(ctx.host.delete_owned, dummy, alias))
+                    undo.callback(quietly(ctx.host.delete_owned, dummy, alias))
             else:
                 self._ensure_parent(net, Parent.parse(opts.parent), alias, what, ctx, undo)
             if opts.host_shim:
                 addresses, routes = shim_plan(net)
                 spec = self.shim_spec(net, opts)
                 if ctx.host.ensure_shim(spec, alias, addresses, routes):
-                    undo.callback(_quietly(ctx.host.delete_owned, spec.ifname, alias))
+                    undo.callback(quietly(ctx.host.delete_owned, spec.ifname, alias))
             undo.pop_all()
 
     def _ensure_parent(self, net: Network, p: Parent, alias: str, what: str, ctx: Context,
@@ -273,7 +252,7 @@ class SlaveDriver:
         if not ctx.host.supports("vlan"):
             raise unsupported("vlan", f"cannot create parent {p.name} of {what}")
         if ctx.host.ensure_vlan(p.name, p.base, p.vid, alias):
-            undo.callback(_quietly(ctx.host.delete_owned, p.name, alias))
+            undo.callback(quietly(ctx.host.delete_owned, p.name, alias))
 
     def delete_network(self, net: Network, ctx: Context) -> None:
         """The shim, then the parent if cnm made it (its ifalias says so); idempotent."""
@@ -286,6 +265,7 @@ class SlaveDriver:
                 errors.append(e)
         if errors:
             raise Partial(f'deleting {self.name} network "{net.name}"', errors)
+        super().delete_network(net, ctx)
 
     def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
         opts = self.options(net)
@@ -307,6 +287,3 @@ class SlaveDriver:
         """The parent (made by cnm or not: without it every endpoint is gone) and the shim."""
         shim = (names.shim_name(net.id),) if self.options(net).host_shim else ()
         return (parent_name(net), *shim)
-
-    def parse_options(self, raw: Mapping[str, str]) -> dict[str, str]:
-        raise NotImplementedError

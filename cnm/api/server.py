@@ -1,8 +1,9 @@
 """The REST/JSON API under /v1/, served over a unix socket.
 
-One route table; request bodies are checked against one field table per body (the OpenAPI
-document in openapi.yaml is kept equal to both by a unit test). Errors leave here in one
-shape, ``{"error": {"code", "message", "hint"?}}``, with the HTTP status from cnm.errors.
+One route table; request bodies are checked against field tables read from the OpenAPI
+document (openapi.yaml), which a unit test keeps equal to the routes and the responses.
+Errors leave here in one shape, ``{"error": {"code", "message", "hint"?}}``, with the HTTP
+status from cnm.errors.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cnm import __version__
-from cnm.controller import Controller
+from cnm.api import views
+from cnm.core import Controller
 from cnm.errors import (
     CnmError,
     Internal,
@@ -30,45 +32,39 @@ from cnm.errors import (
     from_errno,
     http_status,
 )
-from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.model import ConnectSpec, EndpointSpec, NetworkSpec, SandboxSpec
 from cnm.portspec import PortMapping
 
 log = logging.getLogger("cnm.api")
 
+def openapi_document() -> Any:
+    import yaml
+
+    with open(os.path.join(os.path.dirname(__file__), "openapi.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def _fields(schema: str) -> dict[str, tuple[str, bool]]:
+    """A request body's field table (name -> (type, required)), read from its schema in
+    openapi.yaml: the document is the one place the API's fields are listed."""
+    schemas = openapi_document()["components"]["schemas"]
+    body = schemas[schema]
+    out = {}
+    for name, prop in body["properties"].items():
+        if "$ref" in prop:
+            prop = schemas[prop["$ref"].rsplit("/", 1)[1]]
+        out[name] = (prop["type"], name in body.get("required", ()))
+    return out
+
+
 # Field tables: name -> (type, required). Types: "string", "boolean", "array", "object".
-NETWORK_CREATE = {
-    "name": ("string", True),
-    "driver": ("string", False),
-    "subnets": ("array", False),
-    "gateways": ("array", False),
-    "ip_ranges": ("array", False),
-    "aux_addresses": ("object", False),
-    "ipv6": ("boolean", False),
-    "internal": ("boolean", False),
-    "options": ("object", False),
-    "labels": ("object", False),
-}
-CONNECT = {
-    "sandbox": ("string", True),
-    "ip": ("string", False),
-    "ip6": ("string", False),
-    "aliases": ("array", False),
-    "mac_address": ("string", False),
-    "ports": ("array", False),
-}
-DISCONNECT = {"sandbox": ("string", True)}
-PUBLISH = {"ports": ("array", True), "network": ("string", False)}
-SANDBOX_CREATE = {
-    "name": ("string", True),
-    "network": ("string", False),
-    "ip": ("string", False),
-    "ip6": ("string", False),
-    "aliases": ("array", False),
-    "ports": ("array", False),
-    "hostname": ("string", False),
-    "mac_address": ("string", False),
-    "labels": ("object", False),
-}
+NETWORK_CREATE = _fields("NetworkCreate")
+CONNECT = _fields("Connect")
+DISCONNECT = _fields("Disconnect")
+ENDPOINT_CREATE = _fields("EndpointCreate")
+JOIN = _fields("Join")
+PUBLISH = _fields("Publish")
+SANDBOX_CREATE = _fields("SandboxCreate")
 
 _PY: dict[str, type[Any]] = {"string": str, "boolean": bool, "array": list, "object": dict}
 
@@ -116,7 +112,7 @@ def _info(c: Controller, r: Request) -> Response:
 
 
 def _list_networks(c: Controller, r: Request) -> Response:
-    return 200, [c.network_view(n) for n in c.list_networks()]
+    return 200, [views.network(c, n) for n in c.list_networks()]
 
 
 def _create_network(c: Controller, r: Request) -> Response:
@@ -129,11 +125,11 @@ def _create_network(c: Controller, r: Request) -> Response:
         internal=bool(b.get("internal")), options=dict(b.get("options") or {}),
         labels=dict(b.get("labels") or {}),
     )
-    return 201, c.network_view(c.create_network(spec))
+    return 201, views.network(c, c.create_network(spec))
 
 
 def _get_network(c: Controller, r: Request) -> Response:
-    return 200, c.network_view(c.network(r.params["ref"]))
+    return 200, views.network(c, c.network(r.params["ref"]))
 
 
 def _remove_network(c: Controller, r: Request) -> Response:
@@ -150,9 +146,9 @@ def _connect(c: Controller, r: Request) -> Response:
     ep = c.connect(ConnectSpec(
         network=r.params["ref"], sandbox=b["sandbox"], ip=b.get("ip"), ip6=b.get("ip6"),
         aliases=tuple(b.get("aliases") or ()), mac=b.get("mac_address"),
-        ports=tuple(b.get("ports") or ()),
+        ports=tuple(b.get("ports") or ()), ifname=b.get("ifname") or "",
     ))
-    return 201, ep.to_dict()
+    return 201, views.endpoint(c, ep)
 
 
 def _disconnect(c: Controller, r: Request) -> Response:
@@ -161,8 +157,41 @@ def _disconnect(c: Controller, r: Request) -> Response:
     return 200, {"id": ep.id}
 
 
+def _create_endpoint(c: Controller, r: Request) -> Response:
+    b = check_body(r.body, ENDPOINT_CREATE, "endpoint create")
+    ep = c.create_endpoint(EndpointSpec(
+        network=r.params["ref"], name=b["name"], ip=b.get("ip"), ip6=b.get("ip6"),
+        aliases=tuple(b.get("aliases") or ()), mac=b.get("mac_address"),
+        ports=tuple(b.get("ports") or ()),
+    ))
+    return 201, views.endpoint(c, ep)
+
+
+def _list_endpoints(c: Controller, r: Request) -> Response:
+    return 200, [views.endpoint(c, e) for e in c.list_endpoints()]
+
+
+def _get_endpoint(c: Controller, r: Request) -> Response:
+    return 200, views.endpoint(c, c.endpoint(r.params["ref"]))
+
+
+def _join(c: Controller, r: Request) -> Response:
+    b = check_body(r.body, JOIN, "join")
+    return 200, views.endpoint(c, c.join(r.params["ref"], b["sandbox"], b.get("ifname") or ""))
+
+
+def _leave(c: Controller, r: Request) -> Response:
+    check_body(r.body, {}, "leave")
+    return 200, views.endpoint(c, c.leave(r.params["ref"]))
+
+
+def _delete_endpoint(c: Controller, r: Request) -> Response:
+    ep = c.delete_endpoint(r.params["ref"])
+    return 200, {"id": ep.id, "name": ep.name}
+
+
 def _list_sandboxes(c: Controller, r: Request) -> Response:
-    return 200, [c.sandbox_view(s) for s in c.list_sandboxes()]
+    return 200, [views.sandbox(c, s) for s in c.list_sandboxes()]
 
 
 def _create_sandbox(c: Controller, r: Request) -> Response:
@@ -172,12 +201,13 @@ def _create_sandbox(c: Controller, r: Request) -> Response:
         ip6=b.get("ip6"), aliases=tuple(b.get("aliases") or ()),
         ports=tuple(b.get("ports") or ()), hostname=b.get("hostname"),
         mac=b.get("mac_address"), labels=dict(b.get("labels") or {}),
+        netns=b.get("netns"), ifname=b.get("ifname") or "",
     ))
-    return 201, c.sandbox_view(sb)
+    return 201, views.sandbox(c, sb)
 
 
 def _get_sandbox(c: Controller, r: Request) -> Response:
-    return 200, c.sandbox_view(c.sandbox(r.params["ref"]))
+    return 200, views.sandbox(c, c.sandbox(r.params["ref"]))
 
 
 def _remove_sandbox(c: Controller, r: Request) -> Response:
@@ -230,6 +260,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/v1/networks/{ref}", _remove_network),
     ("POST", "/v1/networks/{ref}/connect", _connect),
     ("POST", "/v1/networks/{ref}/disconnect", _disconnect),
+    ("POST", "/v1/networks/{ref}/endpoints", _create_endpoint),
+    ("GET", "/v1/endpoints", _list_endpoints),
+    ("GET", "/v1/endpoints/{ref}", _get_endpoint),
+    ("DELETE", "/v1/endpoints/{ref}", _delete_endpoint),
+    ("POST", "/v1/endpoints/{ref}/join", _join),
+    ("POST", "/v1/endpoints/{ref}/leave", _leave),
     ("GET", "/v1/sandboxes", _list_sandboxes),
     ("POST", "/v1/sandboxes", _create_sandbox),
     ("GET", "/v1/sandboxes/{ref}", _get_sandbox),
@@ -257,13 +293,6 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
     if allowed:
         raise InvalidArgument(f"method {method} is not allowed on {path}")
     raise NotFound(f"no such API path: {method} {path}")
-
-
-def openapi_document() -> Any:
-    import yaml
-
-    with open(os.path.join(os.path.dirname(__file__), "openapi.yaml")) as f:
-        return yaml.safe_load(f)
 
 
 def dispatch(c: Controller, method: str, target: str, raw: bytes) -> Response:

@@ -343,6 +343,21 @@ class SandboxLinks:
         self._v.forget(path)
         netns.delete(path)
 
+    def identity(self, path: str) -> str | None:
+        """The namespace's identity ("dev:inode"), None if ``path`` is no namespace."""
+        return netns.identity(path)
+
+    def release(self, path: str) -> None:
+        """Let go of a namespace cnm did not make: its DNS redirect table goes, and cnm's
+        cached handle (whose socket would keep the namespace alive). Gone is success."""
+
+        def run(_: Handles) -> None:
+            nft.run_here("add table ip cnm_dns\ndelete table ip cnm_dns\n")
+
+        with contextlib.suppress(NotFound):
+            self._v.call(path, run)
+        self._v.forget(path)
+
     def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
         """Give an interface its addresses and bring it up. Interfaces in a sandbox start
         without IPv6 (see netns._create); one with an IPv6 address gets it back first."""

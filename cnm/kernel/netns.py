@@ -79,6 +79,18 @@ def ns_inode(path: str) -> int:
     return os.stat(path).st_ino
 
 
+def identity(path: str) -> str | None:
+    """The identity of the network namespace at ``path`` ("dev:inode", the same through
+    every path to it), or None when ``path`` is no network namespace."""
+    if not is_netns(path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
 def is_netns(path: str) -> bool:
     """True when ``path`` is a live bound network namespace (not a plain leftover file)."""
     try:

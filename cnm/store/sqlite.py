@@ -1,5 +1,7 @@
 """The local store: SQLite under the state dir, one transaction per operation.
 
+It implements cnm.store's interface (Store, Tx).
+
 The store is the truth: the kernel is made to match it. Records are JSON documents; the
 columns beside them carry the unique constraints that make a double allocation impossible
 even if a bug slipped past the controller's lock.
@@ -13,13 +15,15 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox
 from cnm.portspec import PortMapping
+from cnm.store import State
 
-SCHEMA_VERSION = 2
+# 1: ports inside endpoint documents; 2: ports are rows; 3: an endpoint exists before it
+# joins a sandbox (sandbox_id may be NULL) and has a name unique in its network.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,9 +34,11 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY,
     network_id TEXT NOT NULL REFERENCES networks(id),
-    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id),
+    sandbox_id TEXT REFERENCES sandboxes(id),
+    name TEXT NOT NULL,
     ipv4 TEXT, ipv6 TEXT, doc TEXT NOT NULL,
     UNIQUE (network_id, sandbox_id),
+    UNIQUE (network_id, name),
     UNIQUE (network_id, ipv4),
     UNIQUE (network_id, ipv6));
 CREATE TABLE IF NOT EXISTS ports (
@@ -42,13 +48,6 @@ CREATE TABLE IF NOT EXISTS ports (
     PRIMARY KEY (proto, host_ip, host_port));
 CREATE INDEX IF NOT EXISTS ports_of_endpoint ON ports (endpoint_id);
 """
-
-
-@dataclass
-class State:
-    networks: list[Network]
-    sandboxes: list[Sandbox]
-    endpoints: list[Endpoint]
 
 
 class Tx:
@@ -91,11 +90,12 @@ class Tx:
         doc = e.to_dict()
         doc["ports"] = []
         self._x(
-            "INSERT INTO endpoints (id, network_id, sandbox_id, ipv4, ipv6, doc) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "INSERT INTO endpoints (id, network_id, sandbox_id, name, ipv4, ipv6, doc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "network_id = excluded.network_id, sandbox_id = excluded.sandbox_id, "
-            "ipv4 = excluded.ipv4, ipv6 = excluded.ipv6, doc = excluded.doc",
-            (e.id, e.network_id, e.sandbox_id, v4, v6, json.dumps(doc)),
+            "name = excluded.name, ipv4 = excluded.ipv4, ipv6 = excluded.ipv6, "
+            "doc = excluded.doc",
+            (e.id, e.network_id, e.sandbox_id, e.name or e.id, v4, v6, json.dumps(doc)),
         )
         self._x("DELETE FROM ports WHERE endpoint_id = ?", (e.id,))
         self.add_ports(e.id, e.ports)
@@ -115,7 +115,7 @@ class Tx:
         self._x("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
 
 
-class Store:
+class SqliteStore:
     """SQLite in WAL mode; commits do not fsync (synchronous=NORMAL), which is durable
     across a daemon crash and costs microseconds instead of milliseconds."""
 
@@ -127,25 +127,61 @@ class Store:
         self._c.execute("PRAGMA journal_mode=WAL")
         self._c.execute("PRAGMA synchronous=NORMAL")
         self._c.execute("PRAGMA foreign_keys=ON")
-        self._c.executescript(_SCHEMA)
-        row = self._c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
-            self._c.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
+        has_meta = self._c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        row = self._c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() \
+            if has_meta else None
+        version = int(row[0]) if row else SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
             raise Internal(
-                f"store {self.path} has schema version {row[0]}, newer than this cnm "
+                f"store {self.path} has schema version {version}, newer than this cnm "
                 f"({SCHEMA_VERSION})",
                 hint="run the cnm release that wrote it",
             )
-        elif int(row[0]) == 1:
+        if version < 3 and row is not None:
+            self._migrate_to_3()
+        self._c.executescript(_SCHEMA)
+        if row is None:
+            self._c.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        if version < 2:
             self._migrate_1_to_2()
+        if version < SCHEMA_VERSION:
+            self._c.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                            (str(SCHEMA_VERSION),))
+
+    def _migrate_to_3(self) -> None:
+        """Versions 1 and 2 had no endpoint name column and a NOT NULL sandbox_id: rebuild
+        the table (SQLite cannot drop a NOT NULL; the new table is renamed into place, so
+        the ports table's reference to "endpoints" still holds); names are the sandboxes'."""
+        self._c.execute("PRAGMA foreign_keys=OFF")
+        self._c.executescript("""
+            BEGIN IMMEDIATE;
+            CREATE TABLE endpoints_3 (
+                id TEXT PRIMARY KEY,
+                network_id TEXT NOT NULL REFERENCES networks(id),
+                sandbox_id TEXT REFERENCES sandboxes(id),
+                name TEXT NOT NULL,
+                ipv4 TEXT, ipv6 TEXT, doc TEXT NOT NULL,
+                UNIQUE (network_id, sandbox_id),
+                UNIQUE (network_id, name),
+                UNIQUE (network_id, ipv4),
+                UNIQUE (network_id, ipv6));
+            INSERT INTO endpoints_3 (id, network_id, sandbox_id, name, ipv4, ipv6, doc)
+                SELECT e.id, e.network_id, e.sandbox_id,
+                       COALESCE(json_extract(s.doc, '$.name'), e.id), e.ipv4, e.ipv6,
+                       json_set(e.doc, '$.name', COALESCE(json_extract(s.doc, '$.name'), e.id))
+                FROM endpoints e LEFT JOIN sandboxes s ON s.id = e.sandbox_id;
+            DROP TABLE endpoints;
+            ALTER TABLE endpoints_3 RENAME TO endpoints;
+            COMMIT;
+        """)
+        self._c.execute("PRAGMA foreign_keys=ON")
 
     def _migrate_1_to_2(self) -> None:
         """Version 1 kept published ports inside each endpoint's document."""
         with self.transaction() as tx:
             for (doc,) in self._c.execute("SELECT doc FROM endpoints").fetchall():
                 tx.put_endpoint(Endpoint.from_dict(json.loads(doc)))
-            self._c.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from nstools import Daemon, HostNs, Stack, run, unbind_all
 
-from cnm.controller import Config, Controller
+from cnm.core import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.kernel.link import HostLinks, SandboxLinks
 from cnm.kernel.netns import NsThread, Visitor
 from cnm.kernel.nft import Nftables
 from cnm.netfilter import Netfilter
-from cnm.store import Store
+from cnm.store.sqlite import SqliteStore
 
 if os.geteuid() != 0:
     pytest.skip("the netns tier needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
@@ -51,7 +51,7 @@ def stack(host_ns: HostNs, tmp_path: Path) -> Iterator[Stack]:
     visitor = Visitor()
     host = HostLinks(thread)
     sandbox = SandboxLinks(visitor)
-    store = Store(config.state_dir)
+    store = SqliteStore(config.state_dir)
     controller = Controller(config, store, Context(host, sandbox), builtin(),
                             Netfilter(Nftables(thread)))
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnm.client import Client
-from cnm.controller import Config, Controller
+from cnm.core import Config, Controller
 from cnm.kernel.link import HostLinks, SandboxLinks
 
 

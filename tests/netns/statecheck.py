@@ -10,7 +10,7 @@ from typing import Any
 
 from nstools import Stack, in_ns
 
-from cnm.store import Store
+from cnm.store.sqlite import SqliteStore
 
 
 def host_links(stack: Stack) -> list[dict[str, Any]]:
@@ -30,7 +30,7 @@ def host_links(stack: Stack) -> list[dict[str, Any]]:
 
 def stored(stack: Stack) -> dict[str, list[dict[str, Any]]]:
     """The store's records, read through a connection of its own."""
-    store = Store(stack.config.state_dir)
+    store = SqliteStore(stack.config.state_dir)
     try:
         state = store.load()
     finally:

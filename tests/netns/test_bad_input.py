@@ -14,7 +14,7 @@ import pytest
 from nstools import Stack, run
 from statecheck import snapshot
 
-from cnm.controller import Controller
+from cnm.core import Controller
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, InvalidArgument, NotFound
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 

@@ -11,7 +11,7 @@ from nstools import Stack, addresses, can_ping, default_route, in_ns, links, run
 from statecheck import stored
 
 from cnm import names
-from cnm.controller import Controller
+from cnm.core import Controller
 from cnm.drivers.bridge import bridge_of
 from cnm.drivers.registry import builtin
 from cnm.model import NetworkSpec, SandboxSpec

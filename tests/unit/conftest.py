@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from cnm.controller import Config, Controller
+from cnm.core import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.kernel import netns
 from cnm.netfilter import Netfilter
-from cnm.store import Store
+from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
 
 HOST_RESOLV = """# host resolv.conf
@@ -56,7 +56,7 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
     resolv.write_text(HOST_RESOLV)
     host_ns = tmp_path / "host-netns"
     host_ns.touch()
-    stores: list[Store] = []
+    stores: list[SqliteStore] = []
     kernel_ = kernel
 
     def make(kernel: FakeKernel | None = None, netfilter: Netfilter | None = None,
@@ -68,7 +68,7 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
         monkeypatch.setattr(netns, "is_netns", k.is_netns)
         cfg = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
                      host_netns=str(host_ns), resolv_conf=str(resolv), **config)
-        store = Store(cfg.state_dir)
+        store = SqliteStore(cfg.state_dir)
         stores.append(store)
         ctl = Controller(cfg, store, Context(h, s), builtin(), netfilter)
         ctl.start()

@@ -27,9 +27,9 @@ def test_docker_aliases_map_to_canonical_keys() -> None:
 
 def test_canonical_keys_and_round_trip() -> None:
     raw = {"bridge_name": "br0", "mtu": "9000", "icc": "yes", "masquerade": "off"}
-    stored = BridgeDriver().parse_options(raw)
+    stored = BridgeDriver().parse_options(raw).to_dict()
     assert stored == {"bridge_name": "br0", "mtu": "9000", "icc": "true", "masquerade": "false"}
-    assert BridgeDriver().parse_options(stored) == stored
+    assert BridgeDriver().parse_options(stored).to_dict() == stored
 
 
 def test_unknown_option_is_named() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from cnm import names
-from cnm.controller import Controller
+from cnm.core import Controller
 from cnm.errors import AlreadyExists, Conflict, InUse, InvalidArgument, KernelError, NotFound
 from cnm.model import NetworkSpec, SandboxSpec
 from cnm.testing import FakeHostLinks
@@ -146,7 +146,7 @@ def test_gateway_and_ip_range(ctl: Controller) -> None:
 
 def test_same_bridge_name_twice_is_a_conflict(ctl: Controller) -> None:
     ctl.create_network(NetworkSpec("a", options={"bridge_name": "br-a"}))
-    with pytest.raises(Conflict, match='bridge br-a is already used by network "a"'):
+    with pytest.raises(Conflict, match='link br-a is already used by network "a"'):
         ctl.create_network(NetworkSpec("b", options={"com.docker.network.bridge.name": "br-a"}))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cnm import firewall, names
-from cnm.controller import Controller
+from cnm.core import Controller
 from cnm.errors import (
     CnmError,
     Conflict,
@@ -21,7 +21,7 @@ from cnm.errors import (
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.netfilter import Netfilter
 from cnm.portspec import EPHEMERAL, PortMapping
-from cnm.store import Tx
+from cnm.store.sqlite import Tx
 from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 
 MakeController = Callable[..., Controller]

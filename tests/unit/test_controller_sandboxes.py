@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cnm import names
-from cnm.controller import Controller
+from cnm.core import Controller
 from cnm.errors import (
     AlreadyExists,
     CnmError,

@@ -23,7 +23,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from test_dns_resolver import compression_cycle
 
 from cnm import daemon
-from cnm.controller import Config, Controller
+from cnm.core import Config, Controller
 from cnm.dns.records import Entry, Records
 from cnm.dns.server import ATTEMPT_TIMEOUT, MAX_UPSTREAMS, DnsServer, Upstreams
 from cnm.drivers.base import Context
@@ -31,7 +31,7 @@ from cnm.drivers.registry import builtin
 from cnm.errors import InvalidArgument
 from cnm.kernel import netns
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
-from cnm.store import Store
+from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
 
 LOOP = "127.0.0.1"
@@ -741,7 +741,7 @@ def dns_stack(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
     sbx = Recording(kernel)
     sbx.opened = {}
     server = DnsServer(Records(), Upstreams([]), factory([]))
-    store = Store(cfg.state_dir)
+    store = SqliteStore(cfg.state_dir)
     ctl = Controller(cfg, store, Context(host, sbx), builtin(), None, server)
     ctl.start()
     try:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cnm import names
-from cnm.controller import Controller
+from cnm.core import Controller
 from cnm.drivers.ipvlan import IpvlanDriver
 from cnm.drivers.macvlan import MacvlanDriver
 from cnm.drivers.parent import Parent
@@ -32,32 +32,33 @@ MACVLAN, IPVLAN = MacvlanDriver(), IpvlanDriver()
 
 # --------------------------------------------------------------------------- options
 def test_defaults_are_stored_explicitly() -> None:
-    assert MACVLAN.parse_options({}) == {"macvlan_mode": "bridge", "host_shim": "false"}
-    assert IPVLAN.parse_options({}) == {"ipvlan_mode": "l2", "ipvlan_flag": "bridge",
+    assert MACVLAN.parse_options({}).to_dict() == {"macvlan_mode": "bridge", "host_shim": "false"}
+    assert IPVLAN.parse_options({}).to_dict() == {"ipvlan_mode": "l2", "ipvlan_flag": "bridge",
                                         "host_shim": "false"}
 
 
 @pytest.mark.parametrize("mode", ["bridge", "private", "vepa", "passthru", "VEPA "])
 def test_macvlan_modes(mode: str) -> None:
-    stored = MACVLAN.parse_options({"parent": "eth0", "macvlan_mode": mode})
+    stored = MACVLAN.parse_options({"parent": "eth0", "macvlan_mode": mode}).to_dict()
     assert stored == {"macvlan_mode": mode.strip().lower(), "parent": "eth0",
                       "host_shim": "false"}
-    assert MACVLAN.parse_options(stored) == stored
+    assert MACVLAN.parse_options(stored).to_dict() == stored
 
 
 @pytest.mark.parametrize("mode", ["l2", "l3", "l3s"])
 @pytest.mark.parametrize("flag", ["bridge", "private", "vepa"])
 def test_ipvlan_modes_and_flags(mode: str, flag: str) -> None:
     stored = IPVLAN.parse_options({"parent": "eth0.10", "ipvlan_mode": mode,
-                                   "ipvlan_flag": flag})
+                                   "ipvlan_flag": flag}).to_dict()
     assert stored == {"ipvlan_mode": mode, "parent": "eth0.10", "ipvlan_flag": flag,
                       "host_shim": "false"}
-    assert IPVLAN.parse_options(stored) == stored
+    assert IPVLAN.parse_options(stored).to_dict() == stored
 
 
 def test_host_shim_round_trips() -> None:
-    assert MACVLAN.parse_options({"host_shim": "yes"})["host_shim"] == "true"
-    assert IPVLAN.parse_options({"host_shim": "1", "ipvlan_mode": "l3"})["host_shim"] == "true"
+    assert MACVLAN.parse_options({"host_shim": "yes"}).to_dict()["host_shim"] == "true"
+    shim = IPVLAN.parse_options({"host_shim": "1", "ipvlan_mode": "l3"}).to_dict()["host_shim"]
+    assert shim == "true"
 
 
 @pytest.mark.parametrize("driver, raw, words", [
@@ -95,7 +96,7 @@ def test_bad_options_are_refused_by_name(driver: Any, raw: dict[str, str],
 
 def test_unknown_option_hint_lists_the_options() -> None:
     with pytest.raises(InvalidArgument) as e:
-        IPVLAN.parse_options({"mode": "l3"})
+        IPVLAN.parse_options({"mode": "l3"}).to_dict()
     assert e.value.hint == "ipvlan options: parent, ipvlan_mode, ipvlan_flag, host_shim"
 
 

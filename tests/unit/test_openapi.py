@@ -15,6 +15,8 @@ import pytest
 from cnm.api.server import (
     CONNECT,
     DISCONNECT,
+    ENDPOINT_CREATE,
+    JOIN,
     NETWORK_CREATE,
     PUBLISH,
     ROUTES,
@@ -23,12 +25,12 @@ from cnm.api.server import (
     dispatch,
     openapi_document,
 )
-from cnm.controller import Config, Controller
+from cnm.core import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.errors import InvalidArgument
 from cnm.netfilter import Netfilter
-from cnm.store import Store
+from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 
 DOC: dict[str, Any] = openapi_document()
@@ -39,6 +41,8 @@ BODIES = {
     ("POST", "/v1/networks"): NETWORK_CREATE,
     ("POST", "/v1/networks/{ref}/connect"): CONNECT,
     ("POST", "/v1/networks/{ref}/disconnect"): DISCONNECT,
+    ("POST", "/v1/networks/{ref}/endpoints"): ENDPOINT_CREATE,
+    ("POST", "/v1/endpoints/{ref}/join"): JOIN,
     ("POST", "/v1/sandboxes"): SANDBOX_CREATE,
     ("POST", "/v1/sandboxes/{ref}/ports"): PUBLISH,
 }
@@ -136,7 +140,8 @@ def test_checker_reports_what_is_wrong() -> None:
     assert violations({**good, "aux_addresses": {"a": 1}}, sub) == [
         "$.aux_addresses.a: int is not string"]
     sb = {"$ref": "#/components/schemas/Sandbox"}
-    assert "$.kind: 'vm' is not one of ['netns', 'host']" in violations({"kind": "vm"}, sb)
+    assert "$.kind: 'vm' is not one of ['netns', 'host', 'external']" in violations(
+        {"kind": "vm"}, sb)
     info = {"$ref": "#/components/schemas/Info"}
     assert "$.networks: bool is not integer" in violations({"networks": True}, info)
     with pytest.raises(AssertionError, match="dangling"):
@@ -246,7 +251,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
     resolv.write_text("nameserver 192.0.2.53\n")
     config = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
                     host_netns=str(tmp_path / "host-netns"), resolv_conf=str(resolv))
-    store = Store(config.state_dir)
+    store = SqliteStore(config.state_dir)
     controller = Controller(config, store,
                             Context(FakeHostLinks(kernel), FakeSandboxLinks(kernel)), builtin(),
                             Netfilter(FakeNft()))
@@ -273,6 +278,22 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
     ep = api("POST", "/v1/networks/db/connect", {"sandbox": "a"}, expect=201)
     assert set(ep) == set(resolve({"$ref": "#/components/schemas/Endpoint"})["required"])
     assert ep["ipv6"] and ep["gateway4"] is None  # internal: no gateway, still documented
+    # An endpoint's life: reserved, listed, joined, left, deleted.
+    res = api("POST", "/v1/networks/web/endpoints", {"name": "spare", "ip": "10.1.0.50"},
+              expect=201)
+    assert set(res) == set(resolve({"$ref": "#/components/schemas/Endpoint"})["required"])
+    assert res["sandbox_id"] is None and res["ipv4"] == "10.1.0.50/24"
+    assert [(e["network"], e["name"], e["sandbox"]) for e in api("GET", "/v1/endpoints")] == [
+        ("db", "a", "a"), ("host", "h", "h"), ("none", "n", "n"), ("web", "a", "a"),
+        ("web", "spare", None)]
+    api("POST", "/v1/sandboxes", {"name": "j", "network": "none"}, expect=201)
+    api("POST", "/v1/networks/none/disconnect", {"sandbox": "j"})
+    joined = api("POST", "/v1/endpoints/spare/join", {"sandbox": "j", "ifname": "lan0"})
+    assert (joined["sandbox"], joined["ifname"]) == ("j", "lan0")
+    assert api("GET", "/v1/endpoints/spare")["sandbox"] == "j"
+    assert api("POST", "/v1/endpoints/spare/leave")["sandbox_id"] is None
+    assert api("DELETE", "/v1/endpoints/spare") == {"id": res["id"], "name": "spare"}
+    api("DELETE", "/v1/sandboxes/j")
 
     # Lists and inspects, now with endpoints in them (the nested schemas get checked).
     nets = api("GET", "/v1/networks")

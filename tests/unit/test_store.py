@@ -9,7 +9,8 @@ import pytest
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox, Subnet
 from cnm.portspec import PortMapping
-from cnm.store import SCHEMA_VERSION, Store
+from cnm.store.sqlite import SCHEMA_VERSION
+from cnm.store.sqlite import SqliteStore as Store
 
 
 def net(ident: str = "n1", name: str = "blue") -> Network:
@@ -220,6 +221,12 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     # A version 1 store: ports inside the endpoint's document, no ports table.
     c = sqlite3.connect(str(tmp_path / "cnm.db"), isolation_level=None)
     c.execute("DROP TABLE ports")
+    c.execute("DROP TABLE endpoints")
+    c.execute("""CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),
+        sandbox_id TEXT NOT NULL REFERENCES sandboxes(id), ipv4 TEXT, ipv6 TEXT,
+        doc TEXT NOT NULL, UNIQUE (network_id, sandbox_id), UNIQUE (network_id, ipv4),
+        UNIQUE (network_id, ipv6))""")
     e = endpoint("e1")
     c.execute("INSERT INTO endpoints (id, network_id, sandbox_id, ipv4, ipv6, doc) "
               "VALUES (?, ?, ?, ?, ?, ?)",
@@ -228,7 +235,8 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     c.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
     c.close()
     store = Store(str(tmp_path))
-    assert store.load().endpoints == [e]
+    # Version 3 names it after its sandbox.
+    assert store.load().endpoints == [dataclasses.replace(e, name=sandbox().name)]
     row = store._c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    assert row == ("2",)
+    assert row == (str(SCHEMA_VERSION),)
     store.close()

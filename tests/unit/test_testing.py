@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cnm import names
-from cnm.controller import Controller
+from cnm.core import Controller
 from cnm.drivers.base import Context
 from cnm.errors import AlreadyExists, KernelError, NotFound
 from cnm.kernel.link import HostLinks, SandboxLinks
@@ -107,7 +107,7 @@ def test_faulty_real_style_adapter_in_a_controller(make_controller: MakeControll
     # The routes' undo is registered before the call, so a call that fails half way is
     # put back too; then the endpoint's own steps are undone.
     assert [c.method for c in wrapped.calls] == [
-        "configure", "set_default_routes", "set_default_routes", "retire"]
+        "identity", "configure", "set_default_routes", "set_default_routes", "retire"]
     assert len(ctl.endpoints) == 1
     assert ctl.connect(ConnectSpec("blue", "web")).ipv4 == "10.10.0.2/24"
 

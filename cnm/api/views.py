@@ -1,0 +1,42 @@
+"""The API's JSON for networks, sandboxes and endpoints: records, plus what the core knows
+of their relations (read under the core's lock, so a view is one consistent picture)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cnm.core import Controller
+from cnm.model import Endpoint, Network, Sandbox
+
+
+def network(c: Controller, net: Network) -> dict[str, Any]:
+    with c.lock:
+        out = net.to_dict()
+        out["endpoints"] = [
+            {"id": e.id, "name": e.name,
+             "sandbox": c.sandboxes[e.sandbox_id].name if e.sandbox_id else None,
+             "sandbox_id": e.sandbox_id, "ifname": e.ifname, "mac": e.mac,
+             "ipv4": e.ipv4, "ipv6": e.ipv6}
+            for e in c.endpoints_of(network=net.id)
+        ]
+        return out
+
+
+def sandbox(c: Controller, sb: Sandbox) -> dict[str, Any]:
+    with c.lock:
+        out = sb.to_dict()
+        d = c.files_dir(sb)
+        out["netns"] = c.netns_path(sb)
+        out["hosts_path"] = os.path.join(d, "hosts")
+        out["resolv_conf_path"] = os.path.join(d, "resolv.conf")
+        out["endpoints"] = [endpoint(c, e) for e in c.endpoints_of(sandbox=sb.id)]
+        return out
+
+
+def endpoint(c: Controller, ep: Endpoint) -> dict[str, Any]:
+    with c.lock:
+        out = ep.to_dict()
+        out["network"] = c.networks[ep.network_id].name
+        out["sandbox"] = c.sandboxes[ep.sandbox_id].name if ep.sandbox_id else None
+        return out

@@ -1,0 +1,216 @@
+"""The core: validate, plan, apply (with undo), store, split by CNM object.
+
+``Controller`` is the one facade the surfaces call. It owns the lock that serialises every
+mutation, and hands each call to the part that owns the object:
+
+    networks.py   create, remove, prune, the pre-defined networks
+    endpoints.py  create (reserve) → join → leave → delete; connect, disconnect
+    sandboxes.py  cnm's namespaces, adopted ones, the host's; routes and files
+    publish.py    published ports and cnm's firewall table
+    dnsview.py    which networks have names, what a joined endpoint answers as
+    reconcile.py  start: make the kernel match the store
+
+Every mutation either completes (kernel and store agree) or leaves no trace: each applied
+step pushes its undo on an ExitStack, which unwinds on any failure before the store commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cnm.core.dnsview import DnsView
+from cnm.core.endpoints import Endpoints
+from cnm.core.networks import Networks
+from cnm.core.publish import Publishing
+from cnm.core.reconcile import Reconciler
+from cnm.core.sandboxes import Sandboxes
+from cnm.core.state import Config, State
+from cnm.dns.server import DnsServer
+from cnm.drivers.base import Context, Driver
+from cnm.model import (
+    ConnectSpec,
+    Endpoint,
+    EndpointSpec,
+    Network,
+    NetworkSpec,
+    Sandbox,
+    SandboxSpec,
+)
+from cnm.netfilter import Netfilter
+from cnm.portspec import PortMapping
+from cnm.store import Store
+
+__all__ = ["Config", "Controller"]
+
+
+class Controller:
+    def __init__(self, config: Config, store: Store, ctx: Context,
+                 drivers: dict[str, Driver], netfilter: Netfilter | None = None,
+                 dns: DnsServer | None = None) -> None:
+        s = self.state = State(config, store, ctx, drivers, netfilter, dns)
+        self.config, self.store, self.drivers = config, store, drivers
+        self.netfilter, self.dns, self.records, self.lock = netfilter, dns, s.records, s.lock
+        self._dns = DnsView(s)
+        self._pub = Publishing(s)
+        self._nets = Networks(s, self._pub)
+        self._sbx = Sandboxes(s, self._pub, self._dns)
+        self._eps = Endpoints(s, self._pub, self._dns, self._sbx)
+        self._sbx.eps = self._eps
+        self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
+        if netfilter is not None:
+            netfilter.repair = self._pub.rebuild_table
+        import os
+
+        os.makedirs(os.path.join(config.run_dir, "netns"), mode=0o755, exist_ok=True)
+        os.makedirs(os.path.join(config.run_dir, "sandboxes"), mode=0o755, exist_ok=True)
+
+    @property
+    def ctx(self) -> Context:
+        return self.state.ctx
+
+    @ctx.setter
+    def ctx(self, ctx: Context) -> None:  # tests swap in adapters that fail on purpose
+        self.state.ctx = ctx
+
+    # The records in memory (a cache of the store): read them under the lock.
+    @property
+    def networks(self) -> dict[str, Network]:
+        return self.state.networks
+
+    @property
+    def sandboxes(self) -> dict[str, Sandbox]:
+        return self.state.sandboxes
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        return self.state.endpoints
+
+    # ----------------------------------------------------------------------- start
+    def start(self) -> None:
+        """Load the store and make the kernel match it (reconcile)."""
+        with self.lock:
+            self._rec.start()
+
+    # ----------------------------------------------------------------------- reads
+    def network(self, ref: str) -> Network:
+        with self.lock:
+            return self.state.network(ref)
+
+    def sandbox(self, ref: str) -> Sandbox:
+        with self.lock:
+            return self.state.sandbox(ref)
+
+    def endpoint(self, ref: str) -> Endpoint:
+        with self.lock:
+            return self.state.endpoint(ref)
+
+    def endpoints_of(self, *, network: str | None = None,
+                     sandbox: str | None = None) -> list[Endpoint]:
+        with self.lock:
+            return self.state.endpoints_of(network=network, sandbox=sandbox)
+
+    def list_networks(self) -> list[Network]:
+        with self.lock:
+            return sorted(self.state.networks.values(), key=lambda n: n.name)
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        with self.lock:
+            return sorted(self.state.sandboxes.values(), key=lambda s: s.name)
+
+    def list_endpoints(self) -> list[Endpoint]:
+        with self.lock:
+            return sorted(self.state.endpoints.values(),
+                          key=lambda e: (self.state.networks[e.network_id].name, e.name))
+
+    def netns_path(self, sb: Sandbox) -> str:
+        return self.state.netns_path(sb)
+
+    def files_dir(self, sb: Sandbox) -> str:
+        return self.state.files_dir(sb)
+
+    def host_netns_path(self) -> str:
+        return self.state.host_netns_path()
+
+    def info(self) -> dict[str, Any]:
+        with self.lock:
+            return self.state.info()
+
+    # ----------------------------------------------------------------------- networks
+    def create_network(self, spec: NetworkSpec) -> Network:
+        with self.lock:
+            net = self._nets.plan(spec)
+            self._nets.add(net)
+            return net
+
+    def remove_network(self, ref: str) -> Network:
+        with self.lock:
+            net = self.state.network(ref)
+            self._nets.remove(net)
+            return net
+
+    def prune_networks(self) -> list[str]:
+        with self.lock:
+            return self._nets.prune()
+
+    # ----------------------------------------------------------------------- sandboxes
+    def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
+        with self.lock:
+            return self._sbx.create(spec)
+
+    def remove_sandbox(self, ref: str, force: bool = False) -> Sandbox:
+        with self.lock:
+            sb = self.state.sandbox(ref)
+            self._sbx.remove(sb, force)
+            return sb
+
+    # ----------------------------------------------------------------------- endpoints
+    def create_endpoint(self, spec: EndpointSpec) -> Endpoint:
+        with self.lock:
+            return self._eps.create(spec.network, spec.name, ip=spec.ip, ip6=spec.ip6,
+                                    mac=spec.mac, aliases=spec.aliases, ports=spec.ports)
+
+    def join(self, endpoint: str, sandbox: str, ifname: str = "") -> Endpoint:
+        with self.lock:
+            return self._eps.join(endpoint, sandbox, ifname)
+
+    def leave(self, endpoint: str) -> Endpoint:
+        with self.lock:
+            return self._eps.leave(endpoint)
+
+    def delete_endpoint(self, endpoint: str) -> Endpoint:
+        with self.lock:
+            return self._eps.delete(endpoint)
+
+    def connect(self, spec: ConnectSpec) -> Endpoint:
+        with self.lock:
+            return self._eps.connect(spec.network, spec.sandbox, ip=spec.ip, ip6=spec.ip6,
+                                     mac=spec.mac, aliases=spec.aliases, ports=spec.ports,
+                                     ifname=spec.ifname)
+
+    def disconnect(self, network: str, sandbox: str) -> Endpoint:
+        with self.lock:
+            return self._eps.disconnect(network, sandbox)
+
+    # ----------------------------------------------------------------------- ports
+    def publish(self, sandbox: str, specs: Sequence[str],
+                network: str | None = None) -> list[PortMapping]:
+        with self.lock:
+            sb = self._sbx.live(self.state.sandbox(sandbox))
+            return self._pub.publish(sb, specs, network)
+
+    def publishing_network(self, sandbox: str, network: str | None = None) -> str:
+        with self.lock:
+            return self._pub.publishing_network(self.state.sandbox(sandbox), network)
+
+    def unpublish(self, sandbox: str, host_port: int, proto: str = "tcp") -> list[PortMapping]:
+        with self.lock:
+            return self._pub.unpublish(self.state.sandbox(sandbox), host_port, proto)
+
+    def ports(self, sandbox: str) -> list[tuple[str, PortMapping]]:
+        with self.lock:
+            return self._pub.ports(self.state.sandbox(sandbox))
+
+    def reload_firewall(self) -> dict[str, int]:
+        with self.lock:
+            return self._pub.reload()

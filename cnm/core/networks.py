@@ -1,0 +1,152 @@
+"""Networks: create (validate, plan the subnets, the driver's links, the firewall), remove,
+prune, and the three pre-defined ones."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import ExitStack
+
+from cnm import names
+from cnm.core.publish import Publishing
+from cnm.core.state import State
+from cnm.drivers.registry import lookup
+from cnm.errors import AlreadyExists, Conflict, InUse, InvalidArgument
+from cnm.ipam import NetworkAddresses, Taken, plan_subnets
+from cnm.model import PREDEFINED, Network, NetworkSpec, Subnet, now
+from cnm.undo import quietly
+
+
+class Networks:
+    def __init__(self, state: State, publishing: Publishing) -> None:
+        self.s = state
+        self.pub = publishing
+
+    def taken(self, lan_link: str | None = None) -> tuple[list[Taken], list[Taken]]:
+        """(networks and host addresses, host routes) that a new subnet may not overlap.
+
+        The host's addresses on a network's own parent link (``lan_link``) are on the LAN
+        the network joins, not a clash: like routes, a requested subnet may overlap them
+        (the driver then checks sandboxes cannot be given them) and an automatic one avoids
+        them."""
+        taken = [Taken(s.subnet, f'network "{n.name}" ({s.subnet})')
+                 for n in self.s.networks.values() for s in n.subnets]
+        routes: list[Taken] = []
+        for cidr, holder in self.s.ctx.host.occupied():
+            mine = lan_link is not None and holder.startswith("address ") and holder.endswith(
+                f" on {lan_link} in the host namespace")
+            (routes if holder.startswith("route") or mine else taken).append(Taken(cidr, holder))
+        return taken, routes
+
+    def plan(self, spec: NetworkSpec) -> Network:
+        """Everything about a new network that can be known before touching the kernel."""
+        if not names.valid_name(spec.name):
+            raise InvalidArgument(
+                f"invalid network name {spec.name!r}: use 1-64 letters, digits, '_', '.' "
+                "and '-', starting with a letter or digit"
+            )
+        if spec.name in PREDEFINED:
+            raise AlreadyExists(f"network {spec.name!r} is pre-defined")
+        if any(n.name == spec.name for n in self.s.networks.values()):
+            raise AlreadyExists(f'network "{spec.name}" already exists')
+        driver = lookup(self.s.drivers, spec.driver)
+        caps = driver.capabilities
+        if not caps.user_creatable:
+            raise InvalidArgument(
+                f"driver {spec.driver} has one pre-defined network only ({spec.driver!r}); "
+                "it cannot be created"
+            )
+        options = driver.parse_options(spec.options).to_dict()
+        net = Network(id=names.new_id(), name=spec.name, driver=driver.name, created=now(),
+                      ipv6=spec.ipv6, internal=spec.internal, options=options,
+                      labels=dict(spec.labels), scope=caps.scope)
+        subnets: tuple[Subnet, ...] = ()
+        if caps.ipam:
+            taken, routes = self.taken(driver.lan_link(net))
+            subnets = plan_subnets(spec.subnets, spec.gateways, spec.ip_ranges,
+                                   spec.aux_addresses, ipv6=spec.ipv6,
+                                   pools=self.s.config.pools, taken=taken, routes=routes)
+        elif spec.subnets or spec.gateways or spec.ip_ranges or spec.aux_addresses:
+            raise InvalidArgument(f"driver {spec.driver} does not take IPAM options")
+        net = dataclasses.replace(net, subnets=subnets)
+        driver.validate_network(net, list(self.s.networks.values()))
+        self._check_links(net)
+        return net
+
+    def _check_links(self, net: Network) -> None:
+        """No two networks may own one host link (a bridge named twice with -o)."""
+        mine = set(self.s.driver(net).claims(net))
+        for other in self.s.networks.values():
+            for link in mine.intersection(self.s.driver(other).claims(other)):
+                raise Conflict(f'link {link} is already used by network "{other.name}"')
+
+    def add(self, net: Network) -> None:
+        """Make the network's links and firewall part, then store it; all or nothing."""
+        driver = self.s.driver(net)
+        with ExitStack() as undo:
+            driver.create_network(net, self.s.ctx)
+            undo.callback(quietly(driver.delete_network, net, self.s.ctx))
+            rules = self.pub.network_rules(net)
+            nf = self.s.netfilter
+            # During start the table does not exist yet; its rebuild at the end covers this.
+            if nf is not None and rules is not None and self.s.fw_built:
+                others = self.pub.all_network_rules()
+                nf.add_network(rules, others + [rules])
+                undo.callback(quietly(nf.remove_network, rules, others))
+            with self.s.store.transaction() as tx:
+                tx.put_network(net)
+            undo.pop_all()
+        self.s.networks[net.id] = net
+        self.s.addresses[net.id] = NetworkAddresses(net.subnets)
+
+    def check_removable(self, net: Network) -> None:
+        if net.predefined:
+            raise InvalidArgument(f"{net.name} is a pre-defined network and cannot be removed")
+        eps = self.s.endpoints_of(network=net.id)
+        if eps:
+            holders = ", ".join(sorted(
+                self.s.sandboxes[e.sandbox_id].name if e.sandbox_id else f"endpoint {e.name}"
+                for e in eps))
+            raise InUse(f'network "{net.name}" has active endpoints ({holders})',
+                        hint="disconnect them first" if all(e.joined for e in eps) else
+                        "disconnect them, and remove reserved ones (cnm endpoint rm), first")
+
+    def remove(self, net: Network) -> None:
+        self.check_removable(net)
+        rules = self.pub.network_rules(net)
+        if self.s.netfilter is not None and rules is not None:
+            self.s.netfilter.remove_network(rules, self.pub.all_network_rules(exclude=net.id))
+        self.s.driver(net).delete_network(net, self.s.ctx)
+        with self.s.store.transaction() as tx:
+            tx.delete_network(net.id)
+        del self.s.networks[net.id]
+        self.s.addresses.pop(net.id, None)
+
+    def prune(self) -> list[str]:
+        used = {e.network_id for e in self.s.endpoints.values()}
+        gone = []
+        for net in sorted(self.s.networks.values(), key=lambda n: n.name):
+            if not net.predefined and net.id not in used:
+                self.remove(net)
+                gone.append(net.name)
+        return gone
+
+    def ensure_predefined(self) -> None:
+        have = {n.name for n in self.s.networks.values()}
+        for name, driver in (("none", "null"), ("host", "host")):
+            if name not in have:
+                self.add(Network(id=names.new_id(), name=name, driver=driver, created=now()))
+        if "bridge" not in have:
+            taken, routes = self.taken()
+            want = self.s.config.default_bridge_subnet
+            try:
+                subnets = plan_subnets([want or "172.17.0.0/16"], [], [], {}, ipv6=False,
+                                       pools=(), taken=taken + ([] if want else routes))
+            except Conflict:
+                if want:
+                    raise
+                subnets = plan_subnets([], [], [], {}, ipv6=False, pools=self.s.config.pools,
+                                       taken=taken, routes=routes)
+            self.add(Network(
+                id=names.new_id(), name="bridge", driver="bridge", created=now(),
+                subnets=subnets, options={"bridge_name": self.s.config.default_bridge_name},
+            ))

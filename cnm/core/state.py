@@ -1,0 +1,138 @@
+"""What every part of the core shares: the configuration, the adapters, the records in
+memory (a cache of the store), the lock, and the lookups."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cnm.dns.records import Records
+from cnm.dns.server import DnsServer
+from cnm.drivers.base import Capabilities, Context, Driver
+from cnm.errors import InvalidArgument, NotFound
+from cnm.ipam import DEFAULT_POOLS, NetworkAddresses, Pool
+from cnm.model import Endpoint, Network, Sandbox
+from cnm.netfilter import Netfilter
+from cnm.store import Store
+
+
+@dataclass(frozen=True)
+class Config:
+    state_dir: str = "/var/lib/cnm"
+    run_dir: str = "/run/cnm"
+    # Path of the host namespace to manage; None manages the daemon's own namespace.
+    host_netns: str | None = None
+    pools: tuple[Pool, ...] = DEFAULT_POOLS
+    # None: 172.17.0.0/16 unless it overlaps something, then the pools.
+    default_bridge_subnet: str | None = None
+    default_bridge_name: str = "cnm0"
+    resolv_conf: str = "/etc/resolv.conf"
+
+
+T = TypeVar("T", Network, Sandbox, Endpoint)
+
+
+class State:
+    """The records and adapters; every method here is a read (callers hold the lock)."""
+
+    def __init__(self, config: Config, store: Store, ctx: Context, drivers: dict[str, Driver],
+                 netfilter: Netfilter | None, dns: DnsServer | None) -> None:
+        self.config = config
+        self.store = store
+        self.ctx = ctx
+        self.drivers = drivers
+        # None: no firewall (unit tests of other parts); -p is then refused.
+        self.netfilter = netfilter
+        # Names are kept even without a server (unit tests); the server answers from them.
+        self.records = dns.records if dns is not None else Records()
+        self.dns = dns
+        # Serialises every mutation (and the daemon's stop); reads take it briefly.
+        self.lock = threading.RLock()
+        self.networks: dict[str, Network] = {}
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.addresses: dict[str, NetworkAddresses] = {}
+        # Set once cnm's table exists (start builds it after reconcile).
+        self.fw_built = False
+
+    # ----------------------------------------------------------------------- drivers
+    def driver(self, net: Network) -> Driver:
+        return self.drivers[net.driver]
+
+    def caps(self, net: Network) -> Capabilities:
+        return self.drivers[net.driver].capabilities
+
+    # ----------------------------------------------------------------------- paths
+    def host_netns_path(self) -> str:
+        return self.config.host_netns or f"/proc/{os.getpid()}/ns/net"
+
+    def netns_path(self, sb: Sandbox) -> str:
+        if sb.kind == "host":
+            return self.host_netns_path()
+        if sb.kind == "external":
+            return sb.netns
+        return os.path.join(self.config.run_dir, "netns", sb.id)
+
+    def files_dir(self, sb: Sandbox) -> str:
+        return os.path.join(self.config.run_dir, "sandboxes", sb.id)
+
+    # ----------------------------------------------------------------------- lookups
+    @staticmethod
+    def find(table: dict[str, T], ref: str, what: str) -> T:
+        """By name, then id, then a unique id prefix of 3 or more characters."""
+        for obj in table.values():
+            if obj.name == ref:
+                return obj
+        if ref in table:
+            return table[ref]
+        hits = [o for i, o in table.items() if len(ref) >= 3 and i.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise InvalidArgument(f"{what} id prefix {ref!r} is ambiguous")
+        raise NotFound(f"{what} {ref!r} not found")
+
+    def network(self, ref: str) -> Network:
+        return self.find(self.networks, ref, "network")
+
+    def sandbox(self, ref: str) -> Sandbox:
+        return self.find(self.sandboxes, ref, "sandbox")
+
+    def endpoint(self, ref: str) -> Endpoint:
+        # Names are unique per network only: a name held on two networks is ambiguous.
+        named = [e for e in self.endpoints.values() if e.name == ref]
+        if len(named) > 1:
+            nets = ", ".join(sorted(self.networks[e.network_id].name for e in named))
+            raise InvalidArgument(f"endpoint name {ref!r} is on several networks ({nets})",
+                                  hint="name it by id")
+        if named:
+            return named[0]
+        return self.find(self.endpoints, ref, "endpoint")
+
+    def endpoints_of(self, *, network: str | None = None,
+                     sandbox: str | None = None) -> list[Endpoint]:
+        eps = [e for e in self.endpoints.values()
+               if (network is None or e.network_id == network)
+               and (sandbox is None or e.sandbox_id == sandbox)]
+        return sorted(eps, key=lambda e: e.order)
+
+    def holder(self, ep: Endpoint) -> str:
+        """Who holds an endpoint, as a user knows it: its sandbox, or the endpoint itself."""
+        if ep.sandbox_id is not None and ep.sandbox_id in self.sandboxes:
+            return f'sandbox "{self.sandboxes[ep.sandbox_id].name}"'
+        return f'endpoint "{ep.name}"'
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "networks": len(self.networks),
+            "sandboxes": len(self.sandboxes),
+            "endpoints": len(self.endpoints),
+            "host_netns": self.config.host_netns or "(daemon's own)",
+            "state_dir": self.config.state_dir,
+            "run_dir": self.config.run_dir,
+            "drivers": sorted(self.drivers),
+            "default_address_pools": [f"base={p.base},size={p.size}"
+                                      for p in self.config.pools],
+        }

@@ -1,0 +1,60 @@
+"""The store interface: what the core needs from a place that keeps the truth.
+
+The kernel is made to match the store. An implementation keeps networks, sandboxes,
+endpoints and their published ports, and writes one operation's changes together or not at
+all (``transaction``), refusing a write that would hold something twice (a name, an address
+of a network, a host port) with ``Conflict`` even if a bug slipped past the core's lock.
+
+``cnm.store.sqlite`` implements it on one host. A network's ``scope`` says which store owns
+it: "local" networks live in this host's store; "global" ones (overlay) in a store every host
+shares, which implements the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from cnm.model import Endpoint, Network, Sandbox
+from cnm.portspec import PortMapping
+
+
+@dataclass
+class State:
+    networks: list[Network]
+    sandboxes: list[Sandbox]
+    endpoints: list[Endpoint]
+
+
+class Tx(Protocol):
+    """The writes of one operation; committed together or not at all."""
+
+    def put_network(self, n: Network) -> None: ...
+
+    def delete_network(self, network_id: str) -> None: ...
+
+    def put_sandbox(self, s: Sandbox) -> None: ...
+
+    def delete_sandbox(self, sandbox_id: str) -> None: ...
+
+    def put_endpoint(self, e: Endpoint) -> None:
+        """The endpoint and all its published ports (replacing what it had)."""
+        ...
+
+    def add_ports(self, endpoint_id: str, mappings: Iterable[PortMapping]) -> None: ...
+
+    def delete_ports(self, endpoint_id: str, mappings: Iterable[PortMapping]) -> None: ...
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        """The endpoint and its published ports."""
+        ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[Tx]: ...
+
+    def load(self) -> State: ...
+
+    def close(self) -> None: ...
