@@ -21,7 +21,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cnm import names
-from cnm.errors import AlreadyExists, KernelError, NotFound
+from cnm.errors import AlreadyExists, Conflict, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
@@ -431,7 +431,15 @@ class SandboxLinks:
         def run(_: Handles) -> tuple[socket.socket, socket.socket]:
             for _attempt in range(20):
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                udp.bind((DNS_ADDRESS, 0))
+                try:
+                    udp.bind((DNS_ADDRESS, 0))
+                except OSError as e:
+                    udp.close()
+                    if e.errno != errno.EADDRNOTAVAIL:
+                        raise
+                    raise Conflict(f"cannot serve DNS in {path}: its loopback is down",
+                                   hint="bring lo up in the namespace (ip link set lo up), as "
+                                   "container runtimes do") from e
                 port = udp.getsockname()[1]
                 tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
