@@ -74,13 +74,22 @@ def _net_detail(nets: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _plan(answer: dict[str, Any]) -> int:
+    """Print a dry run's plan: one step a line, its kind first."""
+    for step in answer["plan"]:
+        print(f"{step['kind']:<9} {step['step']}")
+    return 0
+
+
 def network_create(c: Client, a: argparse.Namespace) -> int:
     net = c.create_network(
         name=a.name, driver=a.driver, subnets=a.subnet, gateways=a.gateway,
         ip_ranges=a.ip_range, aux_addresses=_pairs(a.aux_address, "--aux-address"),
         ipv6=a.ipv6, internal=a.internal, options=_pairs(a.opt, "-o"),
-        labels=_pairs(a.label, "--label"),
+        labels=_pairs(a.label, "--label"), dry_run=a.dry_run,
     )
+    if a.dry_run:
+        return _plan(net)
     print(net["id"])
     return 0
 
@@ -103,6 +112,10 @@ def network_inspect(c: Client, a: argparse.Namespace) -> int:
 
 
 def network_rm(c: Client, a: argparse.Namespace) -> int:
+    if a.dry_run:
+        for name in a.names:
+            _plan(c.remove_network(name, dry_run=True))
+        return 0
     return _each(a.names, lambda n: c.remove_network(n)["name"])
 
 
@@ -113,14 +126,15 @@ def network_prune(c: Client, a: argparse.Namespace) -> int:
 
 
 def network_connect(c: Client, a: argparse.Namespace) -> int:
-    c.connect(a.network, a.sandbox, ip=a.ip, ip6=a.ip6, aliases=a.alias,
-              mac_address=a.mac_address, ports=a.publish, ifname=a.ifname)
-    return 0
+    done = c.connect(a.network, a.sandbox, ip=a.ip, ip6=a.ip6, aliases=a.alias,
+                     mac_address=a.mac_address, ports=a.publish, ifname=a.ifname,
+                     dry_run=a.dry_run)
+    return _plan(done) if a.dry_run else 0
 
 
 def network_disconnect(c: Client, a: argparse.Namespace) -> int:
-    c.disconnect(a.network, a.sandbox)
-    return 0
+    done = c.disconnect(a.network, a.sandbox, dry_run=a.dry_run)
+    return _plan(done) if a.dry_run else 0
 
 
 # ------------------------------------------------------------------------------ endpoints
@@ -152,13 +166,13 @@ def endpoint_create(c: Client, a: argparse.Namespace) -> int:
 
 
 def endpoint_join(c: Client, a: argparse.Namespace) -> int:
-    c.join(a.endpoint, a.sandbox, a.ifname)
-    return 0
+    done = c.join(a.endpoint, a.sandbox, a.ifname, dry_run=a.dry_run)
+    return _plan(done) if a.dry_run else 0
 
 
 def endpoint_leave(c: Client, a: argparse.Namespace) -> int:
-    c.leave(a.endpoint)
-    return 0
+    done = c.leave(a.endpoint, dry_run=a.dry_run)
+    return _plan(done) if a.dry_run else 0
 
 
 def endpoint_ls(c: Client, a: argparse.Namespace) -> int:
@@ -311,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     def fmt(sp: argparse.ArgumentParser, default: str) -> None:
         sp.add_argument("--format", choices=("json", "table"), default=default)
 
+    def dry(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--dry-run", action="store_true",
+                        help="print the plan (links, addresses, routes, firewall elements, "
+                             "DNS names) and change nothing")
+
     net = groups.add_parser("network", help="manage networks").add_subparsers(
         dest="cmd", metavar="COMMAND", parser_class=_Parser)
     net.required = True
@@ -324,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--internal", action="store_true")
     sp.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    dry(sp)
     sp.add_argument("name")
     sp.set_defaults(fn=network_create)
     for name, fn, aliases in (("ls", network_ls, ["list"]),):
@@ -336,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt(sp, "json")
     sp.set_defaults(fn=network_inspect)
     sp = net.add_parser("rm", aliases=["remove"], help="remove networks")
+    dry(sp)
     sp.add_argument("names", nargs="+", metavar="NETWORK")
     sp.set_defaults(fn=network_rm)
     sp = net.add_parser("prune", help="remove every unused user-defined network")
@@ -348,10 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mac-address")
     sp.add_argument("-p", "--publish", action="append", default=[], metavar="SPEC")
     sp.add_argument("--ifname", help="interface name in the sandbox (default eth0, eth1, ...)")
+    dry(sp)
     sp.add_argument("network")
     sp.add_argument("sandbox")
     sp.set_defaults(fn=network_connect)
     sp = net.add_parser("disconnect", help="disconnect a sandbox from a network")
+    dry(sp)
     sp.add_argument("network")
     sp.add_argument("sandbox")
     sp.set_defaults(fn=network_disconnect)
@@ -369,11 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.set_defaults(fn=endpoint_create)
     sp = epx.add_parser("join", help="join an endpoint to a sandbox")
+    dry(sp)
     sp.add_argument("--ifname", help="interface name in the sandbox (default eth0, eth1, ...)")
     sp.add_argument("endpoint")
     sp.add_argument("sandbox")
     sp.set_defaults(fn=endpoint_join)
     sp = epx.add_parser("leave", help="take an endpoint out of its sandbox (it stays reserved)")
+    dry(sp)
     sp.add_argument("endpoint")
     sp.set_defaults(fn=endpoint_leave)
     sp = epx.add_parser("ls", aliases=["list"], help="list endpoints")

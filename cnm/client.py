@@ -76,19 +76,20 @@ class Client:
     def network(self, ref: str) -> Any:
         return self.call("GET", f"/v1/networks/{quote(ref, safe='')}")
 
-    def create_network(self, **body: Any) -> Any:
-        return self.call("POST", "/v1/networks", body)
+    # dry_run=True: the answer is the plan ({"dry_run": true, "plan": [...]}), nothing done.
+    def create_network(self, dry_run: bool = False, **body: Any) -> Any:
+        return self.call("POST", "/v1/networks" + _dry(dry_run), body)
 
-    def remove_network(self, ref: str) -> Any:
-        return self.call("DELETE", f"/v1/networks/{quote(ref, safe='')}")
+    def remove_network(self, ref: str, dry_run: bool = False) -> Any:
+        return self.call("DELETE", f"/v1/networks/{quote(ref, safe='')}{_dry(dry_run)}")
 
-    def connect(self, network: str, sandbox: str, **body: Any) -> Any:
-        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/connect",
-                         {"sandbox": sandbox, **body})
+    def connect(self, network: str, sandbox: str, dry_run: bool = False, **body: Any) -> Any:
+        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/connect"
+                         f"{_dry(dry_run)}", {"sandbox": sandbox, **body})
 
-    def disconnect(self, network: str, sandbox: str) -> Any:
-        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/disconnect",
-                         {"sandbox": sandbox})
+    def disconnect(self, network: str, sandbox: str, dry_run: bool = False) -> Any:
+        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/disconnect"
+                         f"{_dry(dry_run)}", {"sandbox": sandbox})
 
     def endpoints(self) -> Any:
         return self.call("GET", "/v1/endpoints")
@@ -99,12 +100,15 @@ class Client:
     def create_endpoint(self, network: str, **body: Any) -> Any:
         return self.call("POST", f"/v1/networks/{quote(network, safe='')}/endpoints", body)
 
-    def join(self, endpoint: str, sandbox: str, ifname: str | None = None) -> Any:
+    def join(self, endpoint: str, sandbox: str, ifname: str | None = None,
+             dry_run: bool = False) -> Any:
         body = {"sandbox": sandbox, **({"ifname": ifname} if ifname else {})}
-        return self.call("POST", f"/v1/endpoints/{quote(endpoint, safe='')}/join", body)
+        return self.call("POST", f"/v1/endpoints/{quote(endpoint, safe='')}/join"
+                         f"{_dry(dry_run)}", body)
 
-    def leave(self, endpoint: str) -> Any:
-        return self.call("POST", f"/v1/endpoints/{quote(endpoint, safe='')}/leave", {})
+    def leave(self, endpoint: str, dry_run: bool = False) -> Any:
+        return self.call("POST", f"/v1/endpoints/{quote(endpoint, safe='')}/leave"
+                         f"{_dry(dry_run)}", {})
 
     def delete_endpoint(self, ref: str) -> Any:
         return self.call("DELETE", f"/v1/endpoints/{quote(ref, safe='')}")
@@ -137,3 +141,7 @@ class Client:
 
     def reload_firewall(self) -> Any:
         return self.call("POST", "/v1/firewall/reload", {})
+
+
+def _dry(dry_run: bool) -> str:
+    return "?dry_run=true" if dry_run else ""

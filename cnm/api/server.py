@@ -18,7 +18,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cnm import __version__
@@ -100,7 +100,21 @@ class Request:
 
 
 Response = tuple[int, Any]
+T = TypeVar("T")
 Handler = Callable[[Controller, Request], Response]
+
+
+def _flag(r: Request, name: str) -> bool:
+    return r.query.get(name, ["false"])[-1].lower() in ("1", "true", "yes")
+
+
+def _or_plan(c: Controller, r: Request, op: Callable[[], T],
+             done: Callable[[T], Response]) -> Response:
+    """Do ``op``; with ?dry_run=true, answer the plan of it instead, with nothing changed."""
+    if _flag(r, "dry_run"):
+        _, plan = c.dry_run(op)
+        return 200, {"dry_run": True, "plan": plan.to_list()}
+    return done(op())
 
 
 def _ping(c: Controller, r: Request) -> Response:
@@ -125,7 +139,8 @@ def _create_network(c: Controller, r: Request) -> Response:
         internal=bool(b.get("internal")), options=dict(b.get("options") or {}),
         labels=dict(b.get("labels") or {}),
     )
-    return 201, views.network(c, c.create_network(spec))
+    return _or_plan(c, r, lambda: c.create_network(spec),
+                    lambda net: (201, views.network(c, net)))
 
 
 def _get_network(c: Controller, r: Request) -> Response:
@@ -133,8 +148,8 @@ def _get_network(c: Controller, r: Request) -> Response:
 
 
 def _remove_network(c: Controller, r: Request) -> Response:
-    net = c.remove_network(r.params["ref"])
-    return 200, {"id": net.id, "name": net.name}
+    return _or_plan(c, r, lambda: c.remove_network(r.params["ref"]),
+                    lambda net: (200, {"id": net.id, "name": net.name}))
 
 
 def _prune_networks(c: Controller, r: Request) -> Response:
@@ -143,18 +158,18 @@ def _prune_networks(c: Controller, r: Request) -> Response:
 
 def _connect(c: Controller, r: Request) -> Response:
     b = check_body(r.body, CONNECT, "connect")
-    ep = c.connect(ConnectSpec(
+    spec = ConnectSpec(
         network=r.params["ref"], sandbox=b["sandbox"], ip=b.get("ip"), ip6=b.get("ip6"),
         aliases=tuple(b.get("aliases") or ()), mac=b.get("mac_address"),
         ports=tuple(b.get("ports") or ()), ifname=b.get("ifname") or "",
-    ))
-    return 201, views.endpoint(c, ep)
+    )
+    return _or_plan(c, r, lambda: c.connect(spec), lambda ep: (201, views.endpoint(c, ep)))
 
 
 def _disconnect(c: Controller, r: Request) -> Response:
     b = check_body(r.body, DISCONNECT, "disconnect")
-    ep = c.disconnect(r.params["ref"], b["sandbox"])
-    return 200, {"id": ep.id}
+    return _or_plan(c, r, lambda: c.disconnect(r.params["ref"], b["sandbox"]),
+                    lambda ep: (200, {"id": ep.id}))
 
 
 def _create_endpoint(c: Controller, r: Request) -> Response:
@@ -177,12 +192,14 @@ def _get_endpoint(c: Controller, r: Request) -> Response:
 
 def _join(c: Controller, r: Request) -> Response:
     b = check_body(r.body, JOIN, "join")
-    return 200, views.endpoint(c, c.join(r.params["ref"], b["sandbox"], b.get("ifname") or ""))
+    return _or_plan(c, r, lambda: c.join(r.params["ref"], b["sandbox"], b.get("ifname") or ""),
+                    lambda ep: (200, views.endpoint(c, ep)))
 
 
 def _leave(c: Controller, r: Request) -> Response:
     check_body(r.body, {}, "leave")
-    return 200, views.endpoint(c, c.leave(r.params["ref"]))
+    return _or_plan(c, r, lambda: c.leave(r.params["ref"]),
+                    lambda ep: (200, views.endpoint(c, ep)))
 
 
 def _delete_endpoint(c: Controller, r: Request) -> Response:
@@ -211,7 +228,7 @@ def _get_sandbox(c: Controller, r: Request) -> Response:
 
 
 def _remove_sandbox(c: Controller, r: Request) -> Response:
-    force = r.query.get("force", ["false"])[-1].lower() in ("1", "true", "yes")
+    force = _flag(r, "force")
     sb = c.remove_sandbox(r.params["ref"], force=force)
     return 200, {"id": sb.id, "name": sb.name}
 

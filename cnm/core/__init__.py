@@ -16,10 +16,11 @@ step pushes its undo on an ExitStack, which unwinds on any failure before the st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from cnm.core.dnsview import DnsView
+from cnm.core.dryrun import Plan, dry_run
 from cnm.core.endpoints import Endpoints
 from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
@@ -41,7 +42,9 @@ from cnm.netfilter import Netfilter
 from cnm.portspec import PortMapping
 from cnm.store import Store
 
-__all__ = ["Config", "Controller"]
+__all__ = ["Config", "Controller", "Plan"]
+
+T = TypeVar("T")
 
 
 class Controller:
@@ -49,7 +52,7 @@ class Controller:
                  drivers: dict[str, Driver], netfilter: Netfilter | None = None,
                  dns: DnsServer | None = None) -> None:
         s = self.state = State(config, store, ctx, drivers, netfilter, dns)
-        self.config, self.store, self.drivers = config, store, drivers
+        self.config, self.drivers = config, drivers
         self.netfilter, self.dns, self.records, self.lock = netfilter, dns, s.records, s.lock
         self._dns = DnsView(s)
         self._pub = Publishing(s)
@@ -73,6 +76,14 @@ class Controller:
     def ctx(self, ctx: Context) -> None:  # tests swap in adapters that fail on purpose
         self.state.ctx = ctx
 
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    @store.setter
+    def store(self, store: Store) -> None:  # tests swap in a store that fails on purpose
+        self.state.store = store
+
     # The records in memory (a cache of the store): read them under the lock.
     @property
     def networks(self) -> dict[str, Network]:
@@ -85,6 +96,12 @@ class Controller:
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         return self.state.endpoints
+
+    def dry_run(self, op: Callable[[], T]) -> tuple[T, Plan]:
+        """Run ``op`` (a call of this controller) against recorders: the plan of what it
+        would do, with nothing changed."""
+        with self.lock:
+            return dry_run(self.state, self._pub, op)
 
     # ----------------------------------------------------------------------- start
     def start(self) -> None:

@@ -24,8 +24,9 @@ from cnm.undo import quietly
 class Publishing:
     def __init__(self, state: State) -> None:
         self.s = state
-        # endpoint id -> (proto, host port) -> its mappings of that single port
-        self._index: dict[str, dict[tuple[str, int], list[PortMapping]]] = {}
+        # endpoint id -> (proto, host port) -> its mappings of that single port (of joined
+        # endpoints: what is in the table)
+        self.index: dict[str, dict[tuple[str, int], list[PortMapping]]] = {}
 
     # ----------------------------------------------------------------------- checks
     def check(self, net: Network, specs: Sequence[str]) -> list[portspec.PortSpec]:
@@ -70,7 +71,7 @@ class Publishing:
         for m in ep.ports if mappings is None else mappings:
             self.s.netfilter.ports.remove(m)
         if mappings is None:
-            self._index.pop(ep.id, None)
+            self.index.pop(ep.id, None)
 
     def program(self, net: Network, ep: Endpoint, mappings: Sequence[PortMapping],
                 first: bool, undo: ExitStack | None) -> None:
@@ -88,7 +89,7 @@ class Publishing:
             nf.add_hairpin(ep.ip4, ep.ip6)
             if undo is not None:
                 undo.callback(quietly(nf.remove_hairpin, ep.ip4, ep.ip6))
-        index = self._index.setdefault(ep.id, {})
+        index = self.index.setdefault(ep.id, {})
         for m in mappings:
             if not m.is_range:
                 index.setdefault((m.proto, m.host_port), []).append(m)
@@ -99,7 +100,7 @@ class Publishing:
         if ep.ports and self.s.netfilter is not None:
             self.s.netfilter.remove_ports(self.rules(ep, ep.ports))
             self.s.netfilter.remove_hairpin(ep.ip4, ep.ip6)
-        self._index.pop(ep.id, None)
+        self.index.pop(ep.id, None)
 
     @staticmethod
     def rules(ep: Endpoint, mappings: Iterable[PortMapping]) -> list[PortRule]:
@@ -153,7 +154,7 @@ class Publishing:
         return gone
 
     def _hits(self, ep: Endpoint, proto: str, host_port: int) -> list[PortMapping]:
-        index = self._index.get(ep.id)
+        index = self.index.get(ep.id)
         if index is None:
             return [m for m in ep.ports if m.proto == proto
                     and m.host_port <= host_port <= m.host_port_end]
@@ -164,7 +165,7 @@ class Publishing:
         return hit
 
     def _unindex(self, ep_id: str, mappings: Iterable[PortMapping]) -> None:
-        index = self._index.get(ep_id, {})
+        index = self.index.get(ep_id, {})
         for m in mappings:
             held = index.get((m.proto, m.host_port))
             if held is not None and m in held:
@@ -209,12 +210,12 @@ class Publishing:
         if nf is None:
             raise Unsupported("this daemon runs without a firewall")
         nf.ports = portspec.PortTable()
-        self._index.clear()
+        self.index.clear()
         for ep in self.s.endpoints.values():
             for m in ep.ports:
                 nf.ports.add(m, self.s.holder(ep))
             if ep.joined:
-                index = self._index.setdefault(ep.id, {})
+                index = self.index.setdefault(ep.id, {})
                 for m in ep.ports:
                     if not m.is_range:
                         index.setdefault((m.proto, m.host_port), []).append(m)

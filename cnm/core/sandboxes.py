@@ -184,7 +184,7 @@ class Sandboxes:
         d = self.s.files_dir(sb)
         eps = list(eps)
         addrs = [a for e in eps for a in e.cidrs]
-        sandboxfile.write(os.path.join(d, "hosts"), sandboxfile.hosts(sb.hostname, addrs))
+        self.s.write_file(os.path.join(d, "hosts"), sandboxfile.hosts(sb.hostname, addrs))
         try:
             with open(self.s.config.resolv_conf) as f:
                 host_resolv = f.read()
@@ -195,8 +195,8 @@ class Sandboxes:
         embedded = any(self.dns.named(self.s.networks[e.network_id]) for e in eps)
         resolv = host_resolv if sb.kind == "host" else sandboxfile.resolv_conf(
             host_resolv, embedded=embedded)
-        sandboxfile.write(os.path.join(d, "resolv.conf"), resolv)
-        sandboxfile.write(os.path.join(d, "hostname"), sb.hostname + "\n")
+        self.s.write_file(os.path.join(d, "resolv.conf"), resolv)
+        self.s.write_file(os.path.join(d, "hostname"), sb.hostname + "\n")
 
 
 def default_routes(eps: list[Endpoint]) -> list[tuple[int, str, str]]:

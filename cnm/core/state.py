@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cnm import sandboxfile
 from cnm.dns.records import Records
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Capabilities, Context, Driver
@@ -56,6 +58,8 @@ class State:
         self.addresses: dict[str, NetworkAddresses] = {}
         # Set once cnm's table exists (start builds it after reconcile).
         self.fw_built = False
+        # Writes a sandbox's files (hosts, resolv.conf); a dry run notes them instead.
+        self.write_file: Callable[[str, str], None] = sandboxfile.write
 
     # ----------------------------------------------------------------------- drivers
     def driver(self, net: Network) -> Driver:

@@ -85,6 +85,11 @@ def violations(value: Any, schema: dict[str, Any], where: str = "$") -> list[str
     """What in ``value`` disagrees with ``schema``: required properties missing, properties
     not documented (unless additionalProperties allows them), wrong types, enum values."""
     schema = resolve(schema)
+    if "oneOf" in schema:
+        tries = [violations(value, branch, where) for branch in schema["oneOf"]]
+        if sum(not t for t in tries) == 1:
+            return []
+        return [f"{where}: matches {sum(not t for t in tries)} of the oneOf branches, not 1"]
     if value is None:
         return [] if schema.get("nullable") else [f"{where}: null is not allowed"]
     out: list[str] = []
