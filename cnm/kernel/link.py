@@ -25,9 +25,8 @@ from cnm.errors import AlreadyExists, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
-from cnm.kernel.rtnl import index_of
+from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
-IFA_F_NODAD = 0x02
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
 log = logging.getLogger("cnm.kernel")
 
