@@ -38,8 +38,9 @@ import netaddr
 
 from cnm import names
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, KernelError, NotFound
-from cnm.kernel.link import HostLinks, LinkInfo, SandboxLinks
-from cnm.kernel.lower import ParentInfo, SlaveSpec, unsupported
+from cnm.kernel.link import HostLinks, SandboxLinks
+from cnm.kernel.lower import unsupported
+from cnm.kernel.ports import LinkInfo, ParentInfo, SlaveSpec
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import netaddr
 from pyroute2 import IPRoute
@@ -25,19 +24,11 @@ from cnm.errors import AlreadyExists, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
+from cnm.kernel.ports import LinkInfo as LinkInfo  # re-exported: its old home
 from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
 log = logging.getLogger("cnm.kernel")
-
-
-@dataclass(frozen=True)
-class LinkInfo:
-    name: str
-    index: int
-    kind: str
-    alias: str | None
-    master: int | None
 
 
 def _lookup(ipr: IPRoute, name: str) -> int | None:
