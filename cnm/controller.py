@@ -161,8 +161,8 @@ class Controller:
         taken = [Taken(s.subnet, f'network "{n.name}" ({s.subnet})')
                  for n in self.networks.values() if n.id != exclude for s in n.subnets]
         routes: list[Taken] = []
-        for cidr, holder in self.ctx.host.occupied():
-            (routes if holder.startswith("route") else taken).append(Taken(cidr, holder))
+        for o in self.ctx.host.occupied():
+            (routes if o.kind == "route" else taken).append(Taken(o.cidr, o.holder, o.device))
         return taken, routes
 
     def create_network(self, spec: NetworkSpec) -> Network:
@@ -880,8 +880,7 @@ def _lan_addresses(taken: list[Taken], routes: list[Taken],
     checks sandboxes cannot be given them) and an automatic one avoids them."""
     if not link:
         return taken, routes
-    mine = [t for t in taken if t.holder.startswith("address ")
-            and t.holder.endswith(f" on {link} in the host namespace")]
+    mine = [t for t in taken if t.device == link]
     return [t for t in taken if t not in mine], routes + mine
 
 

@@ -40,7 +40,7 @@ from cnm import names
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, KernelError, NotFound
 from cnm.kernel.link import HostLinks, SandboxLinks
 from cnm.kernel.lower import unsupported
-from cnm.kernel.ports import LinkInfo, ParentInfo, SlaveSpec
+from cnm.kernel.ports import LinkInfo, Occupied, ParentInfo, SlaveSpec
 
 T = TypeVar("T")
 
@@ -520,7 +520,7 @@ class FakeHostLinks(_Faultable, HostLinks):
                     self.kernel.host_routes.append((cidr, spec.ifname))
             return created
 
-    def occupied(self) -> list[tuple[str, str]]:
+    def occupied(self) -> list[Occupied]:
         self._enter("occupied")
         with self.kernel.lock:
             out = []
@@ -529,10 +529,9 @@ class FakeHostLinks(_Faultable, HostLinks):
                     n = netaddr.IPNetwork(a)
                     if n.ip.is_loopback() or n.ip.is_link_local():
                         continue
-                    out.append((str(n.cidr), f"address {n} on {link.name} in the host namespace"))
+                    out.append(Occupied(str(n.cidr), "address", link.name, str(n)))
             for cidr, dev in self.kernel.host_routes:
-                n = netaddr.IPNetwork(cidr)
-                out.append((str(n.cidr), f"route {n} via {dev} in the host namespace"))
+                out.append(Occupied(str(netaddr.IPNetwork(cidr).cidr), "route", dev))
             return out
 
     # ---- for tests: arrange and inspect the host namespace

@@ -25,6 +25,7 @@ from cnm.kernel import lower, netns, nft
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
 from cnm.kernel.ports import LinkInfo as LinkInfo  # re-exported: its old home
+from cnm.kernel.ports import Occupied
 from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
@@ -283,19 +284,19 @@ class HostLinks:
             lambda: lower.ensure_shim(ipr, self._t.rtnl, spec, alias, list(addresses),
                                       list(routes)), f"shim {spec.ifname}"))
 
-    def occupied(self) -> list[tuple[str, str]]:
-        """(cidr, holder) of every address and non-default route in the host namespace."""
+    def occupied(self) -> list[Occupied]:
+        """Every address (not loopback or link-local) and non-default route of the host."""
 
-        def run(ipr: IPRoute) -> list[tuple[str, str]]:
+        def run(ipr: IPRoute) -> list[Occupied]:
             # Names only for the few links that hold something: a full link dump parsed by
             # pyroute2 costs ~0.3 ms per link, 150 ms with 400 endpoints on the host.
-            byindex: dict[int, str] = {}
+            byindex: dict[int, str | None] = {}
 
-            def dev_name(index: int | None) -> str:
+            def dev_name(index: int | None) -> str | None:
                 if index is None:
-                    return "?"
+                    return None
                 if index not in byindex:
-                    byindex[index] = _ifname(index) or "?"
+                    byindex[index] = _ifname(index)
                 return byindex[index]
 
             out = []
@@ -303,8 +304,7 @@ class HostLinks:
                 n = netaddr.IPNetwork(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
                 if n.ip.is_loopback() or n.ip.is_link_local():
                     continue
-                dev = dev_name(a["index"])
-                out.append((str(n.cidr), f"address {n} on {dev} in the host namespace"))
+                out.append(Occupied(str(n.cidr), "address", dev_name(a["index"]), str(n)))
             for family in (2, 10):
                 for r in ipr.get_routes(family=family, table=254):
                     if r["dst_len"] == 0 or r.get("RTA_DST") is None:
@@ -312,8 +312,7 @@ class HostLinks:
                     n = netaddr.IPNetwork(f"{r.get('RTA_DST')}/{r['dst_len']}")
                     if n.version == 6 and (n.ip.is_link_local() or n.ip.is_multicast()):
                         continue
-                    dev = dev_name(r.get("RTA_OIF"))
-                    out.append((str(n.cidr), f"route {n} via {dev} in the host namespace"))
+                    out.append(Occupied(str(n.cidr), "route", dev_name(r.get("RTA_OIF"))))
             return out
 
         return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), "list addresses"))

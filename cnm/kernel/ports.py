@@ -5,6 +5,7 @@ imports nothing with side effects (no pyroute2), so drivers and fakes may use it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,21 @@ class SlaveSpec:
     flag: str = "bridge"  # ipvlan only: a key of lower.IPVLAN_FLAGS
     mac: str | None = None  # macvlan only (passthru takes the parent's); None: the kernel's
     netns: str | None = None
+
+
+@dataclass(frozen=True)
+class Occupied:
+    """A range the host namespace already uses: an address on a link, or a route via one."""
+
+    cidr: str  # the network, "192.0.2.0/24"
+    kind: Literal["address", "route"]
+    device: str | None  # the link's name; None when the kernel did not say
+    address: str | None = None  # kind "address": the address itself, "192.0.2.10/24"
+
+    @property
+    def holder(self) -> str:
+        """The words that name it in an error."""
+        dev = self.device or "?"
+        if self.kind == "address":
+            return f"address {self.address or self.cidr} on {dev} in the host namespace"
+        return f"route {self.cidr} via {dev} in the host namespace"
