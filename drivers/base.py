@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from cnm.errors import InvalidArgument
 from cnm.firewall import NetworkRules
-from cnm.kernel.link import HostLinks, SandboxLinks
+from cnm.kernel.ports import HostPort, SandboxPort
 from cnm.model import Endpoint, Network
 
 
@@ -16,8 +16,8 @@ from cnm.model import Endpoint, Network
 class Context:
     """Everything a driver may act on: the host namespace and sandbox namespaces."""
 
-    host: HostLinks
-    sandbox: SandboxLinks
+    host: HostPort
+    sandbox: SandboxPort
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import netaddr
 from pyroute2 import IPRoute
@@ -24,8 +25,8 @@ from cnm.errors import AlreadyExists, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
+from cnm.kernel.ports import HostPort, Occupied, SandboxPort
 from cnm.kernel.ports import LinkInfo as LinkInfo  # re-exported: its old home
-from cnm.kernel.ports import Occupied
 from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
@@ -87,7 +88,7 @@ def _add_addresses(ipr: IPRoute, index: int, cidrs: Sequence[str], what: str) ->
 
 
 class HostLinks:
-    """Operations in the managed host namespace, on its resident thread.
+    """The HostPort: operations in the managed host namespace, on its resident thread.
 
     Deleting a link costs the kernel 14-22 ms (RCU synchronisation) however small it is, and
     it serialises. So endpoints are *retired* (detached, down, moved to the graveyard link
@@ -319,10 +320,14 @@ class HostLinks:
 
 
 class SandboxLinks:
-    """Operations inside sandbox namespaces, on the visitor thread."""
+    """The SandboxPort: operations inside sandbox namespaces, on the visitor thread."""
 
     def __init__(self, visitor: Visitor) -> None:
         self._v = visitor
+
+    def is_netns(self, path: str) -> bool:
+        # On the calling thread: an open and an ioctl on the file, no setns.
+        return netns.is_netns(path)
 
     def create_netns(self, path: str) -> None:
         self._v.create(path)
@@ -480,3 +485,10 @@ def _sysctl(key: str, value: str) -> None:
             f.write(value)
     except OSError as e:
         raise KernelError(f"sysctl {key}={value}: {e.strerror}") from None
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the adapters implement the ports (structurally: no subclass);
+    # tests/unit/test_ports.py checks their method names and parameters at run time.
+    _host_port: type[HostPort] = HostLinks
+    _sandbox_port: type[SandboxPort] = SandboxLinks

@@ -1,11 +1,23 @@
-"""The records the kernel adapters take and return, apart from the adapters: this module
-imports nothing with side effects (no pyroute2), so drivers and fakes may use it freely.
+"""The two kernel ports: what drivers and the controller may ask of the kernel.
+
+``HostPort`` acts on the managed host namespace, ``SandboxPort`` inside sandbox
+namespaces. The real adapters (``cnm.kernel.link.HostLinks`` and ``SandboxLinks``) and the
+fakes (``cnm.testing.FakeHostLinks`` and ``FakeSandboxLinks``) implement them
+structurally; neither subclasses the other. The records the ports take and return live
+here too, so this module imports nothing with side effects (no pyroute2).
+
+Teardown methods treat "already gone" as success; every other failure is a CnmError.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, TypeAlias
+
+# One default route of a sandbox: (ip version, gateway, ifname).
+DefaultRoute: TypeAlias = tuple[int, str, str]
 
 
 @dataclass(frozen=True)
@@ -61,3 +73,116 @@ class Occupied:
         if self.kind == "address":
             return f"address {self.address or self.cidr} on {dev} in the host namespace"
         return f"route {self.cidr} via {dev} in the host namespace"
+
+
+class HostPort(Protocol):
+    """Links, addresses and routes of the managed host namespace."""
+
+    def retire(self, name: str) -> None:
+        """Take a link out of service now; it is deleted soon (``reap``). Gone is fine."""
+        ...
+
+    def reap(self) -> None:
+        """Delete every retired link now."""
+        ...
+
+    def close(self) -> None:
+        """Reap a last time and stop background work."""
+        ...
+
+    def links(self) -> list[LinkInfo]: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def attached(self, name: str, master: str) -> bool:
+        """True when link ``name`` exists, is up and is a port of ``master``."""
+        ...
+
+    def ensure_bridge(self, name: str, alias: str, mtu: int | None, addresses: Sequence[str],
+                      mac: str) -> bool:
+        """Create the bridge, or bring an existing cnm bridge in line. True if created."""
+        ...
+
+    def set_hairpin(self, name: str) -> None:
+        """Let a bridge port send frames back out the port they came in on."""
+        ...
+
+    def delete_link(self, name: str) -> None:
+        """Delete a link now. Gone is fine."""
+        ...
+
+    def add_veth(self, name: str, alias: str, peer: str, peer_netns: str, peer_mac: str,
+                 master: str | None, mtu: int | None) -> None:
+        """A veth pair whose peer is created directly inside ``peer_netns``."""
+        ...
+
+    def supports(self, kind: str) -> bool:
+        """Whether the kernel has links of ``kind``."""
+        ...
+
+    def parent_info(self, name: str) -> ParentInfo | None: ...
+
+    def ensure_dummy(self, name: str, alias: str) -> bool:
+        """A dummy link marked ``alias``, up. True if created."""
+        ...
+
+    def ensure_vlan(self, name: str, base: str, vid: int, alias: str) -> bool:
+        """The 802.1q sub-interface ``name`` of ``base`` with id ``vid``, marked, up."""
+        ...
+
+    def delete_owned(self, name: str, alias: str) -> None:
+        """Delete link ``name`` only if it carries ``alias``. Gone is fine."""
+        ...
+
+    def add_slave(self, spec: SlaveSpec) -> str:
+        """A macvlan/ipvlan link, made directly in ``spec.netns``; returns its MAC."""
+        ...
+
+    def ensure_shim(self, spec: SlaveSpec, alias: str, addresses: Sequence[str],
+                    routes: Sequence[str]) -> bool:
+        """The host's own slave on a parent, with addresses and routes to the sandboxes."""
+        ...
+
+    def occupied(self) -> list[Occupied]:
+        """Every address (not loopback or link-local) and non-default route of the host."""
+        ...
+
+
+class SandboxPort(Protocol):
+    """Sandbox namespaces (by the path they are bound at) and the links inside them."""
+
+    def is_netns(self, path: str) -> bool:
+        """True when ``path`` is a live network namespace (not a leftover file)."""
+        ...
+
+    def create_netns(self, path: str) -> None:
+        """A new network namespace bound at ``path``, loopback up."""
+        ...
+
+    def delete_netns(self, path: str) -> None:
+        """Unbind and remove the namespace. Gone is fine."""
+        ...
+
+    def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
+        """Give an interface its addresses and bring it up."""
+        ...
+
+    def set_default_routes(self, path: str, routes: Sequence[DefaultRoute],
+                           known: Sequence[DefaultRoute] | None = None) -> None:
+        """Make the default routes exactly ``routes``; ``known`` is what is there now."""
+        ...
+
+    def retire(self, path: str, ifname: str, new_name: str,
+               addresses: Sequence[str] | None = None) -> None:
+        """Take an interface out of the sandbox's view (down, no addresses, renamed)."""
+        ...
+
+    def open_dns(self, path: str) -> tuple[socket.socket, socket.socket]:
+        """UDP and TCP sockets that answer the sandbox's queries to its DNS address."""
+        ...
+
+    def remove(self, path: str, ifname: str) -> None:
+        """Delete an interface of the sandbox. Gone is fine."""
+        ...
+
+    def links(self, path: str) -> list[LinkInfo]: ...
