@@ -59,6 +59,10 @@ from benchcommon import Janitor, progress
 
 from cnm.client import Client
 
+# dockerd here is started as the lab tier starts it; its cgroup mounts come from there.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "lab"))
+from cgroups import NoCgroups, cgroup_mounts  # noqa: E402
+
 PY = sys.executable
 AARDVARK = "/usr/lib/podman/aardvark-dns"
 DOCKERD, CONTAINERD, RUNC = "/usr/sbin/dockerd", "/usr/bin/containerd", "/usr/sbin/runc"
@@ -621,18 +625,6 @@ wait
 """
 
 
-def cgroup_mounts() -> str:
-    out = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        source, target, fstype, opts = line.split()[:4]
-        if target.startswith("/sys/fs/cgroup") and fstype in ("tmpfs", "cgroup", "cgroup2"):
-            out.append(f"mkdir -p {shlex.quote(target)}; mount -t {fstype} "
-                       f"-o {shlex.quote(opts)} {shlex.quote(source)} {shlex.quote(target)}")
-    if not out:
-        raise Skip("no cgroup mounts under /sys/fs/cgroup: dockerd cannot start")
-    return "\n".join(out)
-
-
 class Skip(Exception):
     """A peer that cannot run here; the message says why."""
 
@@ -647,6 +639,10 @@ def start_docker(nss: Namespaces, root: Path, janitor: Janitor, n: int,
     if gone:
         raise Skip(f"missing {', '.join(benchcommon.missing_peers(*gone))}: "
                    "bash bench/install.sh installs them")
+    try:
+        mounts = cgroup_mounts()
+    except NoCgroups as e:
+        raise Skip(str(e)) from e
     host = nss.add("dock")
     d = root / "docker"
     d.mkdir(parents=True)
@@ -662,7 +658,7 @@ def start_docker(nss: Namespaces, root: Path, janitor: Janitor, n: int,
 
     with open(d / "wrapper.log", "ab") as logf:
         wrapper = subprocess.Popen(
-            ["ip", "netns", "exec", host, "bash", "-c", WRAPPER.format(mounts=cgroup_mounts()),
+            ["ip", "netns", "exec", host, "bash", "-c", WRAPPER.format(mounts=mounts),
              "bash", str(d)], stdout=logf, stderr=logf)
     containers: list[str] = []
 

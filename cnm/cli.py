@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cnm import __version__
+from cnm.address import DEFAULT_HOST
 from cnm.client import Client
 from cnm.errors import CnmError, InvalidArgument, exit_code
-
-DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
 
 
 class UsageError(Exception):

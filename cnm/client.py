@@ -8,6 +8,7 @@ import socket
 from typing import Any
 from urllib.parse import quote
 
+from cnm.address import DEFAULT_HOST, parse_unix_address
 from cnm.errors import CnmError, Internal, Unavailable, from_dict
 
 
@@ -30,10 +31,8 @@ class _UnixConnection(http.client.HTTPConnection):
 class Client:
     """One keep-alive connection; not for use by several threads at once."""
 
-    def __init__(self, host: str, timeout: float = 60.0) -> None:
-        if not host.startswith("unix://"):
-            raise Unavailable(f"unsupported daemon address {host!r}: expected unix://PATH")
-        self.path = host[len("unix://"):]
+    def __init__(self, host: str = DEFAULT_HOST, timeout: float = 60.0) -> None:
+        self.path = parse_unix_address(host, Unavailable)
         self._conn = _UnixConnection(self.path, timeout)
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from cnm import __version__
+from cnm.address import parse_unix_address
 from cnm.api.server import claim_socket, serve
 from cnm.core import Config, Controller
 from cnm.dns.records import Records
@@ -34,15 +35,7 @@ from cnm.kernel.nft import Nftables
 from cnm.netfilter import Netfilter
 from cnm.store.sqlite import SqliteStore
 
-DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
 log = logging.getLogger("cnmd")
-
-
-def socket_path(host: str) -> str:
-    if not host.startswith("unix://"):
-        raise InvalidArgument(f"unsupported address {host!r}: cnmd listens on unix://PATH only",
-                              hint="TCP with mutual TLS is not available yet")
-    return host[len("unix://"):]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,7 +133,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     _raise_file_limit()
     try:
         config = config_from(args)
-        path = socket_path(args.host or f"unix://{os.path.join(config.run_dir, 'cnm.sock')}")
+        path = parse_unix_address(
+            args.host or f"unix://{os.path.join(config.run_dir, 'cnm.sock')}")
         lock = _lock_state(config.state_dir)
         # Before reconcile: a daemon already serving this socket may manage this very
         # namespace, and reconcile would delete its links as stale.

@@ -17,10 +17,14 @@ class CnmError(Exception):
 
     code = "internal"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None,
+                 errno: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # The kernel's errno, when the error is its translation (from_errno): for code that
+        # must tell one errno from another of the same class. Not part of the wire form.
+        self.errno = errno
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -153,7 +157,14 @@ def from_dict(data: dict[str, Any]) -> CnmError:
 
 
 def from_errno(code: int, what: str) -> CnmError:
-    """Translate a kernel errno once, in the adapter that saw it."""
+    """Translate a kernel errno once, in the adapter that saw it; the error keeps ``code``
+    as its ``errno``."""
+    err = _translate(code, what)
+    err.errno = code
+    return err
+
+
+def _translate(code: int, what: str) -> CnmError:
     text = _errno.errorcode.get(code, str(code))
     if code == _errno.EEXIST:
         return AlreadyExists(f"{what}: already exists")

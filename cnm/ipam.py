@@ -73,6 +73,7 @@ class Taken:
 
     cidr: str
     holder: str
+    device: str | None = None  # the host link holding it (a host address or route)
 
 
 def parse_cidr(text: str, what: str = "subnet") -> netaddr.IPNetwork:

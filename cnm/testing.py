@@ -1,16 +1,16 @@
 """Fakes of the kernel adapters, and fault injection, for tests that need no root.
 
 ``FakeKernel`` holds the state (namespaces, links, addresses, default routes);
-``FakeHostLinks`` and ``FakeSandboxLinks`` are its two views, with the public methods of
-``HostLinks`` and ``SandboxLinks``. Give both views the same kernel, so that a veth made by
-the host view shows up inside the sandbox::
+``FakeHostLinks`` and ``FakeSandboxLinks`` are its two views, implementing the kernel ports
+``HostPort`` and ``SandboxPort`` (cnm/kernel/ports.py) as the real adapters do. Give both
+views the same kernel, so that a veth made by the host view shows up inside the sandbox::
 
     kernel = FakeKernel()
     ctx = Context(FakeHostLinks(kernel), FakeSandboxLinks(kernel))
 
-The fakes subclass the real adapters only so that they type-check wherever an adapter is
-expected (and mypy checks that their signatures keep up); they override every public
-method and never start the real ones' threads.
+The fakes share no code with the real adapters (no subclassing): mypy checks at the end of
+this module that they implement the ports, tests/unit/test_ports.py that their methods
+and parameters match the ports'.
 
 The fakes keep the kernel rules a controller bug would trip over: a link name is unique
 in its namespace and at most 15 bytes, a veth dies with its peer and with its namespace, a
@@ -32,14 +32,14 @@ import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import netaddr
 
 from cnm import names
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, KernelError, NotFound
-from cnm.kernel.link import HostLinks, LinkInfo, SandboxLinks
-from cnm.kernel.lower import ParentInfo, SlaveSpec, unsupported
+from cnm.kernel.lower import unsupported
+from cnm.kernel.ports import HostPort, LinkInfo, Occupied, ParentInfo, SandboxPort, SlaveSpec
 
 T = TypeVar("T")
 
@@ -179,11 +179,16 @@ class FakeLink:
                         master=self.master.index if self.master else None)
 
 
+_SERIALS = itertools.count(1)
+
+
 @dataclass(eq=False)
 class FakeNamespace:
     links: dict[str, FakeLink] = field(default_factory=dict)
     # Default route of each IP version: (gateway, device).
     routes: dict[int, tuple[str, FakeLink]] = field(default_factory=dict)
+    # Its identity (a real one's is its nsfs inode): never reused.
+    serial: int = field(default_factory=lambda: next(_SERIALS))
 
 
 class FakeKernel:
@@ -213,7 +218,8 @@ class FakeKernel:
         return ns
 
     def is_netns(self, path: str) -> bool:
-        """Stands in for ``cnm.kernel.netns.is_netns`` (monkeypatch it with this)."""
+        """A live namespace of this kernel at ``path`` (FakeSandboxLinks.is_netns); it also
+        stands in for ``cnm.kernel.netns.is_netns`` where a test patches that."""
         with self.lock:
             return path in self.namespaces and os.path.exists(path)
 
@@ -302,12 +308,11 @@ class _Faultable:
         self.faults.enter(method, args, {})
 
 
-class FakeHostLinks(_Faultable, HostLinks):
-    """HostLinks over a FakeKernel. Retired links wait in the graveyard until ``reap()``
+class FakeHostLinks(_Faultable):
+    """The HostPort over a FakeKernel. Retired links wait in the graveyard until ``reap()``
     (the real adapter's reaper thread does that 0.2 s later; here a test decides)."""
 
     def __init__(self, kernel: FakeKernel | None = None) -> None:
-        # No super().__init__: that starts the real reaper thread.
         self.kernel = kernel or FakeKernel()
         self.closed = False
         self._init_faults()
@@ -519,7 +524,7 @@ class FakeHostLinks(_Faultable, HostLinks):
                     self.kernel.host_routes.append((cidr, spec.ifname))
             return created
 
-    def occupied(self) -> list[tuple[str, str]]:
+    def occupied(self) -> list[Occupied]:
         self._enter("occupied")
         with self.kernel.lock:
             out = []
@@ -528,10 +533,9 @@ class FakeHostLinks(_Faultable, HostLinks):
                     n = netaddr.IPNetwork(a)
                     if n.ip.is_loopback() or n.ip.is_link_local():
                         continue
-                    out.append((str(n.cidr), f"address {n} on {link.name} in the host namespace"))
+                    out.append(Occupied(str(n.cidr), "address", link.name, str(n)))
             for cidr, dev in self.kernel.host_routes:
-                n = netaddr.IPNetwork(cidr)
-                out.append((str(n.cidr), f"route {n} via {dev} in the host namespace"))
+                out.append(Occupied(str(netaddr.IPNetwork(cidr).cidr), "route", dev))
             return out
 
     # ---- for tests: arrange and inspect the host namespace
@@ -570,12 +574,11 @@ class FakeHostLinks(_Faultable, HostLinks):
                                         mac=names.random_mac())
 
 
-class FakeSandboxLinks(_Faultable, SandboxLinks):
-    """SandboxLinks over a FakeKernel; a namespace is keyed by its path, where a plain file
-    stands in for the bind mount (the controller lists its netns directory)."""
+class FakeSandboxLinks(_Faultable):
+    """The SandboxPort over a FakeKernel; a namespace is keyed by its path, where a plain
+    file stands in for the bind mount (the controller lists its netns directory)."""
 
     def __init__(self, kernel: FakeKernel | None = None) -> None:
-        # No super().__init__: there is no visitor thread.
         self.kernel = kernel or FakeKernel()
         self._init_faults()
 
@@ -597,9 +600,10 @@ class FakeSandboxLinks(_Faultable, SandboxLinks):
                 os.unlink(path)
 
     def identity(self, path: str) -> str | None:
+        self._enter("identity", path)
         with self.kernel.lock:
             ns = self.kernel.namespaces.get(path)
-            return f"fake:{id(ns)}" if ns is not None and os.path.exists(path) else None
+            return f"fake:{ns.serial}" if ns is not None and os.path.exists(path) else None
 
     def release(self, path: str) -> None:
         self._enter("release", path)
@@ -739,3 +743,9 @@ class FakeNft:
 
     def sysctl(self, key: str, value: str) -> None:
         self.sysctls[key] = value
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the fakes implement the kernel ports.
+    _host_port: type[HostPort] = FakeHostLinks
+    _sandbox_port: type[SandboxPort] = FakeSandboxLinks

@@ -16,7 +16,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 from cnm.errors import InvalidArgument
 from cnm.firewall import NetworkRules
-from cnm.kernel.link import HostLinks, SandboxLinks
+from cnm.kernel.ports import HostPort, SandboxPort
 from cnm.model import Endpoint, Network
 
 
@@ -24,8 +24,8 @@ from cnm.model import Endpoint, Network
 class Context:
     """Everything a driver may act on: the host namespace and sandbox namespaces."""
 
-    host: HostLinks
-    sandbox: SandboxLinks
+    host: HostPort
+    sandbox: SandboxPort
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from cnm.core.state import State
 from cnm.dns.records import Entry, Records
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context
-from cnm.kernel.link import HostLinks, SandboxLinks
+from cnm.kernel.ports import HostPort, SandboxPort
 from cnm.model import Endpoint, Network, Sandbox
 from cnm.netfilter import Netfilter, NftApi
 from cnm.portspec import PortMapping
@@ -215,8 +215,8 @@ def dry_run(state: State, publishing: Publishing, op: Callable[[], T]) -> tuple[
     s = state
     saved = (s.ctx, s.netfilter, s.store, s.records, s.dns, s.write_file, s.networks,
              s.sandboxes, s.endpoints, s.addresses, publishing.index)
-    s.ctx = Context(cast(HostLinks, _Recorder(s.ctx.host, plan, "link", HOST_WRITES)),
-                    cast(SandboxLinks, _Recorder(s.ctx.sandbox, plan, "sandbox",
+    s.ctx = Context(cast(HostPort, _Recorder(s.ctx.host, plan, "link", HOST_WRITES)),
+                    cast(SandboxPort, _Recorder(s.ctx.sandbox, plan, "sandbox",
                                                  SANDBOX_WRITES)))
     if s.netfilter is not None:
         nf = Netfilter(_Nft(s.netfilter.nft, plan))

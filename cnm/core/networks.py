@@ -31,10 +31,10 @@ class Networks:
         taken = [Taken(s.subnet, f'network "{n.name}" ({s.subnet})')
                  for n in self.s.networks.values() for s in n.subnets]
         routes: list[Taken] = []
-        for cidr, holder in self.s.ctx.host.occupied():
-            mine = lan_link is not None and holder.startswith("address ") and holder.endswith(
-                f" on {lan_link} in the host namespace")
-            (routes if holder.startswith("route") or mine else taken).append(Taken(cidr, holder))
+        for o in self.s.ctx.host.occupied():
+            mine = lan_link is not None and o.kind == "address" and o.device == lan_link
+            (routes if o.kind == "route" or mine else taken).append(
+                Taken(o.cidr, o.holder, o.device))
         return taken, routes
 
     def plan(self, spec: NetworkSpec) -> Network:

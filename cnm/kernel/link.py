@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import netaddr
 from pyroute2 import IPRoute
@@ -25,20 +25,12 @@ from cnm.errors import AlreadyExists, Conflict, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
-from cnm.kernel.rtnl import index_of
+from cnm.kernel.ports import HostPort, Occupied, SandboxPort
+from cnm.kernel.ports import LinkInfo as LinkInfo  # re-exported: its old home
+from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
-IFA_F_NODAD = 0x02
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
 log = logging.getLogger("cnm.kernel")
-
-
-@dataclass(frozen=True)
-class LinkInfo:
-    name: str
-    index: int
-    kind: str
-    alias: str | None
-    master: int | None
 
 
 def _lookup(ipr: IPRoute, name: str) -> int | None:
@@ -96,7 +88,7 @@ def _add_addresses(ipr: IPRoute, index: int, cidrs: Sequence[str], what: str) ->
 
 
 class HostLinks:
-    """Operations in the managed host namespace, on its resident thread.
+    """The HostPort: operations in the managed host namespace, on its resident thread.
 
     Deleting a link costs the kernel 14-22 ms (RCU synchronisation) however small it is, and
     it serialises. So endpoints are *retired* (detached, down, moved to the graveyard link
@@ -293,19 +285,19 @@ class HostLinks:
             lambda: lower.ensure_shim(ipr, self._t.rtnl, spec, alias, list(addresses),
                                       list(routes)), f"shim {spec.ifname}"))
 
-    def occupied(self) -> list[tuple[str, str]]:
-        """(cidr, holder) of every address and non-default route in the host namespace."""
+    def occupied(self) -> list[Occupied]:
+        """Every address (not loopback or link-local) and non-default route of the host."""
 
-        def run(ipr: IPRoute) -> list[tuple[str, str]]:
+        def run(ipr: IPRoute) -> list[Occupied]:
             # Names only for the few links that hold something: a full link dump parsed by
             # pyroute2 costs ~0.3 ms per link, 150 ms with 400 endpoints on the host.
-            byindex: dict[int, str] = {}
+            byindex: dict[int, str | None] = {}
 
-            def dev_name(index: int | None) -> str:
+            def dev_name(index: int | None) -> str | None:
                 if index is None:
-                    return "?"
+                    return None
                 if index not in byindex:
-                    byindex[index] = _ifname(index) or "?"
+                    byindex[index] = _ifname(index)
                 return byindex[index]
 
             out = []
@@ -313,8 +305,7 @@ class HostLinks:
                 n = netaddr.IPNetwork(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
                 if n.ip.is_loopback() or n.ip.is_link_local():
                     continue
-                dev = dev_name(a["index"])
-                out.append((str(n.cidr), f"address {n} on {dev} in the host namespace"))
+                out.append(Occupied(str(n.cidr), "address", dev_name(a["index"]), str(n)))
             for family in (2, 10):
                 for r in ipr.get_routes(family=family, table=254):
                     if r["dst_len"] == 0 or r.get("RTA_DST") is None:
@@ -322,15 +313,14 @@ class HostLinks:
                     n = netaddr.IPNetwork(f"{r.get('RTA_DST')}/{r['dst_len']}")
                     if n.version == 6 and (n.ip.is_link_local() or n.ip.is_multicast()):
                         continue
-                    dev = dev_name(r.get("RTA_OIF"))
-                    out.append((str(n.cidr), f"route {n} via {dev} in the host namespace"))
+                    out.append(Occupied(str(n.cidr), "route", dev_name(r.get("RTA_OIF"))))
             return out
 
         return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), "list addresses"))
 
 
 class SandboxLinks:
-    """Operations inside sandbox namespaces, on the visitor thread."""
+    """The SandboxPort: operations inside sandbox namespaces, on the visitor thread."""
 
     def __init__(self, visitor: Visitor) -> None:
         self._v = visitor
@@ -344,7 +334,7 @@ class SandboxLinks:
         netns.delete(path)
 
     def identity(self, path: str) -> str | None:
-        """The namespace's identity ("dev:inode"), None if ``path`` is no namespace."""
+        # On the calling thread: an open, an ioctl and a stat of the file, no setns.
         return netns.identity(path)
 
     def release(self, path: str) -> None:
@@ -514,3 +504,10 @@ def _sysctl(key: str, value: str) -> None:
             f.write(value)
     except OSError as e:
         raise KernelError(f"sysctl {key}={value}: {e.strerror}") from None
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the adapters implement the ports (structurally: no subclass);
+    # tests/unit/test_ports.py checks their method names and parameters at run time.
+    _host_port: type[HostPort] = HostLinks
+    _sandbox_port: type[SandboxPort] = SandboxLinks

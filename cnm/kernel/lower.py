@@ -6,7 +6,8 @@ there). A slave is created in the host namespace's netlink request but directly 
 sandbox (IFLA_LINK names the parent here, IFLA_NET_NS_FD the sandbox): no move, which would
 cost ~17 ms. Where an errno alone would not tell a user what is wrong (EINVAL from a
 passthru parent that is taken, EOPNOTSUPP from a kernel without the link type), the error
-is translated here with the words that do.
+is translated here with the words that do. The records (ParentInfo, SlaveSpec) live in
+ports.py; drivers still import them from here, so they are re-exported.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import fcntl
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import netaddr
@@ -24,6 +24,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, NotFound, Unsupported, from_errno
+from cnm.kernel.ports import ParentInfo as ParentInfo
+from cnm.kernel.ports import SlaveSpec as SlaveSpec
 from cnm.kernel.rtnl import Rtnl, index_of
 
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
@@ -36,35 +38,6 @@ IFLA_IPVLAN_FLAGS = 2
 ARPHRD_ETHER = 1
 IFF_UP, IFF_LOOPBACK = 0x1, 0x8
 SIOCGIFFLAGS, SIOCGIFHWADDR = 0x8913, 0x8927
-IFA_F_NODAD = 0x02
-
-
-@dataclass(frozen=True)
-class ParentInfo:
-    """What a network needs to know of a would-be parent link in the host namespace."""
-
-    name: str
-    index: int
-    kind: str
-    up: bool
-    ether: bool  # an Ethernet link, not loopback: the only kind macvlan and ipvlan take
-    master: str | None  # the bridge or bond it is a port of
-    alias: str | None
-    mac: str
-    addresses: tuple[str, ...] = ()  # the host's own, "192.168.5.10/24"
-
-
-@dataclass(frozen=True)
-class SlaveSpec:
-    """One macvlan or ipvlan link on ``parent``; ``netns`` None is the host namespace."""
-
-    ifname: str
-    parent: str
-    kind: str  # "macvlan" or "ipvlan"
-    mode: str  # a key of MACVLAN_MODES or IPVLAN_MODES
-    flag: str = "bridge"  # ipvlan only: a key of IPVLAN_FLAGS
-    mac: str | None = None  # macvlan only (passthru takes the parent's); None: the kernel's
-    netns: str | None = None
 
 
 def unsupported(kind: str, what: str) -> Unsupported:

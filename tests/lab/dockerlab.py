@@ -13,13 +13,13 @@ what the lab tier is about.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cgroups import cgroup_mounts
 from nstools import HostNs
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -45,7 +45,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 """
 
 # Runs as `ip netns exec NS bash -c WRAPPER bash DIR`. The cgroup mounts come from
-# cgroup_mounts(); SIGTERM stops dockerd first, then containerd, and waits for both.
+# cgroups.cgroup_mounts(); SIGTERM stops dockerd first, then containerd, and waits for both.
 WRAPPER = """set -eu
 dir=$1
 {mounts}
@@ -69,23 +69,6 @@ wait
 def missing() -> list[str]:
     """The programs this needs that are not installed."""
     return [p for p in (DOCKERD, CONTAINERD, RUNC, DOCKER) if not os.access(p, os.X_OK)]
-
-
-def cgroup_mounts() -> str:
-    """Shell commands that repeat, in the new mount namespace, the machine's cgroup
-    mounts under /sys/fs/cgroup (v1 hierarchies, a hybrid layout or pure cgroup2)."""
-    out = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        source, target, fstype, opts = line.split()[:4]
-        if not target.startswith("/sys/fs/cgroup"):
-            continue
-        if fstype not in ("tmpfs", "cgroup", "cgroup2"):
-            continue
-        out.append(f"mkdir -p {shlex.quote(target)}; mount -t {fstype} "
-                   f"-o {shlex.quote(opts)} {shlex.quote(source)} {shlex.quote(target)}")
-    if not out:
-        raise RuntimeError("no cgroup mounts under /sys/fs/cgroup: dockerd cannot start")
-    return "\n".join(out)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import pytest
 from cnm.core import Config, Controller
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
-from cnm.kernel import netns
 from cnm.netfilter import Netfilter
 from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
@@ -57,15 +56,12 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
     host_ns = tmp_path / "host-netns"
     host_ns.touch()
     stores: list[SqliteStore] = []
-    kernel_ = kernel
 
     def make(kernel: FakeKernel | None = None, netfilter: Netfilter | None = None,
              **config: Any) -> Controller:
-        h, s, k = host, sbx, kernel_
+        h, s = host, sbx
         if kernel is not None:
-            h, s, k = FakeHostLinks(kernel), FakeSandboxLinks(kernel), kernel
-        # The controller asks at start whether each sandbox's namespace is alive.
-        monkeypatch.setattr(netns, "is_netns", k.is_netns)
+            h, s = FakeHostLinks(kernel), FakeSandboxLinks(kernel)
         cfg = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
                      host_netns=str(host_ns), resolv_conf=str(resolv), **config)
         store = SqliteStore(cfg.state_dir)

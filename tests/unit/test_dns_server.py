@@ -29,7 +29,6 @@ from cnm.dns.server import ATTEMPT_TIMEOUT, MAX_UPSTREAMS, DnsServer, Upstreams
 from cnm.drivers.base import Context
 from cnm.drivers.registry import builtin
 from cnm.errors import InvalidArgument
-from cnm.kernel import netns
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
@@ -732,7 +731,6 @@ class DnsStack:
 @pytest.fixture
 def dns_stack(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
               monkeypatch: pytest.MonkeyPatch) -> Iterator[DnsStack]:
-    monkeypatch.setattr(netns, "is_netns", kernel.is_netns)
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("search example.org\n")
     (tmp_path / "host-netns").touch()

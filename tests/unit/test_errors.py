@@ -83,6 +83,12 @@ def test_from_errno(code: int, cls: type[CnmError]) -> None:
     err = errors.from_errno(code, "veth cnmv123")
     assert type(err) is cls
     assert err.message.startswith("veth cnmv123: ")
+    assert err.errno == code
+
+
+def test_errno_is_kept_only_on_translations_and_never_sent() -> None:
+    assert KernelError("boom").errno is None
+    assert "errno" not in errors.from_errno(errno.EINVAL, "x").to_dict()
 
 
 def test_from_errno_details() -> None:
