@@ -514,22 +514,16 @@ def profile_api(nss: Namespaces, root: Path, n: int, top: int = 22) -> dict[str,
     import io
     import pstats
 
+    from cnm import wiring
     from cnm.api.server import dispatch
-    from cnm.core import Config, Controller
-    from cnm.drivers.base import Context
-    from cnm.drivers.registry import builtin
-    from cnm.kernel.link import HostLinks, SandboxLinks
-    from cnm.kernel.netns import Visitor
+    from cnm.core import Config
     from cnm.model import NetworkSpec, SandboxSpec
-    from cnm.store.sqlite import SqliteStore
 
     (ns,) = nss.add("prof")
     config = Config(state_dir=str(root / "prof" / "state"), run_dir=str(root / "prof" / "run"),
                     host_netns=f"/run/netns/{ns}")
-    thread, visitor = NsThread(config.host_netns), Visitor()
-    host, store = HostLinks(thread), SqliteStore(config.state_dir)
-    c = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin(),
-                   Netfilter(Nftables(thread)))
+    built = wiring.build(config, dns=False, start=False)
+    c = built.controller
 
     def post(i: int) -> float:
         body = json.dumps({"ports": [f"{BASE_PORT + i}:80"]}).encode()
@@ -552,10 +546,7 @@ def profile_api(nss: Namespaces, root: Path, n: int, top: int = 22) -> dict[str,
         text = io.StringIO()
         pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(top)
     finally:
-        host.close()
-        thread.stop()
-        visitor.stop()
-        store.close()
+        built.close()
         ns_dir = Path(config.run_dir) / "netns"
         if ns_dir.is_dir():
             for entry in ns_dir.iterdir():

@@ -35,14 +35,12 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from cnm import wiring
 from cnm.core import Config, Controller
-from cnm.drivers.base import Context
-from cnm.drivers.registry import builtin
 from cnm.kernel import netns as kns
 from cnm.kernel.link import HostLinks, SandboxLinks
 from cnm.kernel.netns import NsThread, Visitor
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
-from cnm.store.sqlite import SqliteStore
 
 V6_DEFAULT = "/proc/sys/net/ipv6/conf/default/disable_ipv6"
 
@@ -169,15 +167,15 @@ class Stack:
     def _start(self, v6: bool) -> None:
         cfg = Config(state_dir=str(self.tmp / "state"), run_dir=str(self.tmp / "run"),
                      host_netns=f"/run/netns/{self.ns}")
-        self.thread = NsThread(cfg.host_netns)
-        self.parts.append(self.thread.stop)
-        self.visitor = Visitor()
-        self.parts.append(self.visitor.stop)
-        self.host, self.sandbox = HostLinks(self.thread), SandboxLinks(self.visitor)
-        self.parts.append(self.host.close)
-        self.store = SqliteStore(cfg.state_dir)
+        adapters = wiring.kernel(cfg.host_netns)
+        self.parts.extend(adapters.closers)
+        self.thread, self.visitor = adapters.threads
+        self.host, self.sandbox = adapters.host, adapters.sandbox
+        # The controller alone (no firewall, no DNS): what connect costs in the kernel.
+        built = wiring.build(cfg, adapters, firewall=False, dns=False, start=False)
+        self.store = built.store
         self.parts.append(self.store.close)
-        self.c = Controller(cfg, self.store, Context(self.host, self.sandbox), builtin())
+        self.c = built.controller
         if not v6:
             self.thread.call(_v6_off)
             create = self.sandbox.create_netns

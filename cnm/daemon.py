@@ -18,22 +18,14 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from cnm import __version__
+from cnm import __version__, wiring
 from cnm.address import parse_unix_address
 from cnm.api.server import claim_socket, serve
-from cnm.core import Config, Controller
-from cnm.dns.records import Records
-from cnm.dns.server import DnsServer, Upstreams, is_address
-from cnm.drivers.base import Context
-from cnm.drivers.registry import builtin
+from cnm.core import Config
+from cnm.dns.server import is_address
 from cnm.errors import CnmError, InvalidArgument, exit_code
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
-from cnm.kernel.link import HostLinks, SandboxLinks, host_socket_factory
-from cnm.kernel.netns import NsThread, Visitor
-from cnm.kernel.nft import Nftables
-from cnm.netfilter import Netfilter
-from cnm.store.sqlite import SqliteStore
 
 log = logging.getLogger("cnmd")
 
@@ -140,17 +132,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         # namespace, and reconcile would delete its links as stale.
         claim_socket(path)
         ns_lock = _lock_netns(config.host_netns)
-        host_thread = NsThread(config.host_netns)
-        visitor = Visitor()
-        host = HostLinks(host_thread)
-        store = SqliteStore(config.state_dir)
-        dns = DnsServer(Records(), Upstreams(args.dns, config.resolv_conf),
-                        host_socket_factory(host_thread))
-        controller = Controller(config, store, Context(host, SandboxLinks(visitor)), builtin(),
-                                Netfilter(Nftables(host_thread)), dns)
-        controller.start()
+        stack = wiring.build(config, upstreams=args.dns)  # reconciles
         # Listening only after reconcile: a client that connects sees a consistent daemon.
-        server = serve(controller, path)
+        server = serve(stack.controller, path)
     except CnmError as e:
         print(f"cnmd: error: {e.message}", file=sys.stderr)
         if e.hint:
@@ -164,15 +148,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     log.info("stopping; networks and sandboxes stay as they are")
     server.shutdown()
     server.server_close()
-    # Take the controller lock so no mutation is cut in half.
-    with controller.lock:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        dns.close()
-        host.close()
-        host_thread.stop()
-        visitor.stop()
-        store.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    stack.close()  # under the core's lock: no mutation is cut in half
     os.close(ns_lock)
     os.close(lock)
     return 0

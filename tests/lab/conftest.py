@@ -12,17 +12,16 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# The lab tier reuses the root tier's helpers (namespaces, the cnmd process).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "netns"))
-from dockerlab import Dockerd, missing  # noqa: E402
-from nstools import Daemon, HostNs, run, unbind_all  # noqa: E402
+# The lab tier reuses the root tier's helpers (namespaces, the cnmd process): the test
+# folders are on pytest's pythonpath (pyproject.toml).
+from dockerlab import Dockerd, missing
+from nstools import Daemon, HostNs, run, unbind_all
 
 if os.geteuid() != 0:
     pytest.skip("the lab tier needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)",

@@ -11,18 +11,14 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from nstools import Daemon, HostNs, Stack, run, unbind_all
 
-from cnm.core import Config, Controller
-from cnm.drivers.base import Context
-from cnm.drivers.registry import builtin
+from cnm import wiring
+from cnm.core import Config
 from cnm.kernel.link import HostLinks, SandboxLinks
-from cnm.kernel.netns import NsThread, Visitor
-from cnm.kernel.nft import Nftables
-from cnm.netfilter import Netfilter
-from cnm.store.sqlite import SqliteStore
 
 if os.geteuid() != 0:
     pytest.skip("the netns tier needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)",
@@ -47,21 +43,16 @@ def stack(host_ns: HostNs, tmp_path: Path) -> Iterator[Stack]:
     resolv.write_text("# the test host has no upstream resolver\n")
     config = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
                     host_netns=host_ns.path, resolv_conf=str(resolv))
-    thread = NsThread(host_ns.path)
-    visitor = Visitor()
-    host = HostLinks(thread)
-    sandbox = SandboxLinks(visitor)
-    store = SqliteStore(config.state_dir)
-    controller = Controller(config, store, Context(host, sandbox), builtin(),
-                            Netfilter(Nftables(thread)))
     try:
-        controller.start()
-        yield Stack(controller, host, sandbox, host_ns, config)
+        built = wiring.build(config, dns=False)
+    except BaseException:
+        unbind_all(Path(config.run_dir))
+        raise
+    try:
+        yield Stack(built.controller, cast(HostLinks, built.adapters.host),
+                    cast(SandboxLinks, built.adapters.sandbox), host_ns, config)
     finally:
-        host.close()
-        thread.stop()
-        visitor.stop()
-        store.close()
+        built.close()
         unbind_all(Path(config.run_dir))
 
 @pytest.fixture

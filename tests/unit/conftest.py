@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
+from cnm import wiring
 from cnm.core import Config, Controller
-from cnm.drivers.base import Context
-from cnm.drivers.registry import builtin
 from cnm.netfilter import Netfilter
-from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
 
 HOST_RESOLV = """# host resolv.conf
@@ -55,7 +53,7 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
     resolv.write_text(HOST_RESOLV)
     host_ns = tmp_path / "host-netns"
     host_ns.touch()
-    stores: list[SqliteStore] = []
+    stacks: list[wiring.Stack] = []
 
     def make(kernel: FakeKernel | None = None, netfilter: Netfilter | None = None,
              **config: Any) -> Controller:
@@ -64,15 +62,13 @@ def make_controller(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
             h, s = FakeHostLinks(kernel), FakeSandboxLinks(kernel)
         cfg = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
                      host_netns=str(host_ns), resolv_conf=str(resolv), **config)
-        store = SqliteStore(cfg.state_dir)
-        stores.append(store)
-        ctl = Controller(cfg, store, Context(h, s), builtin(), netfilter)
-        ctl.start()
-        return ctl
+        built = wiring.build(cfg, wiring.Adapters(h, s, netfilter.nft if netfilter else None))
+        stacks.append(built)
+        return built.controller
 
     yield make
-    for store in stores:
-        store.close()
+    for built in stacks:
+        built.close()
 
 
 @pytest.fixture

@@ -22,15 +22,12 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from test_dns_resolver import compression_cycle
 
-from cnm import daemon
+from cnm import daemon, wiring
 from cnm.core import Config, Controller
 from cnm.dns.records import Entry, Records
 from cnm.dns.server import ATTEMPT_TIMEOUT, MAX_UPSTREAMS, DnsServer, Upstreams
-from cnm.drivers.base import Context
-from cnm.drivers.registry import builtin
 from cnm.errors import InvalidArgument
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
-from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
 
 LOOP = "127.0.0.1"
@@ -738,15 +735,12 @@ def dns_stack(tmp_path: Path, kernel: FakeKernel, host: FakeHostLinks,
                  host_netns=str(tmp_path / "host-netns"), resolv_conf=str(resolv))
     sbx = Recording(kernel)
     sbx.opened = {}
-    server = DnsServer(Records(), Upstreams([]), factory([]))
-    store = SqliteStore(cfg.state_dir)
-    ctl = Controller(cfg, store, Context(host, sbx), builtin(), None, server)
-    ctl.start()
+    built = wiring.build(cfg, wiring.Adapters(host, sbx, host_socket=factory([])))
+    assert built.dns is not None
     try:
-        yield DnsStack(ctl, server, sbx)
+        yield DnsStack(built.controller, built.dns, sbx)
     finally:
-        server.close()
-        store.close()
+        built.close()
 
 
 def test_connect_while_the_dns_thread_is_busy_keeps_one_listener(dns_stack: DnsStack) -> None:

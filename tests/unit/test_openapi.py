@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cnm import wiring
 from cnm.api.server import (
     CONNECT,
     DISCONNECT,
@@ -26,11 +27,7 @@ from cnm.api.server import (
     openapi_document,
 )
 from cnm.core import Config, Controller
-from cnm.drivers.base import Context
-from cnm.drivers.registry import builtin
 from cnm.errors import InvalidArgument
-from cnm.netfilter import Netfilter
-from cnm.store.sqlite import SqliteStore
 from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 
 DOC: dict[str, Any] = openapi_document()
@@ -256,15 +253,12 @@ def api(tmp_path: Path) -> Iterator[Api]:
     resolv.write_text("nameserver 192.0.2.53\n")
     config = Config(state_dir=str(tmp_path / "state"), run_dir=str(tmp_path / "run"),
                     host_netns=str(tmp_path / "host-netns"), resolv_conf=str(resolv))
-    store = SqliteStore(config.state_dir)
-    controller = Controller(config, store,
-                            Context(FakeHostLinks(kernel), FakeSandboxLinks(kernel)), builtin(),
-                            Netfilter(FakeNft()))
-    controller.start()
+    built = wiring.build(config, wiring.Adapters(FakeHostLinks(kernel), FakeSandboxLinks(kernel),
+                                                 FakeNft()))
     try:
-        yield Api(controller)
+        yield Api(built.controller)
     finally:
-        store.close()
+        built.close()
 
 
 def test_responses_match_the_documented_schemas(api: Api) -> None:
