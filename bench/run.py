@@ -33,6 +33,7 @@ from typing import Any
 from benchcommon import Janitor, median, ms, need_peers, progress, run
 
 from cnm.client import Client
+from cnm.errors import CnmError
 
 PY = sys.executable
 CNM_CLI = str(Path(PY).with_name("cnm"))
@@ -295,8 +296,21 @@ def bench_connect(d: CnmDaemon, cni: Cni, nss: Namespaces, n: int, warm: int) ->
     disconnect = [timed(c.disconnect, "bench", name) for name in sbs[warm:]]
     burst = time.perf_counter() - t0
     drain = d.wait_reaped()
+    join: list[float] = []
+    reserve: list[float] = []
+    if _has_endpoints(c):
+        # Docker's CreateEndpoint long before Join: the join of a reserved endpoint alone.
+        progress(f"cnm endpoint create + join x{n}")
+        reserve = [timed(c.call, "POST", "/v1/networks/bench/endpoints", {"name": f"r{name}"})
+                   for name in sbs]
+        for name in sbs[:warm]:
+            c.call("POST", f"/v1/endpoints/r{name}/join", {"sandbox": name})
+        join = [timed(c.call, "POST", f"/v1/endpoints/r{name}/join", {"sandbox": name})
+                for name in sbs[warm:]]
     for name in sbs:
         c.remove_sandbox(name)
+        if join:
+            c.call("DELETE", f"/v1/endpoints/r{name}")
     c.remove_network("bench")
     c.remove_network("base")
     # The floor under every cnm figure: one HTTP request on the keep-alive connection.
@@ -316,12 +330,23 @@ def bench_connect(d: CnmDaemon, cni: Cni, nss: Namespaces, n: int, warm: int) ->
     return {
         "cnm_connect": summary(connect), "cni_add": summary(add),
         "cnm_disconnect": summary(disconnect), "cni_del": summary(dele),
+        **({"cnm_endpoint_create": summary(reserve[warm:]), "cnm_join": summary(join)}
+           if join else {}),
         "ip_netns_exec_wrapper": summary(wrapper), "cnm_api_ping": summary(ping),
         "bench_bridge_ports_after_connect": ports,
         # The disconnect retires the veth; the reaper deletes the batch just after. This is
         # that deletion spread over the disconnects: the throughput cost, not the latency.
         "cnm_disconnect_amortized_incl_reap": ms(burst + drain) / n,
     }
+
+
+def _has_endpoints(c: Client) -> bool:
+    """Whether this cnmd has reserve-then-join endpoints (an older tree has not)."""
+    try:
+        c.call("GET", "/v1/endpoints")
+    except CnmError:
+        return False
+    return True
 
 
 def bench_scale(d: CnmDaemon, cni: Cni | None, nss: Namespaces, n: int) -> dict[str, Any]:
@@ -416,6 +441,8 @@ GOALS = [
     # (label, cnm path, peer path, goal: cnm/peer at most)
     ("connect vs CNI ADD", ("connect", "cnm_connect"), ("connect", "cni_add"), 0.2),
     ("disconnect vs CNI DEL", ("connect", "cnm_disconnect"), ("connect", "cni_del"), 0.2),
+    ("join (reserved endpoint) vs connect", ("connect", "cnm_join"), ("connect", "cnm_connect"),
+     1.0),
     ("network create: API vs podman", ("netcreate", "cnm_api", "create"),
      ("netcreate", "podman", "create"), 0.3),
     ("network create: CLI vs podman", ("netcreate", "cnm_cli", "create"),
