@@ -38,8 +38,15 @@ import netaddr
 
 from cnm import names
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, KernelError, NotFound
-from cnm.kernel.lower import unsupported
-from cnm.kernel.ports import HostPort, LinkInfo, Occupied, ParentInfo, SandboxPort, SlaveSpec
+from cnm.kernel.ports import (
+    HostPort,
+    LinkInfo,
+    Occupied,
+    ParentInfo,
+    SandboxPort,
+    SlaveSpec,
+    unsupported,
+)
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from cnm import names
 from cnm.drivers.base import Context
 from cnm.drivers.parent import SlaveDriver, SlaveOptions, parent_name, parse_options
 from cnm.errors import InUse, InvalidArgument
-from cnm.kernel.lower import SlaveSpec
+from cnm.kernel.ports import SlaveSpec
 from cnm.model import Endpoint, Network
 
 MODES = ("bridge", "private", "vepa", "passthru")

@@ -31,7 +31,7 @@ import netaddr
 from cnm import names
 from cnm.drivers.base import BaseDriver, Capabilities, Context, JoinInfo, parse_bool
 from cnm.errors import CnmError, Conflict, InvalidArgument, NotFound, Partial
-from cnm.kernel.lower import ParentInfo, SlaveSpec, unsupported
+from cnm.kernel.ports import ParentInfo, SlaveSpec, unsupported
 from cnm.model import Endpoint, Network
 from cnm.undo import quietly
 

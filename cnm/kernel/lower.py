@@ -23,27 +23,20 @@ import netaddr
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, NotFound, Unsupported, from_errno
+from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, NotFound, from_errno
 from cnm.kernel.ports import ParentInfo as ParentInfo
 from cnm.kernel.ports import SlaveSpec as SlaveSpec
+from cnm.kernel.ports import unsupported
 from cnm.kernel.rtnl import Rtnl, index_of
 
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}
-# The kernel module that provides each link type (named in errors).
-MODULES = {"macvlan": "macvlan", "ipvlan": "ipvlan", "vlan": "8021q", "dummy": "dummy"}
 IFLA_MACVLAN_MODE = IFLA_IPVLAN_MODE = IFLA_VLAN_ID = 1
 IFLA_IPVLAN_FLAGS = 2
 ARPHRD_ETHER = 1
 IFF_UP, IFF_LOOPBACK = 0x1, 0x8
 SIOCGIFFLAGS, SIOCGIFHWADDR = 0x8913, 0x8927
-
-
-def unsupported(kind: str, what: str) -> Unsupported:
-    module = MODULES.get(kind, kind)
-    return Unsupported(f"this kernel has no {kind} links (module {module}): {what}",
-                       hint="use a kernel with it built in or load the module")
 
 
 def _u16(kind: int, value: int) -> bytes:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias
 
+from cnm.errors import Unsupported
+
 # One default route of a sandbox: (ip version, gateway, ifname).
 DefaultRoute: TypeAlias = tuple[int, str, str]
 
@@ -191,3 +193,13 @@ class SandboxPort(Protocol):
         ...
 
     def links(self, path: str) -> list[LinkInfo]: ...
+
+
+# The module that provides each link kind a kernel may lack (what Unsupported names).
+MODULES = {"macvlan": "macvlan", "ipvlan": "ipvlan", "vlan": "8021q", "dummy": "dummy"}
+
+
+def unsupported(kind: str, what: str) -> Unsupported:
+    module = MODULES.get(kind, kind)
+    return Unsupported(f"this kernel has no {kind} links (module {module}): {what}",
+                       hint="use a kernel with it built in or load the module")
