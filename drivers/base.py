@@ -10,7 +10,7 @@ and kept per network (``options``). The endpoint life cycle is libnetwork's:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
@@ -98,10 +98,11 @@ class Driver(Protocol):
     def delete_network(self, net: Network, ctx: Context) -> None: ...
 
     def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
-                        holders: Sequence[str], ctx: Context) -> None:
-        """Reserve ``ep`` (``mac`` as requested) on ``net``, whose endpoints are held by
-        ``holders`` (as the user knows them: 'sandbox "a"'); refuse it if the network cannot
-        take it. Nothing in a sandbox yet."""
+                        holders: Callable[[], Sequence[str]], ctx: Context) -> None:
+        """Reserve ``ep`` (``mac`` as requested) on ``net``; refuse it if the network cannot
+        take it. ``holders()`` says who holds the network's endpoints, as the user knows them
+        ('sandbox "a"'): called only by a driver that needs it (a connect must not pay for
+        listing a thousand endpoints). Nothing in a sandbox yet."""
         ...
 
     def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None: ...
@@ -170,7 +171,7 @@ class BaseDriver(Generic[Opts]):
         self._parsed.pop(net.id, None)
 
     def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
-                        holders: Sequence[str], ctx: Context) -> None:
+                        holders: Callable[[], Sequence[str]], ctx: Context) -> None:
         pass
 
     def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None:

@@ -10,7 +10,7 @@ parent.py for the parent rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from cnm import names
 from cnm.drivers.base import Context
@@ -42,7 +42,7 @@ class IpvlanDriver(SlaveDriver):
         return tuple(sorted({(s.version, ON_LINK[s.version]) for s in net.subnets}))
 
     def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
-                        holders: Sequence[str], ctx: Context) -> None:
+                        holders: Callable[[], Sequence[str]], ctx: Context) -> None:
         if mac is not None:
             raise InvalidArgument(f'network "{net.name}" is ipvlan: its endpoints share the '
                                   "parent's MAC, so --mac-address is not accepted")

@@ -8,7 +8,7 @@ parent's one slave, with the parent's MAC). See parent.py for the parent rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from cnm import names
 from cnm.drivers.base import Context
@@ -32,13 +32,14 @@ class MacvlanDriver(SlaveDriver):
                          kind=self.name, mode="bridge")
 
     def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
-                        holders: Sequence[str], ctx: Context) -> None:
+                        holders: Callable[[], Sequence[str]], ctx: Context) -> None:
         if self.options(net).mode != "passthru":
             return
         if mac is not None:
             raise InvalidArgument(f'network "{net.name}" is macvlan passthru: its endpoint '
                                   "takes the parent's MAC, so --mac-address is not accepted")
-        if holders:
+        held = holders()
+        if held:
             raise InUse(f'network "{net.name}" is macvlan passthru: its parent '
-                        f'{parent_name(net)} takes one endpoint, and {holders[0]} '
+                        f'{parent_name(net)} takes one endpoint, and {held[0]} '
                         "holds it", hint="disconnect it first, or use macvlan_mode=bridge")

@@ -16,6 +16,7 @@ step pushes its undo on an ExitStack, which unwinds on any failure before the st
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -26,7 +27,7 @@ from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
 from cnm.core.reconcile import Reconciler
 from cnm.core.sandboxes import Sandboxes
-from cnm.core.state import Config, State
+from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context, Driver
 from cnm.model import (
@@ -63,8 +64,6 @@ class Controller:
         self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
         if netfilter is not None:
             netfilter.repair = self._pub.rebuild_table
-        import os
-
         os.makedirs(os.path.join(config.run_dir, "netns"), mode=0o755, exist_ok=True)
         os.makedirs(os.path.join(config.run_dir, "sandboxes"), mode=0o755, exist_ok=True)
 
@@ -94,7 +93,7 @@ class Controller:
         return self.state.sandboxes
 
     @property
-    def endpoints(self) -> dict[str, Endpoint]:
+    def endpoints(self) -> EndpointTable:
         return self.state.endpoints
 
     def dry_run(self, op: Callable[[], T]) -> tuple[T, Plan]:

@@ -226,8 +226,8 @@ def dry_run(state: State, publishing: Publishing, op: Callable[[], T]) -> tuple[
     s.records = cast(Records, _Records(plan))
     s.dns = cast(DnsServer, _Dns(s.dns, plan)) if s.dns is not None else None
     s.write_file = lambda path, text: plan.add("file", path)
-    s.networks, s.sandboxes, s.endpoints = dict(s.networks), dict(s.sandboxes), dict(
-        s.endpoints)
+    s.networks, s.sandboxes = dict(s.networks), dict(s.sandboxes)
+    s.endpoints = s.endpoints.copy()
     s.addresses = copy.deepcopy(s.addresses)
     publishing.index = copy.deepcopy(publishing.index)
     try:

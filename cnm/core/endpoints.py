@@ -15,7 +15,7 @@ from cnm.core.dnsview import DnsView
 from cnm.core.publish import Publishing
 from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import State
-from cnm.errors import AlreadyExists, InUse, InvalidArgument
+from cnm.errors import AlreadyExists, InUse, InvalidArgument, NotFound
 from cnm.model import Endpoint, Network, Sandbox, now
 from cnm.undo import quietly
 
@@ -44,14 +44,15 @@ class Endpoints:
                                   "accepted")
         if ip6 and not net.ipv6:
             raise InvalidArgument(f'network "{net.name}" has no IPv6; --ip6 is not accepted')
-        others = self.s.endpoints_of(network=net.id)
-        if any(e.name == name for e in others):
+        if self.s.endpoints.name_taken(net.id, name):
             raise AlreadyExists(f'endpoint "{name}" already exists on network "{net.name}"')
         ep = Endpoint(id=names.new_id(), network_id=net.id, sandbox_id=None, created=now(),
                       name=name, standalone=standalone,
                       mac=(mac or names.random_mac()) if caps.link != "none" else "",
                       aliases=tuple(dict.fromkeys(a.lower() for a in aliases)))
-        driver.create_endpoint(net, ep, mac, [self.s.holder(e) for e in others], self.s.ctx)
+        driver.create_endpoint(net, ep, mac, lambda: [self.s.holder(e) for e in
+                                                      self.s.endpoints_of(network=net.id)],
+                               self.s.ctx)
         undo.callback(quietly(driver.delete_endpoint, net, ep, self.s.ctx))
         ipv4 = ipv6 = None
         if caps.ipam:
@@ -174,7 +175,7 @@ class Endpoints:
         current = self.s.endpoints_of(sandbox=sb.id)
         self.check_join(net, sb, current)
         with ExitStack() as undo:
-            ep = self.reserve(net, self._name_for(net, sb), ip=ip, ip6=ip6, mac=mac,
+            ep = self.reserve(net, self.name_for(net, sb), ip=ip, ip6=ip6, mac=mac,
                               aliases=aliases, ports=parsed, standalone=False,
                               holder=f'sandbox "{sb.name}"', undo=undo)
             ep = self.plumb(ep, sb, current, ifname, undo)
@@ -185,11 +186,11 @@ class Endpoints:
         self.s.endpoints[ep.id] = ep
         return ep
 
-    def _name_for(self, net: Network, sb: Sandbox) -> str:
+    def name_for(self, net: Network, sb: Sandbox) -> str:
         """An endpoint made by connect is named after its sandbox (Docker's container
         name), unless a reserved endpoint of the network already holds that name."""
-        taken = {e.name for e in self.s.endpoints_of(network=net.id)}
-        return sb.name if sb.name not in taken else f"{sb.name}-{names.new_id()[:6]}"
+        taken = self.s.endpoints.name_taken(net.id, sb.name)
+        return f"{sb.name}-{names.new_id()[:6]}" if taken else sb.name
 
     # ----------------------------------------------------------------------- leave
     def unplumb(self, ep: Endpoint, sb: Sandbox) -> Endpoint:
@@ -226,8 +227,6 @@ class Endpoints:
         ep = next((e for e in self.s.endpoints_of(sandbox=sb.id) if e.network_id == net.id),
                   None)
         if ep is None:
-            from cnm.errors import NotFound
-
             raise NotFound(f'sandbox "{sb.name}" is not connected to network "{net.name}"')
         if sb.kind == "host":
             raise InvalidArgument(
@@ -270,7 +269,7 @@ class Endpoints:
 
     def forget(self, ep: Endpoint) -> None:
         """Drop the record from memory and give back what it held."""
-        self.s.endpoints.pop(ep.id, None)
+        self.s.endpoints.pop(ep.id)
         self.pub.release(ep)
         space = self.s.addresses.get(ep.network_id)
         if space is not None:

@@ -16,7 +16,7 @@ from cnm.core.dnsview import DnsView
 from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
 from cnm.core.sandboxes import Sandboxes
-from cnm.core.state import State
+from cnm.core.state import EndpointTable, State
 from cnm.errors import CnmError
 from cnm.ipam import NetworkAddresses
 from cnm.model import Network, Sandbox
@@ -38,7 +38,7 @@ class Reconciler:
         state = s.store.load()
         s.networks = {n.id: n for n in state.networks}
         s.sandboxes = {x.id: x for x in state.sandboxes}
-        s.endpoints = {e.id: e for e in state.endpoints}
+        s.endpoints = EndpointTable(state.endpoints)
         s.addresses = {n.id: NetworkAddresses(n.subnets) for n in state.networks}
         for e in state.endpoints:
             net = s.networks[e.network_id]

@@ -65,7 +65,7 @@ class Sandboxes:
                 undo.callback(quietly(self.s.ctx.sandbox.delete_netns, path))
             os.makedirs(self.s.files_dir(sb), mode=0o755)
             undo.callback(quietly(shutil.rmtree, self.s.files_dir(sb), True))
-            ep = self.eps.reserve(net, self._name_for(net.id, sb.name), ip=spec.ip,
+            ep = self.eps.reserve(net, self.eps.name_for(net, sb), ip=spec.ip,
                                   ip6=spec.ip6, mac=spec.mac, aliases=spec.aliases, ports=ports,
                                   standalone=False, holder=f'sandbox "{sb.name}"', undo=undo)
             ep = self.eps.plumb(ep, sb, [], spec.ifname, undo)
@@ -77,10 +77,6 @@ class Sandboxes:
         self.s.sandboxes[sb.id] = sb
         self.s.endpoints[ep.id] = ep
         return sb
-
-    def _name_for(self, network_id: str, name: str) -> str:
-        taken = {e.name for e in self.s.endpoints_of(network=network_id)}
-        return name if name not in taken else f"{name}-{names.new_id()[:6]}"
 
     def _adoptable(self, spec: SandboxSpec) -> str:
         """The identity of the namespace ``spec.netns`` names, refusing one that is not a
@@ -150,7 +146,7 @@ class Sandboxes:
         except CnmError as e:
             errors.append(e)
         shutil.rmtree(self.s.files_dir(sb), ignore_errors=True)
-        left = [e for e in self.s.endpoints_of(sandbox=sb.id)]  # those whose detach failed
+        left = self.s.endpoints_of(sandbox=sb.id)  # those whose detach failed
         with self.s.store.transaction() as tx:
             for ep in left:
                 tx.delete_endpoint(ep.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,6 +36,58 @@ class Config:
 T = TypeVar("T", Network, Sandbox, Endpoint)
 
 
+class EndpointTable(Mapping[str, Endpoint]):
+    """The endpoints by id, indexed by network and by sandbox: a connect on a host with
+    2,000 endpoints looks at its sandbox's few, not at all of them."""
+
+    def __init__(self, eps: Iterable[Endpoint] = ()) -> None:
+        self._all: dict[str, Endpoint] = {}
+        self._by: dict[str | None, dict[str, Endpoint]] = {}
+        self._names: dict[str, set[str]] = {}  # network id -> its endpoints' names
+        for e in eps:
+            self[e.id] = e
+
+    def __getitem__(self, key: str) -> Endpoint:
+        return self._all[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __setitem__(self, key: str, ep: Endpoint) -> None:
+        self.pop(key)
+        self._all[key] = ep
+        for k in (("n", ep.network_id), ("s", ep.sandbox_id)):
+            self._by.setdefault(f"{k[0]}:{k[1]}", {})[key] = ep
+        self._names.setdefault(ep.network_id, set()).add(ep.name)
+
+    def pop(self, key: str) -> Endpoint | None:
+        ep = self._all.pop(key, None)
+        if ep is not None:
+            for k in (f"n:{ep.network_id}", f"s:{ep.sandbox_id}"):
+                held = self._by.get(k)
+                if held is not None:
+                    held.pop(key, None)
+                    if not held:
+                        del self._by[k]
+            self._names.get(ep.network_id, set()).discard(ep.name)
+        return ep
+
+    def name_taken(self, network_id: str, name: str) -> bool:
+        return name in self._names.get(network_id, ())
+
+    def of_network(self, network_id: str) -> list[Endpoint]:
+        return list(self._by.get(f"n:{network_id}", {}).values())
+
+    def of_sandbox(self, sandbox_id: str) -> list[Endpoint]:
+        return list(self._by.get(f"s:{sandbox_id}", {}).values())
+
+    def copy(self) -> EndpointTable:
+        return EndpointTable(self._all.values())
+
+
 class State:
     """The records and adapters; every method here is a read (callers hold the lock)."""
 
@@ -54,7 +106,7 @@ class State:
         self.lock = threading.RLock()
         self.networks: dict[str, Network] = {}
         self.sandboxes: dict[str, Sandbox] = {}
-        self.endpoints: dict[str, Endpoint] = {}
+        self.endpoints = EndpointTable()
         self.addresses: dict[str, NetworkAddresses] = {}
         # Set once cnm's table exists (start builds it after reconcile).
         self.fw_built = False
@@ -84,7 +136,7 @@ class State:
 
     # ----------------------------------------------------------------------- lookups
     @staticmethod
-    def find(table: dict[str, T], ref: str, what: str) -> T:
+    def find(table: Mapping[str, T], ref: str, what: str) -> T:
         """By name, then id, then a unique id prefix of 3 or more characters."""
         for obj in table.values():
             if obj.name == ref:
@@ -117,9 +169,13 @@ class State:
 
     def endpoints_of(self, *, network: str | None = None,
                      sandbox: str | None = None) -> list[Endpoint]:
-        eps = [e for e in self.endpoints.values()
-               if (network is None or e.network_id == network)
-               and (sandbox is None or e.sandbox_id == sandbox)]
+        if sandbox is not None:
+            eps = [e for e in self.endpoints.of_sandbox(sandbox)
+                   if network is None or e.network_id == network]
+        elif network is not None:
+            eps = self.endpoints.of_network(network)
+        else:
+            eps = list(self.endpoints.values())
         return sorted(eps, key=lambda e: e.order)
 
     def holder(self, ep: Endpoint) -> str:

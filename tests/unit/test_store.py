@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox, Subnet
 from cnm.portspec import PortMapping
+from cnm.store import Store as Interface
 from cnm.store.sqlite import SCHEMA_VERSION
 from cnm.store.sqlite import SqliteStore as Store
 
@@ -41,20 +43,32 @@ def _n(ident: str) -> int:
     return int(ident[1:]) if ident[1:].isdecimal() else 0
 
 
+# Every implementation of cnm.store's interface runs the tests that take ``store``: the
+# contract is theirs. (A global store, etcd, joins this table.)
+IMPLEMENTATIONS: dict[str, Callable[[Path], Interface]] = {
+    "sqlite": lambda d: Store(str(d)),
+}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Interface]:
+    return lambda: IMPLEMENTATIONS[request.param](tmp_path / "state")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(str(tmp_path / "state"))
+def store(opener: Callable[[], Interface]) -> Interface:
+    s = opener()
     yield s  # type: ignore[misc]
     s.close()
 
 
-def test_round_trip(tmp_path: Path, store: Store) -> None:
+def test_round_trip(opener: Callable[[], Interface], store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
         tx.put_sandbox(sandbox())
         tx.put_endpoint(endpoint())
     store.close()
-    again = Store(str(tmp_path / "state"))
+    again = opener()
     state = again.load()
     again.close()
     assert state.networks == [net()]
@@ -62,7 +76,22 @@ def test_round_trip(tmp_path: Path, store: Store) -> None:
     assert state.endpoints == [endpoint()]
 
 
-def test_put_again_updates_the_record(store: Store) -> None:
+def test_a_reserved_endpoint_is_in_no_sandbox_and_its_name_is_unique(store: Interface) -> None:
+    reserved = dataclasses.replace(endpoint("e1", ipv6=None), sandbox_id=None, name="spare",
+                                   standalone=True, ifname="", ports=())
+    other = dataclasses.replace(reserved, id="e2", name="other", ipv4="10.1.0.4/24")
+    with store.transaction() as tx:
+        tx.put_network(net())
+        tx.put_endpoint(reserved)
+        tx.put_endpoint(other)  # two reserved endpoints: no clash on "no sandbox"
+    assert sorted(e.name for e in store.load().endpoints) == ["other", "spare"]
+    twin = dataclasses.replace(reserved, id="e3", ipv4="10.1.0.5/24")
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.put_endpoint(twin)
+    assert [e.sandbox_id for e in store.load().endpoints] == [None, None]
+
+
+def test_put_again_updates_the_record(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
     with store.transaction() as tx:
@@ -70,7 +99,7 @@ def test_put_again_updates_the_record(store: Store) -> None:
     assert [n.name for n in store.load().networks] == ["renamed"]
 
 
-def test_duplicate_network_name_is_a_conflict(store: Store) -> None:
+def test_duplicate_network_name_is_a_conflict(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net("n1", "blue"))
     with pytest.raises(Conflict), store.transaction() as tx:
@@ -78,7 +107,7 @@ def test_duplicate_network_name_is_a_conflict(store: Store) -> None:
     assert [n.id for n in store.load().networks] == ["n1"]
 
 
-def test_duplicate_sandbox_name_is_a_conflict(store: Store) -> None:
+def test_duplicate_sandbox_name_is_a_conflict(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_sandbox(sandbox("s1", "web"))
     with pytest.raises(Conflict), store.transaction() as tx:
@@ -91,7 +120,7 @@ def test_duplicate_sandbox_name_is_a_conflict(store: Store) -> None:
     endpoint("e2", sb="s2", ipv4="10.1.0.4/24", ipv6="fd00:1::3/64"),
     endpoint("e2", sb="s1", ipv4="10.1.0.4/24", ipv6="fd00:1::4/64"),  # same sandbox again
 ])
-def test_same_address_or_sandbox_twice_in_one_network_is_a_conflict(store: Store,
+def test_same_address_or_sandbox_twice_in_one_network_is_a_conflict(store: Interface,
                                                                      second: Endpoint) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
@@ -103,7 +132,7 @@ def test_same_address_or_sandbox_twice_in_one_network_is_a_conflict(store: Store
     assert [e.id for e in store.load().endpoints] == ["e1"]
 
 
-def test_same_address_in_two_networks_is_fine(store: Store) -> None:
+def test_same_address_in_two_networks_is_fine(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net("n1", "a"))
         tx.put_network(net("n2", "b"))
@@ -113,7 +142,7 @@ def test_same_address_in_two_networks_is_fine(store: Store) -> None:
     assert len(store.load().endpoints) == 2
 
 
-def test_endpoints_without_address_do_not_clash(store: Store) -> None:
+def test_endpoints_without_address_do_not_clash(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
         tx.put_sandbox(sandbox("s1", "a"))
@@ -123,14 +152,14 @@ def test_endpoints_without_address_do_not_clash(store: Store) -> None:
     assert len(store.load().endpoints) == 2
 
 
-def test_endpoint_of_an_unknown_network_is_refused(store: Store) -> None:
+def test_endpoint_of_an_unknown_network_is_refused(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_sandbox(sandbox())
     with pytest.raises(Conflict), store.transaction() as tx:
         tx.put_endpoint(endpoint(network="nope"))
 
 
-def test_rollback_on_exception_leaves_nothing(store: Store) -> None:
+def test_rollback_on_exception_leaves_nothing(store: Interface) -> None:
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.put_network(net())
         tx.put_sandbox(sandbox())
@@ -144,7 +173,7 @@ def test_rollback_on_exception_leaves_nothing(store: Store) -> None:
     assert len(store.load().networks) == 1
 
 
-def test_delete(store: Store) -> None:
+def test_delete(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
         tx.put_sandbox(sandbox())
@@ -157,7 +186,7 @@ def test_delete(store: Store) -> None:
     assert (state.networks, state.sandboxes, state.endpoints) == ([], [], [])
 
 
-def test_network_with_endpoints_cannot_be_deleted(store: Store) -> None:
+def test_network_with_endpoints_cannot_be_deleted(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
         tx.put_sandbox(sandbox())
@@ -179,7 +208,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     assert e.value.hint is not None
 
 
-def test_a_host_port_held_twice_is_refused(store: Store) -> None:
+def test_a_host_port_held_twice_is_refused(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
         tx.put_sandbox(sandbox())
@@ -192,7 +221,7 @@ def test_a_host_port_held_twice_is_refused(store: Store) -> None:
     assert [e.id for e in store.load().endpoints] == ["e1"]
 
 
-def test_published_ports_are_rows_added_and_removed_one_by_one(store: Store) -> None:
+def test_published_ports_are_rows_added_and_removed_one_by_one(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net())
         tx.put_sandbox(sandbox())
