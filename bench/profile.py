@@ -91,7 +91,7 @@ def instrument(host: HostLinks, sandbox: SandboxLinks, c: Controller) -> None:
         wrap(host, a, f"  host.{a}")
     for a in ("create_netns", "configure", "set_default_routes", "retire"):
         wrap(sandbox, a, f"  sandbox.{a}")
-    wrap(c, "_write_files", "  files (hosts, resolv.conf, hostname)")
+    wrap(c.state, "write_file", "  files (hosts, resolv.conf, hostname)")
     store_tx = c.store.transaction
 
     @contextlib.contextmanager

@@ -111,7 +111,22 @@ class State:
         # Set once cnm's table exists (start builds it after reconcile).
         self.fw_built = False
         # Writes a sandbox's files (hosts, resolv.conf); a dry run notes them instead.
-        self.write_file: Callable[[str, str], None] = sandboxfile.write
+        self.write_file: Callable[[str, str], None] = self._write_changed
+        self._written: dict[str, str] = {}  # path -> what cnm last wrote there
+
+    def _write_changed(self, path: str, text: str) -> None:
+        """Write a sandbox file unless it already holds ``text`` (a second network's connect
+        changes the hosts file only: two of three writes saved)."""
+        if self._written.get(path) == text and os.path.exists(path):
+            return
+        sandboxfile.write(path, text)
+        self._written[path] = text
+
+    def forget_files(self, directory: str) -> None:
+        """The files of a sandbox that went away."""
+        prefix = directory.rstrip("/") + "/"
+        for path in [p for p in self._written if p.startswith(prefix)]:
+            del self._written[path]
 
     # ----------------------------------------------------------------------- drivers
     def driver(self, net: Network) -> Driver:

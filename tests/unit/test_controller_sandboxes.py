@@ -329,7 +329,9 @@ def test_failure_at_configure_during_connect_leaves_no_trace(
 def test_failed_connect_frees_a_static_address(ctl: Controller, blue: str, host: FakeHostLinks,
                                                sbx: FakeSandboxLinks, adapter: str,
                                                method: str) -> None:
-    ctl.create_sandbox(SandboxSpec("web"))
+    # On an internal network first (no gateway): the connect to blue sets the default route.
+    ctl.create_network(NetworkSpec("quiet", internal=True))
+    ctl.create_sandbox(SandboxSpec("web", network="quiet"))
     (host if adapter == "host" else sbx).fail_on(method, KernelError(f"{method}: boom"))
     with pytest.raises(KernelError):
         ctl.connect(ConnectSpec(blue, "web", ip="10.10.0.50"))

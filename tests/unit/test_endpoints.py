@@ -217,3 +217,20 @@ def test_sqlite_implements_the_store_interface(tmp_path: Path) -> None:
                                scope="global"))
     assert store.load().networks[0].scope == "global"
     store.close()
+
+
+def test_a_second_networks_connect_and_disconnect_touch_no_route(
+        ctl: Controller, sbx: FakeSandboxLinks) -> None:
+    a = ctl.create_sandbox(SandboxSpec("a", network="web"))
+
+    def route_calls() -> int:
+        return sum(c.method == "set_default_routes" for c in sbx.calls)
+
+    before = route_calls()
+    ctl.connect(ConnectSpec("db", "a"))
+    ctl.disconnect("db", "a")
+    assert route_calls() == before
+    ctl.connect(ConnectSpec("db", "a"))
+    ctl.disconnect("web", "a")  # it held the default route: the route moves to db
+    assert route_calls() == before + 1
+    assert sbx.default_routes(ctl.netns_path(a)) == {4: ("10.20.0.1", "eth1")}

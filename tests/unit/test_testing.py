@@ -87,7 +87,9 @@ def test_faulty_real_style_adapter_in_a_controller(make_controller: MakeControll
     """The root tier wraps the real adapters so; here the wrapped ones are the fakes."""
     ctl = make_controller()
     ctl.create_network(NetworkSpec("blue", subnets=("10.10.0.0/24",)))
-    ctl.create_sandbox(SandboxSpec("web"))
+    # On an internal network first (no gateway): the connect to blue sets the default route.
+    ctl.create_network(NetworkSpec("quiet", internal=True))
+    ctl.create_sandbox(SandboxSpec("web", network="quiet"))
     wrapped = Faulty(sbx).fail_on("set_default_routes", KernelError("halfway"))
     ctl.ctx = Context(host, wrapped)  # type: ignore[arg-type]
     with pytest.raises(KernelError, match="halfway"):
