@@ -21,12 +21,51 @@ from cnm.portspec import PortMapping
 from cnm.undo import quietly
 
 
+class EndpointPorts:
+    """A joined endpoint's programmed mappings, in order, found by host port in O(1) and
+    removed in O(1): withdrawing one of 10,000 touches one entry, not the 10,000."""
+
+    def __init__(self, mappings: Iterable[PortMapping] = ()) -> None:
+        self._all: dict[PortMapping, None] = {}
+        self._single: dict[tuple[str, int], list[PortMapping]] = {}
+        self._ranges: list[PortMapping] = []  # few: one mapping however many ports
+        self.add(mappings)
+
+    def add(self, mappings: Iterable[PortMapping]) -> None:
+        for m in mappings:
+            self._all[m] = None
+            if m.is_range:
+                self._ranges.append(m)
+            else:
+                self._single.setdefault((m.proto, m.host_port), []).append(m)
+
+    def remove(self, mappings: Iterable[PortMapping]) -> None:
+        for m in mappings:
+            self._all.pop(m, None)
+            if m.is_range:
+                self._ranges.remove(m)
+                continue
+            held = self._single.get((m.proto, m.host_port), [])
+            if m in held:
+                held.remove(m)
+            if not held:
+                self._single.pop((m.proto, m.host_port), None)
+
+    def hits(self, proto: str, host_port: int) -> list[PortMapping]:
+        """The mappings that publish ``host_port``/``proto``."""
+        return [*self._single.get((proto, host_port), ()),
+                *(m for m in self._ranges if m.proto == proto
+                  and m.host_port <= host_port <= m.host_port_end)]
+
+    def as_tuple(self) -> tuple[PortMapping, ...]:
+        return tuple(self._all)  # one C-level copy of the keys
+
+
 class Publishing:
     def __init__(self, state: State) -> None:
         self.s = state
-        # endpoint id -> (proto, host port) -> its mappings of that single port (of joined
-        # endpoints: what is in the table)
-        self.index: dict[str, dict[tuple[str, int], list[PortMapping]]] = {}
+        # endpoint id -> its programmed mappings (joined endpoints: what is in the table)
+        self.index: dict[str, EndpointPorts] = {}
 
     # ----------------------------------------------------------------------- checks
     def check(self, net: Network, specs: Sequence[str]) -> list[portspec.PortSpec]:
@@ -89,10 +128,7 @@ class Publishing:
             nf.add_hairpin(ep.ip4, ep.ip6)
             if undo is not None:
                 undo.callback(quietly(nf.remove_hairpin, ep.ip4, ep.ip6))
-        index = self.index.setdefault(ep.id, {})
-        for m in mappings:
-            if not m.is_range:
-                index.setdefault((m.proto, m.host_port), []).append(m)
+        self.index.setdefault(ep.id, EndpointPorts()).add(mappings)
 
     def withdraw(self, ep: Endpoint) -> None:
         """Take a leaving endpoint's elements out: no new connection may reach it. Its host
@@ -132,46 +168,26 @@ class Publishing:
         nf = self.s.netfilter
         gone: list[PortMapping] = []
         for ep in self.s.endpoints_of(sandbox=sb.id):
-            hit = self._hits(ep, proto, host_port)
-            if not hit or nf is None:
+            held = self.index.get(ep.id)
+            if held is None or nf is None:
+                continue
+            hit = held.hits(proto, host_port)
+            if not hit:
                 continue
             nf.remove_ports(self.rules(ep, hit))
             for m in hit:
                 nf.ports.remove(m)
-            ports = ep.ports
-            for m in hit:  # tuple.index finds the very object first: no field compares
-                i = ports.index(m)
-                ports = ports[:i] + ports[i + 1:]
+            held.remove(hit)
+            ports = held.as_tuple()
             if not ports:
                 nf.remove_hairpin(ep.ip4, ep.ip6)
             with self.s.store.transaction() as tx:
                 tx.delete_ports(ep.id, hit)
-            self._unindex(ep.id, hit)
             self.s.endpoints[ep.id] = dataclasses.replace(ep, ports=ports)
             gone.extend(hit)
         if not gone:
             raise NotFound(f'sandbox "{sb.name}" publishes no port {host_port}/{proto}')
         return gone
-
-    def _hits(self, ep: Endpoint, proto: str, host_port: int) -> list[PortMapping]:
-        index = self.index.get(ep.id)
-        if index is None:
-            return [m for m in ep.ports if m.proto == proto
-                    and m.host_port <= host_port <= m.host_port_end]
-        hit = list(index.get((proto, host_port), ()))
-        if len(ep.ports) > sum(len(v) for v in index.values()):  # it has ranges too
-            hit += [m for m in ep.ports if m.is_range and m.proto == proto
-                    and m.host_port <= host_port <= m.host_port_end]
-        return hit
-
-    def _unindex(self, ep_id: str, mappings: Iterable[PortMapping]) -> None:
-        index = self.index.get(ep_id, {})
-        for m in mappings:
-            held = index.get((m.proto, m.host_port))
-            if held is not None and m in held:
-                held.remove(m)
-                if not held:
-                    del index[(m.proto, m.host_port)]
 
     def ports(self, sb: Sandbox) -> list[tuple[str, PortMapping]]:
         """(network name, mapping) of everything a sandbox publishes."""
@@ -215,10 +231,7 @@ class Publishing:
             for m in ep.ports:
                 nf.ports.add(m, self.s.holder(ep))
             if ep.joined:
-                index = self.index.setdefault(ep.id, {})
-                for m in ep.ports:
-                    if not m.is_range:
-                        index.setdefault((m.proto, m.host_port), []).append(m)
+                self.index[ep.id] = EndpointPorts(ep.ports)
         return self.rebuild_table()
 
     def rebuild_table(self) -> dict[str, int]:
