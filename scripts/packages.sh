@@ -20,13 +20,15 @@ lines() {
 
 packages() { lines "$@" | awk '{print $2}' | sort -u; }
 
+# No `| grep -q` here: under pipefail, grep leaving early can kill the writer with SIGPIPE
+# and fail the pipeline although it matched.
 installed() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
 }
 
 present() {
   case "$1" in
-    lib:*) ldconfig -p 2>/dev/null | awk '{print $1}' | grep -qxF "${1#lib:}" ;;
+    lib:*) ldconfig -p 2>/dev/null | awk -v n="${1#lib:}" '$1 == n {hit = 1} END {exit !hit}' ;;
     /*) [ -x "$1" ] ;;
     *) PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null ;;
   esac

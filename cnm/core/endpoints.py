@@ -157,11 +157,16 @@ class Endpoints:
         current = self.s.endpoints_of(sandbox=sb.id)
         self.check_join(net, sb, current)
         with ExitStack() as undo:
-            ep = self.plumb(ep, sb, current, ifname, undo)
-            self.sbx.apply(sb, [*current, ep], list(current), undo)
-            with self.s.store.transaction() as tx:
-                tx.put_endpoint(ep)
-            undo.pop_all()
+            return self._join(ep, sb, current, ifname, undo)
+
+    def _join(self, ep: Endpoint, sb: Sandbox, current: list[Endpoint], ifname: str,
+              undo: ExitStack) -> Endpoint:
+        """Plumb, bring the sandbox up to date, store; then nothing is undone any more."""
+        ep = self.plumb(ep, sb, current, ifname, undo)
+        self.sbx.apply(sb, [*current, ep], list(current), undo)
+        with self.s.store.transaction() as tx:
+            tx.put_endpoint(ep)
+        undo.pop_all()
         self.s.endpoints[ep.id] = ep
         return ep
 
@@ -178,13 +183,7 @@ class Endpoints:
             ep = self.reserve(net, self.name_for(net, sb), ip=ip, ip6=ip6, mac=mac,
                               aliases=aliases, ports=parsed, standalone=False,
                               holder=f'sandbox "{sb.name}"', undo=undo)
-            ep = self.plumb(ep, sb, current, ifname, undo)
-            self.sbx.apply(sb, [*current, ep], list(current), undo)
-            with self.s.store.transaction() as tx:
-                tx.put_endpoint(ep)
-            undo.pop_all()
-        self.s.endpoints[ep.id] = ep
-        return ep
+            return self._join(ep, sb, current, ifname, undo)
 
     def name_for(self, net: Network, sb: Sandbox) -> str:
         """An endpoint made by connect is named after its sandbox (Docker's container
