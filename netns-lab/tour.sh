@@ -69,6 +69,17 @@ run cnm sandbox exec legacy -- ping -c 1 -W 1 10.42.0.20
 run cnm network disconnect web legacy
 fails cnm sandbox exec legacy -- ping -c 1 -W 1 10.42.0.20
 
+say "An endpoint reserved before any sandbox joins it (Docker's CreateEndpoint, then Join)"
+run cnm endpoint create --ip 10.42.0.77 --alias cache web spare
+run cnm endpoint ls
+say "--dry-run prints what a join would do, and does nothing"
+run cnm endpoint join --dry-run --ifname cache0 spare legacy
+run cnm endpoint join --ifname cache0 spare legacy
+run cnm sandbox exec web1 -- ping -c 1 -W 1 cache
+run cnm endpoint leave spare
+fails cnm sandbox exec web1 -- ping -c 1 -W 1 10.42.0.77
+run cnm endpoint rm spare
+
 say "Publish a port: web2 serves HTTP on 80, published on the host's port 8080"
 run cnm port add web2 8080:80
 run cnm port ls web2

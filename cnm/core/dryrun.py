@@ -225,7 +225,11 @@ def dry_run(state: State, publishing: Publishing, op: Callable[[], T]) -> tuple[
     s.store = _Store(s.store, plan)
     s.records = cast(Records, _Records(plan))
     s.dns = cast(DnsServer, _Dns(s.dns, plan)) if s.dns is not None else None
-    s.write_file = lambda path, text: plan.add("file", path)
+    def note_file(path: str, text: str) -> None:
+        if s.changes(path, text):
+            plan.add("file", path)
+
+    s.write_file = note_file
     s.networks, s.sandboxes = dict(s.networks), dict(s.sandboxes)
     s.endpoints = s.endpoints.copy()
     s.addresses = copy.deepcopy(s.addresses)

@@ -114,10 +114,14 @@ class State:
         self.write_file: Callable[[str, str], None] = self._write_changed
         self._written: dict[str, str] = {}  # path -> what cnm last wrote there
 
+    def changes(self, path: str, text: str) -> bool:
+        """Whether writing ``text`` to the sandbox file ``path`` would change it."""
+        return self._written.get(path) != text or not os.path.exists(path)
+
     def _write_changed(self, path: str, text: str) -> None:
         """Write a sandbox file unless it already holds ``text`` (a second network's connect
         changes the hosts file only: two of three writes saved)."""
-        if self._written.get(path) == text and os.path.exists(path):
+        if not self.changes(path, text):
             return
         sandboxfile.write(path, text)
         self._written[path] = text

@@ -96,7 +96,8 @@ def test_the_plan_of_a_connect_names_its_links_addresses_routes_rules_and_names(
     assert not any(s.startswith("default routes in") for s in steps(plan, "sandbox"))
     assert any("81" in s and "10.10.0.9" in s for s in steps(plan, "firewall"))
     assert steps(plan, "dns")[0].startswith("b, cache -> 10.10.0.9 on network web")
-    assert any(s.endswith("resolv.conf") for s in steps(plan, "file"))
+    # Its hosts file gains the address; resolv.conf and hostname stay as they are.
+    assert [s.rsplit("/", 1)[1] for s in steps(plan, "file")] == ["hosts"]
     assert any("endpoint b" in s for s in steps(plan, "store"))
 
 
