@@ -234,7 +234,9 @@ def test_failed_connect_with_ports_leaves_no_element_and_frees_the_port(
     (so the publish itself is undone)."""
     c = stack.controller
     c.create_network(NetworkSpec(name="web", subnets=("10.76.0.0/24",)))
-    c.create_sandbox(SandboxSpec(name="a", network="bridge"))
+    # First on an internal network (no gateway): the connect to web sets the default route.
+    c.create_network(NetworkSpec(name="quiet", subnets=("10.75.9.0/24",), internal=True))
+    c.create_sandbox(SandboxSpec(name="a", network="quiet"))
     before_fw, before = nft_table(stack.host_ns), snapshot(stack)
     real = c.ctx.sandbox
     boom = KernelError(f"injected failure in {method}")
