@@ -85,8 +85,7 @@ class Tx:
     def put_endpoint(self, e: Endpoint) -> None:
         """The endpoint and all its ports (its published ports are rows of their own, so
         adding the 10,000th costs what the first did: see add_ports)."""
-        v4 = e.ipv4.split("/")[0] if e.ipv4 else None
-        v6 = e.ipv6.split("/")[0] if e.ipv6 else None
+        v4, v6 = e.ip4, e.ip6
         doc = e.to_dict()
         doc["ports"] = []
         self._x(
