@@ -7,17 +7,27 @@ answer its names) → leave → delete. ``connect`` is create + join in one all-
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from typing import TypeVar
+
+import netaddr
 
 from cnm import names, portspec
 from cnm.core.dnsview import DnsView
 from cnm.core.publish import Publishing
 from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import State
-from cnm.errors import AlreadyExists, InUse, InvalidArgument, NotFound
+from cnm.errors import AlreadyExists, Exhausted, InUse, InvalidArgument, NotFound
 from cnm.model import Endpoint, Network, Sandbox, now
+from cnm.store import Held
 from cnm.undo import quietly
+
+log = logging.getLogger("cnm.core")
+T = TypeVar("T")
+# How many times an operation picks again after another host took its address.
+RACES = 8
 
 
 class Endpoints:
@@ -78,15 +88,38 @@ class Endpoints:
                                   hint="create a sandbox with --network host")
         self.dns.check_aliases(net, aliases)
         parsed = self.pub.check(net, ports)
-        with ExitStack() as undo:
-            ep = self.reserve(net, name, ip=ip, ip6=ip6, mac=mac, aliases=aliases,
-                              ports=parsed, standalone=True, holder=f'endpoint "{name}"',
-                              undo=undo)
-            with self.s.store.transaction() as tx:
-                tx.put_endpoint(ep)
-            undo.pop_all()
-        self.s.endpoints[ep.id] = ep
-        return ep
+
+        def once() -> Endpoint:
+            with ExitStack() as undo:
+                ep = self.reserve(net, name, ip=ip, ip6=ip6, mac=mac, aliases=aliases,
+                                  ports=parsed, standalone=True, holder=f'endpoint "{name}"',
+                                  undo=undo)
+                with self.s.store.transaction() as tx:
+                    tx.put_endpoint(ep)
+                undo.pop_all()
+            self.s.endpoints[ep.id] = ep
+            return ep
+
+        return self.racing(net, (ip, ip6), once)
+
+    def racing(self, net: Network, wanted: Sequence[str | None], once: Callable[[], T]) -> T:
+        """Run ``once`` (an operation that picks addresses on ``net``) until its commit
+        holds. Another host sharing the store may take the address this one picked between
+        the pick and the commit; the store says which (Held), the operation was undone,
+        and it runs again with that address marked taken. An address the user asked for
+        (``wanted``) is simply in use."""
+        asked = {str(netaddr.IPAddress(a)) for a in wanted if a}
+        for _ in range(RACES):
+            try:
+                return once()
+            except Held as e:
+                if e.kind != "address" or e.network_id != net.id or e.value in asked:
+                    raise
+                log.info("address %s of network %s was taken elsewhere; picking another",
+                         e.value, net.name)
+                self.s.addresses[net.id].mark(e.value, "another host sharing the store")
+        raise Exhausted(f'network "{net.name}": another host took the picked address '
+                        f"{RACES} times in a row", hint="try again")
 
     # ----------------------------------------------------------------------- join
     def check_join(self, net: Network, sb: Sandbox, current: Sequence[Endpoint]) -> None:
@@ -179,11 +212,15 @@ class Endpoints:
         parsed = self.pub.check(net, ports)
         current = self.s.endpoints_of(sandbox=sb.id)
         self.check_join(net, sb, current)
-        with ExitStack() as undo:
-            ep = self.reserve(net, self.name_for(net, sb), ip=ip, ip6=ip6, mac=mac,
-                              aliases=aliases, ports=parsed, standalone=False,
-                              holder=f'sandbox "{sb.name}"', undo=undo)
-            return self._join(ep, sb, current, ifname, undo)
+
+        def once() -> Endpoint:
+            with ExitStack() as undo:
+                ep = self.reserve(net, self.name_for(net, sb), ip=ip, ip6=ip6, mac=mac,
+                                  aliases=aliases, ports=parsed, standalone=False,
+                                  holder=f'sandbox "{sb.name}"', undo=undo)
+                return self._join(ep, sb, current, ifname, undo)
+
+        return self.racing(net, (ip, ip6), once)
 
     def name_for(self, net: Network, sb: Sandbox) -> str:
         """An endpoint made by connect is named after its sandbox (Docker's container

@@ -16,7 +16,8 @@ from cnm.core.dnsview import DnsView
 from cnm.core.publish import Publishing
 from cnm.core.state import State
 from cnm.errors import AlreadyExists, CnmError, Conflict, InvalidArgument, NotFound, Partial
-from cnm.model import Endpoint, Sandbox, SandboxSpec, now
+from cnm.model import Endpoint, Network, Sandbox, SandboxSpec, now
+from cnm.portspec import PortSpec
 from cnm.undo import quietly
 
 if TYPE_CHECKING:
@@ -58,8 +59,13 @@ class Sandboxes:
             kind, path, ident = "external", os.path.abspath(spec.netns), self._adoptable(spec)
         sb = Sandbox(id=names.new_id(), name=spec.name, hostname=hostname, created=now(),
                      kind=kind, labels=dict(spec.labels), netns=path, netns_id=ident)
+        return self.eps.racing(net, (spec.ip, spec.ip6),
+                               lambda: self._create(spec, sb, net, ports))
+
+    def _create(self, spec: SandboxSpec, sb: Sandbox, net: Network,
+                ports: list[PortSpec]) -> Sandbox:
         with ExitStack() as undo:
-            if kind == "netns":
+            if sb.kind == "netns":
                 path = self.s.netns_path(sb)
                 self.s.ctx.sandbox.create_netns(path)
                 undo.callback(quietly(self.s.ctx.sandbox.delete_netns, path))

@@ -3,7 +3,9 @@
 The kernel is made to match the store. An implementation keeps networks, sandboxes,
 endpoints and their published ports, and writes one operation's changes together or not at
 all (``transaction``), refusing a write that would hold something twice (a name, an address
-of a network, a host port) with ``Conflict`` even if a bug slipped past the core's lock.
+of a network, a host port) with ``Held`` (a ``Conflict``), even if a bug slipped past the
+core's lock, and even when the other holder is another host sharing the store: the core
+then picks another address and tries again.
 
 ``cnm.store.sqlite`` implements it on one host. A network's ``scope`` says which store owns
 it: "local" networks live in this host's store; "global" ones (overlay) in a store every host
@@ -17,8 +19,24 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from cnm.errors import Conflict
 from cnm.model import Endpoint, Network, Sandbox
 from cnm.portspec import PortMapping
+
+
+class Held(Conflict):
+    """A write would hold what another record holds: an address, a name or a host port.
+
+    On a store several hosts share, this is how an allocation races are lost: the host
+    that commits second is told which value was taken, picks another and tries again.
+    """
+
+    def __init__(self, message: str, *, kind: str, network_id: str | None = None,
+                 value: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind  # "address", "name", "sandbox" (one endpoint per network), "port"
+        self.network_id = network_id
+        self.value = value
 
 
 @dataclass

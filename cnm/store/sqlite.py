@@ -13,13 +13,13 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox
 from cnm.portspec import PortMapping
-from cnm.store import State
+from cnm.store import Held, State
 
 # 1: ports inside endpoint documents; 2: ports are rows; 3: an endpoint exists before it
 # joins a sandbox (sandbox_id may be NULL) and has a name unique in its network.
@@ -56,10 +56,14 @@ class Tx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
 
-    def _x(self, sql: str, args: tuple[object, ...]) -> None:
+    def _x(self, sql: str, args: tuple[object, ...],
+           held: Callable[[str], Held | None] | None = None) -> None:
         try:
             self._c.execute(sql, args)
         except sqlite3.IntegrityError as e:
+            typed = held(str(e)) if held is not None else None
+            if typed is not None:
+                raise typed from e
             raise Conflict(f"store refused the change: {e}") from e
 
     def put_network(self, n: Network) -> None:
@@ -95,6 +99,7 @@ class Tx:
             "name = excluded.name, ipv4 = excluded.ipv4, ipv6 = excluded.ipv6, "
             "doc = excluded.doc",
             (e.id, e.network_id, e.sandbox_id, e.name or e.id, v4, v6, json.dumps(doc)),
+            lambda err: _held(err, e),
         )
         self._x("DELETE FROM ports WHERE endpoint_id = ?", (e.id,))
         self.add_ports(e.id, e.ports)
@@ -214,3 +219,14 @@ class SqliteStore:
         with self._lock:
             self._c.close()
 
+
+def _held(message: str, e: Endpoint) -> Held | None:
+    """SQLite's unique-constraint message, as the value it names (the store's one place
+    that reads it)."""
+    column = message.rsplit(".", 1)[-1] if message.startswith("UNIQUE constraint") else ""
+    value = {"ipv4": e.ip4, "ipv6": e.ip6, "name": e.name, "sandbox_id": e.sandbox_id}
+    if column not in value:
+        return None
+    kind = "address" if column.startswith("ip") else column.removesuffix("_id")
+    return Held(f"{kind} {value[column]} is already held in network {e.network_id[:12]}",
+                kind=kind, network_id=e.network_id, value=value[column] or "")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cnm.core import Controller
+from cnm import wiring
+from cnm.core import Config, Controller
 from cnm.drivers.base import Capabilities, Driver
 from cnm.drivers.bridge import BridgeDriver, BridgeOptions
 from cnm.drivers.registry import builtin
@@ -17,7 +18,7 @@ from cnm.model import ConnectSpec, EndpointSpec, Network, NetworkSpec, SandboxSp
 from cnm.netfilter import Netfilter
 from cnm.store import Store
 from cnm.store.sqlite import SqliteStore
-from cnm.testing import FakeKernel, FakeNft, FakeSandboxLinks
+from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 
 MakeController = Callable[..., Controller]
 
@@ -234,3 +235,48 @@ def test_a_second_networks_connect_and_disconnect_touch_no_route(
     ctl.disconnect("web", "a")  # it held the default route: the route moves to db
     assert route_calls() == before + 1
     assert sbx.default_routes(ctl.netns_path(a)) == {4: ("10.20.0.1", "eth1")}
+
+
+# --------------------------------------------------------------------------- shared store
+
+
+def test_two_hosts_sharing_one_store_never_hand_out_one_address(tmp_path: Path) -> None:
+    """Two cores on one SQLite store stand in for two hosts on a global one: each picks
+    addresses from its own view, and the store's commit is where a race is lost."""
+    (tmp_path / "resolv.conf").write_text("")
+
+    def host(name: str) -> tuple[wiring.Stack, FakeSandboxLinks]:
+        kernel = FakeKernel()
+        (tmp_path / f"{name}-netns").touch()
+        cfg = Config(state_dir=str(tmp_path / "shared-state"), run_dir=str(tmp_path / name),
+                     host_netns=str(tmp_path / f"{name}-netns"),
+                     resolv_conf=str(tmp_path / "resolv.conf"))
+        sbx = FakeSandboxLinks(kernel)
+        return wiring.build(cfg, wiring.Adapters(FakeHostLinks(kernel), sbx)), sbx
+
+    a, _ = host("a")
+    a.controller.create_network(NetworkSpec("shared", subnets=("10.70.0.0/24",)))
+    b, b_sbx = host("b")  # it loads the network; its view of the addresses is empty
+    try:
+        a.controller.create_sandbox(SandboxSpec("on-a", network="shared"))
+        assert a.controller.endpoint("on-a").ipv4 == "10.70.0.2/24"
+        # b picks .2 as well; the store refuses it; b undoes, marks .2 and takes .3.
+        sb = b.controller.create_sandbox(SandboxSpec("on-b", network="shared"))
+        assert b.controller.endpoint("on-b").ipv4 == "10.70.0.3/24"
+        (iface,) = b_sbx.interfaces(b.controller.netns_path(sb)).values()
+        assert iface.addresses == ["10.70.0.3/24"]  # the lost attempt left nothing
+        assert len(b_sbx.namespaces()) == 1
+        # b knows .2 now; an address asked for that the other host holds is simply in use
+        # (no second pick), and so is a name.
+        with pytest.raises(Conflict, match="address 10.70.0.2 is already in use"):
+            b.controller.create_endpoint(EndpointSpec("shared", "x", ip="10.70.0.2"))
+        a.controller.create_endpoint(EndpointSpec("shared", "spare", ip="10.70.0.50"))
+        with pytest.raises(Conflict, match="address 10.70.0.50 is already held"):
+            b.controller.create_endpoint(EndpointSpec("shared", "x", ip="10.70.0.50"))
+        with pytest.raises(Conflict, match="name spare is already held"):
+            b.controller.create_endpoint(EndpointSpec("shared", "spare"))
+        assert sorted(e.ipv4 or "" for e in a.store.load().endpoints) == [
+            "10.70.0.2/24", "10.70.0.3/24", "10.70.0.50/24"]
+    finally:
+        a.close()
+        b.close()
