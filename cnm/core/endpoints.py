@@ -108,11 +108,12 @@ class Endpoints:
         the pick and the commit; the store says which (Held), the operation was undone,
         and it runs again with that address marked taken. An address the user asked for
         (``wanted``) is simply in use."""
-        asked = {str(netaddr.IPAddress(a)) for a in wanted if a}
         for _ in range(RACES):
             try:
                 return once()
             except Held as e:
+                # (Past validation: every address asked for is well formed by now.)
+                asked = {str(netaddr.IPAddress(a)) for a in wanted if a}
                 if e.kind != "address" or e.network_id != net.id or e.value in asked:
                     raise
                 log.info("address %s of network %s was taken elsewhere; picking another",
