@@ -168,11 +168,12 @@ class SqliteStore:
     across a daemon crash and costs microseconds instead of milliseconds."""
 
     def __init__(self, state_dir: str) -> None:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.path = os.path.join(state_dir, "cnm.db")
+        _private(state_dir, self.path)
         self._lock = threading.Lock()
         self._c = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._c.execute("PRAGMA journal_mode=WAL")
+        _private(state_dir, self.path)  # the -wal and -shm files exist now
         self._c.execute("PRAGMA synchronous=NORMAL")
         self._c.execute("PRAGMA foreign_keys=ON")
         has_meta = self._c.execute(
@@ -271,6 +272,18 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._c.close()
+
+
+def _private(state_dir: str, path: str) -> None:
+    """The store holds every network's layout: the state dir 0700 and the database and its
+    -wal and -shm files 0600, even when an older cnm (or an admin) made them wider. SQLite
+    makes the -wal and -shm files with the database file's mode."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
 
 
 def _held(message: str, e: Endpoint) -> Held | None:
