@@ -394,6 +394,15 @@ class NetworkAddresses:
             space.last = None  # a rollback of this one must not rewind to an older pick
         return f"{netaddr.IPAddress(value, version=version)}/{space.net.prefixlen}"
 
+    def positions(self) -> dict[str, int]:
+        """Where each subnet goes on picking, to be stored (``restore`` after a restart)."""
+        return {s.subnet: space.cursor for s, space, _ in self.spaces}
+
+    def restore(self, positions: dict[str, int]) -> None:
+        for s, space, _ in self.spaces:
+            if s.subnet in positions:
+                space.cursor = positions[s.subnet]
+
     def mark(self, cidr: str, owner: str) -> None:
         """Record an address already held (loading state from the store)."""
         ip = netaddr.IPNetwork(cidr).ip

@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS subnets (
     network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
     family INTEGER NOT NULL, first TEXT NOT NULL, last TEXT NOT NULL, cidr TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS subnets_by_first ON subnets (family, first);
+CREATE TABLE IF NOT EXISTS cursors (
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    subnet TEXT NOT NULL, position TEXT NOT NULL,
+    PRIMARY KEY (network_id, subnet));
 CREATE TABLE IF NOT EXISTS claims (
     claim TEXT PRIMARY KEY,
     network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE);
@@ -162,6 +166,12 @@ class Tx:
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._x("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
 
+    def put_cursor(self, network_id: str, subnet: str, position: int) -> None:
+        # TEXT: an IPv6 position does not fit SQLite's 64-bit integers.
+        self._x("INSERT INTO cursors (network_id, subnet, position) VALUES (?, ?, ?) "
+                "ON CONFLICT (network_id, subnet) DO UPDATE SET position = excluded.position",
+                (network_id, subnet, str(position)))
+
 
 class SqliteStore:
     """SQLite in WAL mode; commits do not fsync (synchronous=NORMAL), which is durable
@@ -267,7 +277,11 @@ class SqliteStore:
                 ports.setdefault(eid, []).append(json.loads(doc))
             eps = [Endpoint.from_dict({**json.loads(doc), "ports": ports.get(eid, [])})
                    for eid, doc in self._c.execute("SELECT id, doc FROM endpoints")]
-        return State(nets, sbs, eps)
+            cursors: dict[str, dict[str, int]] = {}
+            for nid, subnet, position in self._c.execute(
+                    "SELECT network_id, subnet, position FROM cursors"):
+                cursors.setdefault(nid, {})[subnet] = int(position)
+        return State(nets, sbs, eps, cursors)
 
     def close(self) -> None:
         with self._lock:
