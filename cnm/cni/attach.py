@@ -69,7 +69,7 @@ def add(api: Api, inv: Invocation, conf: NetConf) -> dict[str, Any]:
                 assert ep is not None, "cnmd answered a sandbox without its endpoint"
                 return spec.add_result(conf, inv.netns, ep, sb["endpoints"])
             except AlreadyExists as e:
-                if f'sandbox "{name}"' not in e.message:
+                if e.message != f'sandbox "{name}" already exists':
                     raise
             # The container is on another network already: one more endpoint.
             sb = _sandbox(api, name)
