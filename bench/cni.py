@@ -167,8 +167,9 @@ def startup(root: Path) -> dict[str, Any]:
                        capture_output=True, text=True)
     rows = []
     for line in r.stderr.splitlines()[1:]:
-        self_us, cum_us, name = (x.strip() for x in line.split(":", 1)[1].split("|"))
-        rows.append((int(cum_us), int(self_us), name))
+        self_us, cum_us, name = line.split(":", 1)[1].split("|")
+        rows.append((int(cum_us), int(self_us), name[1:].rstrip()))
+    # Top level: the modules site and the plugin's own imports pull in, not their children.
     top = sorted((x for x in rows if not x[2].startswith(" ")), reverse=True)[:12]
     out["importtime_top_level"] = [{"module": n, "cumulative_us": c, "self_us": s}
                                    for c, s, n in top]
