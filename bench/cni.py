@@ -29,9 +29,9 @@ from typing import Any
 from benchcommon import Janitor, median, ms, need_peers, progress, run
 
 TOP = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TOP / "tests" / "netns"), str(TOP / "tests" / "lab")]
-from nstools import Daemon, HostNs, unbind_all  # noqa: E402
-from podmanlab import Podman  # noqa: E402
+sys.path.insert(0, str(TOP))  # the tests package: the lab's podman (tests/lab/podmanlab.py)
+from cnm.testing.netns import Daemon, HostNs, unbind_all  # noqa: E402
+from tests.lab.podmanlab import Podman  # noqa: E402
 
 PY = sys.executable
 PLUGIN = str(Path(PY).with_name("cnm-cni"))

@@ -119,7 +119,7 @@ def network_rm(c: Client, a: argparse.Namespace) -> int:
 
 
 def network_prune(c: Client, a: argparse.Namespace) -> int:
-    for name in c.call("POST", "/v1/networks/prune", {})["removed"]:
+    for name in c.call("POST", "/v1/networks/prune")["removed"]:
         print(name)
     return 0
 

@@ -77,14 +77,14 @@ class Client:
 
     # dry_run=True: the answer is the plan ({"dry_run": true, "plan": [...]}), nothing done.
     def create_network(self, dry_run: bool = False, **body: Any) -> Any:
-        return self.call("POST", "/v1/networks" + _dry(dry_run), body)
+        return self.call("POST", "/v1/networks" + _dry(dry_run), _given(body))
 
     def remove_network(self, ref: str, dry_run: bool = False) -> Any:
         return self.call("DELETE", f"/v1/networks/{quote(ref, safe='')}{_dry(dry_run)}")
 
     def connect(self, network: str, sandbox: str, dry_run: bool = False, **body: Any) -> Any:
         return self.call("POST", f"/v1/networks/{quote(network, safe='')}/connect"
-                         f"{_dry(dry_run)}", {"sandbox": sandbox, **body})
+                         f"{_dry(dry_run)}", {"sandbox": sandbox, **_given(body)})
 
     def disconnect(self, network: str, sandbox: str, dry_run: bool = False) -> Any:
         return self.call("POST", f"/v1/networks/{quote(network, safe='')}/disconnect"
@@ -97,7 +97,8 @@ class Client:
         return self.call("GET", f"/v1/endpoints/{quote(ref, safe='')}")
 
     def create_endpoint(self, network: str, **body: Any) -> Any:
-        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/endpoints", body)
+        return self.call("POST", f"/v1/networks/{quote(network, safe='')}/endpoints",
+                         _given(body))
 
     def join(self, endpoint: str, sandbox: str, ifname: str | None = None,
              dry_run: bool = False) -> Any:
@@ -107,7 +108,7 @@ class Client:
 
     def leave(self, endpoint: str, dry_run: bool = False) -> Any:
         return self.call("POST", f"/v1/endpoints/{quote(endpoint, safe='')}/leave"
-                         f"{_dry(dry_run)}", {})
+                         f"{_dry(dry_run)}")
 
     def delete_endpoint(self, ref: str) -> Any:
         return self.call("DELETE", f"/v1/endpoints/{quote(ref, safe='')}")
@@ -119,7 +120,7 @@ class Client:
         return self.call("GET", f"/v1/sandboxes/{quote(ref, safe='')}")
 
     def create_sandbox(self, **body: Any) -> Any:
-        return self.call("POST", "/v1/sandboxes", body)
+        return self.call("POST", "/v1/sandboxes", _given(body))
 
     def remove_sandbox(self, ref: str, force: bool = False) -> Any:
         q = "?force=true" if force else ""
@@ -139,7 +140,13 @@ class Client:
                                    f"{quote(proto, safe='')}/{port}")
 
     def reload_firewall(self) -> Any:
-        return self.call("POST", "/v1/firewall/reload", {})
+        return self.call("POST", "/v1/firewall/reload")
+
+
+def _given(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields the caller gave: the document has no null values (a field not given is
+    left out)."""
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def _dry(dry_run: bool) -> str:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["programs"]  # every program a test runs is installed by an install step
+# Every program a test runs is installed by an install step (tests.programs); the
+# throwaway-namespace fixtures (host_ns, stack, daemon) are cnm.testing.plugin.
+pytest_plugins = ["tests.programs", "cnm.testing.plugin"]
 
 PROBE = Path(__file__).resolve().parent.parent / "netns-lab" / "vm" / "probe"
 VM_REASON = "runs in the VM tier (netns-lab/vm/run)"

@@ -159,9 +159,7 @@ class Controller:
     # ----------------------------------------------------------------------- networks
     def create_network(self, spec: NetworkSpec) -> Network:
         with self.lock:
-            net = self._nets.plan(spec)
-            self._nets.add(net)
-            return net
+            return self._nets.create(spec)
 
     def remove_network(self, ref: str) -> Network:
         with self.lock:

@@ -10,7 +10,7 @@ nothing has changed: no kernel object, no store row, no DNS answer.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -166,8 +166,9 @@ class _Tx:
     def __init__(self, plan: Plan) -> None:
         self._plan = plan
 
-    def put_network(self, n: Network) -> None:
-        self._plan.add("store", f"network {n.name} ({n.id[:12]})")
+    def put_network(self, n: Network, claims: Sequence[str] = ()) -> None:
+        held = f", holding {', '.join(claims)}" if claims else ""
+        self._plan.add("store", f"network {n.name} ({n.id[:12]}){held}")
 
     def delete_network(self, network_id: str) -> None:
         self._plan.add("store", f"delete network {network_id[:12]}")

@@ -4,16 +4,23 @@ prune, and the three pre-defined ones."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Sequence
 from contextlib import ExitStack
 
 from cnm import names
 from cnm.core.publish import Publishing
 from cnm.core.state import State
 from cnm.drivers.registry import lookup
-from cnm.errors import AlreadyExists, Conflict, InUse, InvalidArgument
+from cnm.errors import AlreadyExists, Conflict, Exhausted, InUse, InvalidArgument
 from cnm.ipam import NetworkAddresses, Taken, plan_subnets
 from cnm.model import PREDEFINED, Network, NetworkSpec, Subnet, now
+from cnm.store import Held
 from cnm.undo import quietly
+
+log = logging.getLogger("cnm.core")
+# How many times a create plans again after another host took its subnet.
+RACES = 8
 
 
 class Networks:
@@ -37,7 +44,7 @@ class Networks:
                 Taken(o.cidr, o.holder, o.device))
         return taken, routes
 
-    def plan(self, spec: NetworkSpec) -> Network:
+    def plan(self, spec: NetworkSpec, elsewhere: Sequence[Taken] = ()) -> Network:
         """Everything about a new network that can be known before touching the kernel."""
         if not names.valid_name(spec.name):
             raise InvalidArgument(
@@ -62,6 +69,7 @@ class Networks:
         subnets: tuple[Subnet, ...] = ()
         if caps.ipam:
             taken, routes = self.taken(driver.lan_link(net))
+            taken += elsewhere
             subnets = plan_subnets(spec.subnets, spec.gateways, spec.ip_ranges,
                                    spec.aux_addresses, ipv6=spec.ipv6,
                                    pools=self.s.config.pools, taken=taken, routes=routes)
@@ -80,9 +88,17 @@ class Networks:
                 raise Conflict(f'link {link} is already used by network "{other.name}"')
 
     def add(self, net: Network) -> None:
-        """Make the network's links and firewall part, then store it; all or nothing."""
+        """Store the network, then make its links and firewall part; all or nothing.
+
+        The store goes first: it holds the name, the subnets and the driver's claims (a
+        bridge, a VNI) atomically, so an operation that lost a race to another host sharing
+        the store stops before touching the kernel (and never adopts the winner's bridge).
+        A crash after the commit leaves a stored network whose links reconcile makes."""
         driver = self.s.driver(net)
         with ExitStack() as undo:
+            with self.s.store.transaction() as tx:
+                tx.put_network(net, driver.claims(net))
+            undo.callback(quietly(self._unstore, net.id))
             driver.create_network(net, self.s.ctx)
             undo.callback(quietly(driver.delete_network, net, self.s.ctx))
             rules = self.pub.network_rules(net)
@@ -91,12 +107,30 @@ class Networks:
             if nf is not None and rules is not None and self.s.fw_built:
                 others = self.pub.all_network_rules()
                 nf.add_network(rules, others + [rules])
-                undo.callback(quietly(nf.remove_network, rules, others))
-            with self.s.store.transaction() as tx:
-                tx.put_network(net)
             undo.pop_all()
         self.s.networks[net.id] = net
         self.s.addresses[net.id] = NetworkAddresses(net.subnets)
+
+    def _unstore(self, network_id: str) -> None:
+        with self.s.store.transaction() as tx:
+            tx.delete_network(network_id)
+
+    def create(self, spec: NetworkSpec) -> Network:
+        """Plan and add; an automatic subnet another host sharing the store took between
+        the plan and the commit (Held) is marked taken and the plan made again."""
+        elsewhere: list[Taken] = []
+        for _ in range(RACES):
+            net = self.plan(spec, elsewhere)
+            try:
+                self.add(net)
+                return net
+            except Held as e:
+                if e.kind != "subnet" or spec.subnets:
+                    raise
+                log.info("subnet %s was taken elsewhere; picking another", e.value)
+                elsewhere.append(Taken(e.value, f"a network in the store ({e.value})"))
+        raise Exhausted(f'network "{spec.name}": another host took the picked subnet '
+                        f"{RACES} times in a row", hint="try again")
 
     def check_removable(self, net: Network) -> None:
         if net.predefined:

@@ -40,6 +40,12 @@ class Reconciler:
         s.sandboxes = {x.id: x for x in state.sandboxes}
         s.endpoints = EndpointTable(state.endpoints)
         s.addresses = {n.id: NetworkAddresses(n.subnets) for n in state.networks}
+        # The store holds each local network's driver claims (a store written by an older
+        # cnm has none yet): put them again, which changes nothing when they are there.
+        with s.store.transaction() as tx:
+            for n in state.networks:
+                if n.scope == "local":
+                    tx.put_network(n, s.driver(n).claims(n))
         for e in state.endpoints:
             net = s.networks[e.network_id]
             if e.sandbox_id is not None:

@@ -2,10 +2,12 @@
 
 The kernel is made to match the store. An implementation keeps networks, sandboxes,
 endpoints and their published ports, and writes one operation's changes together or not at
-all (``transaction``), refusing a write that would hold something twice (a name, an address
-of a network, a host port) with ``Held`` (a ``Conflict``), even if a bug slipped past the
-core's lock, and even when the other holder is another host sharing the store: the core
-then picks another address and tries again.
+all (``transaction``), refusing a write that would hold something twice with ``Held`` (a
+``Conflict``): a network name, a subnet overlapping another network's, a driver's claim (a
+bridge name, a VNI), an address of a network, an endpoint name, a host port. It refuses even
+if a bug slipped past the core's lock, and even when the other holder is another host sharing
+the store: the core then picks another subnet or address and tries again. That makes the
+store, not the core's memory, the place where allocation is atomic.
 
 ``cnm.store.sqlite`` implements it on one host. A network's ``scope`` says which store owns
 it: "local" networks live in this host's store; "global" ones (overlay) in a store every host
@@ -14,7 +16,7 @@ shares, which implements the same interface.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,7 +36,9 @@ class Held(Conflict):
     def __init__(self, message: str, *, kind: str, network_id: str | None = None,
                  value: str = "") -> None:
         super().__init__(message)
-        self.kind = kind  # "address", "name", "sandbox" (one endpoint per network), "port"
+        # "network" (a network name), "subnet", "claim" (a driver's: a bridge, a VNI),
+        # "address", "name" (an endpoint's), "sandbox" (one endpoint per network), "port"
+        self.kind = kind
         self.network_id = network_id
         self.value = value
 
@@ -49,7 +53,11 @@ class State:
 class Tx(Protocol):
     """The writes of one operation; committed together or not at all."""
 
-    def put_network(self, n: Network) -> None: ...
+    def put_network(self, n: Network, claims: Sequence[str] = ()) -> None:
+        """The network, holding its name, its subnets (none may overlap another network's)
+        and ``claims``: what its driver makes that no other network may share
+        (``Driver.claims``)."""
+        ...
 
     def delete_network(self, network_id: str) -> None: ...
 

@@ -13,8 +13,10 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+
+import netaddr
 
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox
@@ -22,8 +24,9 @@ from cnm.portspec import PortMapping
 from cnm.store import Held, State
 
 # 1: ports inside endpoint documents; 2: ports are rows; 3: an endpoint exists before it
-# joins a sandbox (sandbox_id may be NULL) and has a name unique in its network.
-SCHEMA_VERSION = 3
+# joins a sandbox (sandbox_id may be NULL) and has a name unique in its network; 4: a
+# network's subnets and its driver's claims are rows the store refuses to hold twice.
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,7 +50,22 @@ CREATE TABLE IF NOT EXISTS ports (
     doc TEXT NOT NULL,
     PRIMARY KEY (proto, host_ip, host_port));
 CREATE INDEX IF NOT EXISTS ports_of_endpoint ON ports (endpoint_id);
+CREATE TABLE IF NOT EXISTS subnets (
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    family INTEGER NOT NULL, first TEXT NOT NULL, last TEXT NOT NULL, cidr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS subnets_by_first ON subnets (family, first);
+CREATE TABLE IF NOT EXISTS claims (
+    claim TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE);
 """
+
+
+def _span(cidr: str) -> tuple[int, str, str]:
+    """(family, first, last) of a subnet, as fixed-width hex so that text order is address
+    order (SQLite's integers stop at 64 bits)."""
+    net = netaddr.IPNetwork(cidr)
+    width = 8 if net.version == 4 else 32
+    return net.version, f"{net.first:0{width}x}", f"{net.last:0{width}x}"
 
 
 class Tx:
@@ -66,12 +84,38 @@ class Tx:
                 raise typed from e
             raise Conflict(f"store refused the change: {e}") from e
 
-    def put_network(self, n: Network) -> None:
+    def put_network(self, n: Network, claims: Sequence[str] = ()) -> None:
         self._x(
             "INSERT INTO networks (id, name, doc) VALUES (?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET name = excluded.name, doc = excluded.doc",
             (n.id, n.name, json.dumps(n.to_dict())),
+            lambda err: Held(f'network name "{n.name}" is already held', kind="network",
+                             network_id=n.id, value=n.name)
+            if err.startswith("UNIQUE constraint") else None,
         )
+        self._x("DELETE FROM subnets WHERE network_id = ?", (n.id,))
+        for sub in n.subnets:
+            family, first, last = _span(sub.subnet)
+            # Held subnets never overlap each other, so the one that starts last at or
+            # before this one's end is the only one that can overlap it: one index probe.
+            row = self._c.execute(
+                "SELECT s.cidr, s.last, s.network_id, n.name FROM subnets s "
+                "JOIN networks n ON n.id = s.network_id WHERE s.family = ? AND s.first <= ? "
+                "ORDER BY s.first DESC LIMIT 1", (family, last)).fetchone()
+            if row is not None and row[1] >= first:
+                raise Held(f'subnet {sub.subnet} overlaps {row[0]} of network "{row[3]}"',
+                           kind="subnet", network_id=row[2], value=row[0])
+            self._x("INSERT INTO subnets (network_id, family, first, last, cidr) "
+                    "VALUES (?, ?, ?, ?, ?)", (n.id, family, first, last, sub.subnet))
+        self._x("DELETE FROM claims WHERE network_id = ?", (n.id,))
+        for claim in claims:
+            row = self._c.execute(
+                "SELECT n.id, n.name FROM claims c JOIN networks n ON n.id = c.network_id "
+                "WHERE c.claim = ?", (claim,)).fetchone()
+            if row is not None:
+                raise Held(f'{claim} is already used by network "{row[1]}"', kind="claim",
+                           network_id=row[0], value=claim)
+            self._x("INSERT INTO claims (claim, network_id) VALUES (?, ?)", (claim, n.id))
 
     def delete_network(self, network_id: str) -> None:
         self._x("DELETE FROM networks WHERE id = ?", (network_id,))
@@ -149,6 +193,8 @@ class SqliteStore:
             self._c.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         if version < 2:
             self._migrate_1_to_2()
+        if version < 4 and row is not None:
+            self._migrate_to_4()
         if version < SCHEMA_VERSION:
             self._c.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
                             (str(SCHEMA_VERSION),))
@@ -186,6 +232,13 @@ class SqliteStore:
         with self.transaction() as tx:
             for (doc,) in self._c.execute("SELECT doc FROM endpoints").fetchall():
                 tx.put_endpoint(Endpoint.from_dict(json.loads(doc)))
+
+    def _migrate_to_4(self) -> None:
+        """Version 3 kept subnets inside network documents only. (Claims are the drivers'
+        words, not the store's: the core puts each network again at start, which fills them.)"""
+        with self.transaction() as tx:
+            for (doc,) in self._c.execute("SELECT doc FROM networks").fetchall():
+                tx.put_network(Network.from_dict(json.loads(doc)))
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-# The lab tier reuses the root tier's helpers (namespaces, the cnmd process): the test
-# folders are on pytest's pythonpath (pyproject.toml).
-from dockerlab import Dockerd, missing
-from nstools import Daemon, HostNs, run, unbind_all
+# The lab tier reuses the root tier's helpers (namespaces, the cnmd process).
+from cnm.testing.netns import Daemon, HostNs, run, unbind_all
+from tests.lab.dockerlab import Dockerd, missing
 
 if os.geteuid() != 0:
     pytest.skip("the lab tier needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)",

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cgroups import cgroup_mounts
-from nstools import HostNs
+from cnm.testing.netns import HostNs
+from tests.lab.cgroups import cgroup_mounts
 
 DOCKERD = "/usr/sbin/dockerd"
 CONTAINERD = "/usr/bin/containerd"

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from nstools import HostNs, run
+from cnm.testing.netns import HostNs, run
 
 PODMAN = "podman"
 BUSYBOX = "/bin/busybox"

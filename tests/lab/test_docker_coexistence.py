@@ -28,10 +28,10 @@ import subprocess
 from typing import Any
 
 import pytest
-from dockerlab import Dockerd
-from nstools import Daemon, HostNs, can_ping, in_ns
 
 from cnm import names
+from cnm.testing.netns import Daemon, HostNs, can_ping, in_ns
+from tests.lab.dockerlab import Dockerd
 
 pytestmark = pytest.mark.lab
 

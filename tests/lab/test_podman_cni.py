@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nstools import Daemon, HostNs, unbind_all
-from podmanlab import Podman, missing
+
+from cnm.testing.netns import Daemon, HostNs, unbind_all
+from tests.lab.podmanlab import Podman, missing
 
 pytestmark = pytest.mark.lab
 

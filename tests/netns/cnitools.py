@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nstools import in_ns, run
+from cnm.testing.netns import in_ns, run
 
 PLUGIN = str(Path(sys.executable).with_name("cnm-cni"))
 

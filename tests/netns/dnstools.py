@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nstools import Daemon, HostNs, run
+from cnm.testing.netns import Daemon, HostNs, run
 
 AGENT = str(Path(__file__).with_name("dnsagent.py"))
 EMBEDDED = "127.0.0.11"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from nstools import HostNs, in_ns, run
+from cnm.testing.netns import HostNs, in_ns, run
 
 # The host's address on the link to the outside client, and the client's.
 HOST4, OUT4 = "198.51.100.1", "198.51.100.2"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from nstools import in_ns, run
+from cnm.testing.netns import in_ns, run
 
 PARENT = "par0"
 

@@ -8,9 +8,8 @@ import json
 import os
 from typing import Any
 
-from nstools import Stack, in_ns
-
 from cnm.store.sqlite import SqliteStore
+from cnm.testing.netns import Stack, in_ns
 
 
 def host_links(stack: Stack) -> list[dict[str, Any]]:

@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from nstools import Daemon, can_ping, in_ns, links, run
+
+from cnm.testing.netns import Daemon, can_ping, in_ns, links, run
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from nstools import Stack, run
-from statecheck import snapshot
 
 from cnm.core import Controller
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, InvalidArgument, NotFound
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.testing.netns import Stack, run
+from tests.netns.statecheck import snapshot
 
 # A non-cnm bridge in the host namespace that a request may try to take over.
 FOREIGN_BRIDGE = "br-foreign"

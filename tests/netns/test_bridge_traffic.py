@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from nstools import Stack, addresses, can_ping, default_route
-
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.testing.netns import Stack, addresses, can_ping, default_route
 
 
 def test_two_sandboxes_on_a_user_bridge_ping_each_other(stack: Stack) -> None:

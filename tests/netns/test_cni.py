@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cnitools import (
+
+from cnm.testing.netns import Daemon, HostNs, addresses, can_ping, default_route, in_ns, links
+from tests.netns.cnitools import (
     Containers,
     Runtime,
     address_of,
@@ -23,8 +25,7 @@ from cnitools import (
     ok,
     resolve_and_ping,
 )
-from fwtools import Servers, probe
-from nstools import Daemon, HostNs, addresses, can_ping, default_route, in_ns, links
+from tests.netns.fwtools import Servers, probe
 
 SUBNET, GATEWAY = "10.71.0.0/24", "10.71.0.1"
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nstools import Daemon, HostNs, addresses, can_ping, in_ns, links, run
 
 from cnm import names
 from cnm.client import Client
 from cnm.kernel.netns import is_netns
+from cnm.testing.netns import Daemon, HostNs, addresses, can_ping, in_ns, links, run
 
 HOST_RESOLV = """# resolv.conf of the test's "host"
 nameserver 127.0.0.53

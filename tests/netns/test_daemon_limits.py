@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from nstools import Daemon, HostNs, unbind_all
+from cnm.testing.netns import Daemon, HostNs, unbind_all
 
 
 def test_more_sandboxes_than_the_soft_file_limit_would_allow(host_ns: HostNs,

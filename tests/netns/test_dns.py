@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
-from dnstools import (
+
+from cnm.testing.netns import Daemon, HostNs, in_ns
+from tests.netns.dnstools import (
     EMBEDDED,
     UPSTREAM_NET,
     asker,
@@ -23,7 +25,6 @@ from dnstools import (
     sandbox_info,
     upstream_ns,
 )
-from nstools import Daemon, HostNs, in_ns
 
 
 def netns(d: Daemon, sandbox: str) -> str:

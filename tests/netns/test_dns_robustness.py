@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from dnstools import EMBEDDED, agent, asker, ip_of, ok, sandbox_info
-from nstools import Daemon
+from cnm.testing.netns import Daemon
+from tests.netns.dnstools import EMBEDDED, agent, asker, ip_of, ok, sandbox_info
 
 PACKETS = 100_000
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import os
 
-from nstools import Stack, addresses, can_ping, default_route, in_ns, links, run
-
 from cnm import names
 from cnm.drivers.bridge import bridge_of
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.testing.netns import Stack, addresses, can_ping, default_route, in_ns, links, run
 
 
 def all_addresses(netns: str) -> list[str]:

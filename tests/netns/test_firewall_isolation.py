@@ -13,7 +13,12 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from fwtools import (
+
+from cnm import names
+from cnm.errors import InvalidArgument
+from cnm.model import NetworkSpec, SandboxSpec
+from cnm.testing.netns import Daemon, HostNs, Stack, can_ping, in_ns
+from tests.netns.fwtools import (
     HOST4,
     HOST6,
     OUT4,
@@ -26,11 +31,6 @@ from fwtools import (
     peer,
     ruleset,
 )
-from nstools import Daemon, HostNs, Stack, can_ping, in_ns
-
-from cnm import names
-from cnm.errors import InvalidArgument
-from cnm.model import NetworkSpec, SandboxSpec
 
 
 @pytest.fixture

@@ -13,7 +13,12 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from fwtools import (
+
+from cnm.errors import Conflict, KernelError
+from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.testing import Faulty
+from cnm.testing.netns import Daemon, HostNs, Stack
+from tests.netns.fwtools import (
     HOST4,
     HOST4_OTHER,
     HOST6,
@@ -27,12 +32,7 @@ from fwtools import (
     peer,
     probe,
 )
-from nstools import Daemon, HostNs, Stack
-from statecheck import snapshot
-
-from cnm.errors import Conflict, KernelError
-from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
-from cnm.testing import Faulty
+from tests.netns.statecheck import snapshot
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from typing import Any
 
 import lantools
 import pytest
-from lantools import PARENT, Lan
-from nstools import HostNs, Stack, can_ping, in_ns, links
-from statecheck import snapshot
 
 from cnm import names
 from cnm.errors import CnmError, Conflict, InUse, InvalidArgument, NotFound
 from cnm.model import NetworkSpec, SandboxSpec
+from cnm.testing.netns import HostNs, Stack, can_ping, in_ns, links
+from tests.netns.lantools import PARENT, Lan
+from tests.netns.statecheck import snapshot
 
 LAN = "10.77.0.0/24"
 LAN_HOST = "10.77.0.200"

@@ -6,9 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from nstools import Stack
-
 from cnm.model import SandboxSpec
+from cnm.testing.netns import Stack
 
 
 def test_identity_tells_namespaces_apart_and_from_a_leftover_file(stack: Stack,

@@ -14,13 +14,13 @@ from typing import Any
 
 import lantools
 import pytest
-from lantools import PARENT, Lan
-from nstools import Daemon, HostNs, Stack, can_ping, default_route, in_ns, links, run
-from statecheck import snapshot
 
 from cnm import names
 from cnm.errors import CnmError, Conflict, InUse, InvalidArgument, NotFound, Unsupported
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.testing.netns import Daemon, HostNs, Stack, can_ping, default_route, in_ns, links, run
+from tests.netns.lantools import PARENT, Lan
+from tests.netns.statecheck import snapshot
 
 SUBNET = "10.77.0.0/24"
 LAN_HOST = "10.77.0.200"

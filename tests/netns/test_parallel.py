@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from nstools import Stack, addresses, can_ping
-from statecheck import stored
-
 from cnm.model import ConnectSpec, Endpoint, NetworkSpec, SandboxSpec
+from cnm.testing.netns import Stack, addresses, can_ping
+from tests.netns.statecheck import stored
 
 N = 50
 

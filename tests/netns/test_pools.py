@@ -7,10 +7,10 @@ from pathlib import Path
 
 import netaddr
 import pytest
-from nstools import Daemon, HostNs, Stack, run
 
 from cnm.errors import CnmError, Conflict
 from cnm.model import NetworkSpec
+from cnm.testing.netns import Daemon, HostNs, Stack, run
 
 
 def _host_veth(host: HostNs, cidr: str, route: str | None = None) -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 
 import pytest
-from nstools import Stack, addresses, can_ping, default_route, in_ns, links, run
-from statecheck import stored
 
 from cnm import names
 from cnm.core import Controller
 from cnm.drivers.bridge import bridge_of
 from cnm.drivers.registry import builtin
 from cnm.model import NetworkSpec, SandboxSpec
+from cnm.testing.netns import Stack, addresses, can_ping, default_route, in_ns, links, run
+from tests.netns.statecheck import stored
 
 
 def restart(stack: Stack) -> Controller:

@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from nstools import Stack, addresses, can_ping, default_route, links
-from statecheck import snapshot, stored
 
 from cnm.errors import CnmError, Internal, KernelError
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.testing import Faulty
+from cnm.testing.netns import Stack, addresses, can_ping, default_route, links
+from tests.netns.statecheck import snapshot, stored
 
 
 @contextmanager

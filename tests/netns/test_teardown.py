@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-from nstools import Stack, addresses, links
-from statecheck import mounts_under, stored
-
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
+from cnm.testing.netns import Stack, addresses, links
+from tests.netns.statecheck import mounts_under, stored
 
 
 def test_removing_all_sandboxes_and_user_networks_leaves_only_lo_and_cnm0(

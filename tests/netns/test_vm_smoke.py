@@ -7,7 +7,8 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from nstools import HostNs, can_ping, in_ns, links, run
+
+from cnm.testing.netns import HostNs, can_ping, in_ns, links, run
 
 pytestmark = pytest.mark.vm
 

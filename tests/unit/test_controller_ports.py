@@ -396,7 +396,7 @@ def test_network_create_undoes_its_elements_when_the_store_fails(
         fw: Controller, nft: FakeNft, monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(nft)
 
-    def broken(self: Tx, net: Any) -> None:
+    def broken(self: Tx, net: Any, claims: Any = ()) -> None:
         raise Internal("store commit failed: disk I/O error")
 
     monkeypatch.setattr(Tx, "put_network", broken)

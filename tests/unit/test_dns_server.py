@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-from test_dns_resolver import compression_cycle
 
 from cnm import daemon, wiring
 from cnm.core import Config, Controller
@@ -29,6 +28,7 @@ from cnm.dns.server import ATTEMPT_TIMEOUT, MAX_UPSTREAMS, DnsServer, Upstreams
 from cnm.errors import InvalidArgument
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
+from tests.unit.test_dns_resolver import compression_cycle
 
 LOOP = "127.0.0.1"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cnm import wiring
+from cnm import names, wiring
 from cnm.core import Config, Controller
 from cnm.drivers.base import Capabilities, Driver
 from cnm.drivers.bridge import BridgeDriver, BridgeOptions
@@ -277,6 +277,50 @@ def test_two_hosts_sharing_one_store_never_hand_out_one_address(tmp_path: Path) 
             b.controller.create_endpoint(EndpointSpec("shared", "spare"))
         assert sorted(e.ipv4 or "" for e in a.store.load().endpoints) == [
             "10.70.0.2/24", "10.70.0.3/24", "10.70.0.50/24"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_hosts_sharing_one_store_never_hold_one_subnet_name_or_bridge(
+        tmp_path: Path) -> None:
+    """Subnets, names and the drivers' claims are held by the store too: a host whose view
+    is stale loses at the commit, before it touches its kernel, and picks again when it
+    chose the subnet itself."""
+    (tmp_path / "resolv.conf").write_text("")
+
+    def host(name: str) -> tuple[wiring.Stack, FakeHostLinks]:
+        kernel = FakeKernel()
+        (tmp_path / f"{name}-netns").touch()
+        cfg = Config(state_dir=str(tmp_path / "shared-state"), run_dir=str(tmp_path / name),
+                     host_netns=str(tmp_path / f"{name}-netns"),
+                     resolv_conf=str(tmp_path / "resolv.conf"))
+        links = FakeHostLinks(kernel)
+        return wiring.build(cfg, wiring.Adapters(links, FakeSandboxLinks(kernel))), links
+
+    a, _ = host("a")
+    b, b_links = host("b")  # loaded now: it will never hear of a's networks below
+    try:
+        one = a.controller.create_network(
+            NetworkSpec("one", options={"bridge_name": "br-one"}))
+        before = sorted(link.name for link in b_links.links())
+        two = b.controller.create_network(NetworkSpec("two"))
+        assert two.subnets[0].subnet != one.subnets[0].subnet
+        taken = one.subnets[0].subnet
+        with pytest.raises(Conflict, match=f'overlaps {taken} of network "one"'):
+            b.controller.create_network(NetworkSpec("three", subnets=(taken,)))
+        with pytest.raises(Conflict, match='network name "one" is already held'):
+            b.controller.create_network(NetworkSpec("one"))
+        with pytest.raises(Conflict, match='br-one is already used by network "one"'):
+            b.controller.create_network(
+                NetworkSpec("four", options={"bridge_name": "br-one"}))
+        # The refused creates made no bridge on b and left nothing in its view.
+        after = sorted(link.name for link in b_links.links())
+        assert after == sorted([*before, names.bridge_name(two.id)])
+        assert [n.name for n in b.controller.list_networks()] == ["bridge", "host", "none",
+                                                                  "two"]
+        assert sorted(n.name for n in a.store.load().networks) == [
+            "bridge", "host", "none", "one", "two"]
     finally:
         a.close()
         b.close()

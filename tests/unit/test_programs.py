@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from programs import MANIFEST, Recorder, manifest_programs, programs_of
+
+from tests.programs import MANIFEST, Recorder, manifest_programs, programs_of
 
 TOP = Path(__file__).resolve().parents[2]
 PACKAGES = TOP / "scripts" / "packages.sh"

@@ -10,6 +10,7 @@ import pytest
 from cnm.errors import Conflict, Internal
 from cnm.model import Endpoint, Network, Sandbox, Subnet
 from cnm.portspec import PortMapping
+from cnm.store import Held
 from cnm.store import Store as Interface
 from cnm.store.sqlite import SCHEMA_VERSION
 from cnm.store.sqlite import SqliteStore as Store
@@ -107,6 +108,65 @@ def test_duplicate_network_name_is_a_conflict(store: Interface) -> None:
     assert [n.id for n in store.load().networks] == ["n1"]
 
 
+def test_a_held_network_name_says_so(store: Interface) -> None:
+    with store.transaction() as tx:
+        tx.put_network(net("n1", "blue"))
+    with pytest.raises(Held) as e, store.transaction() as tx:
+        tx.put_network(dataclasses.replace(net("n2", "blue"), subnets=()))
+    assert (e.value.kind, e.value.value) == ("network", "blue")
+
+
+def on(ident: str, name: str, *cidrs: str) -> Network:
+    return Network(id=ident, name=name, driver="bridge", created="x",
+                   subnets=tuple(Subnet(c, "") for c in cidrs))
+
+
+@pytest.mark.parametrize("cidr", ["10.1.0.0/24", "10.1.0.128/25", "10.0.0.0/8",
+                                  "10.1.0.255/32", "fd00:1::/48", "fd00:1::8/126"])
+def test_a_subnet_overlapping_another_networks_is_held(store: Interface, cidr: str) -> None:
+    with store.transaction() as tx:
+        tx.put_network(on("n1", "a", "10.1.0.0/24", "fd00:1::/64"))
+    with pytest.raises(Held) as e, store.transaction() as tx:
+        tx.put_network(on("n2", "b", "192.168.9.0/24", cidr))
+    assert e.value.kind == "subnet" and e.value.network_id == "n1"
+    assert e.value.value in ("10.1.0.0/24", "fd00:1::/64")
+    assert f"overlaps {e.value.value} of network \"a\"" in e.value.message
+    assert [n.id for n in store.load().networks] == ["n1"]
+
+
+def test_subnets_beside_each_other_and_across_families_are_fine(store: Interface) -> None:
+    with store.transaction() as tx:
+        tx.put_network(on("n1", "a", "10.1.0.0/24", "fd00:1::/64"))
+        tx.put_network(on("n2", "b", "10.1.1.0/24", "10.0.255.0/24", "fd00:2::/64"))
+        # Its own subnets again: an update, not an overlap.
+        tx.put_network(on("n1", "a", "10.1.0.0/25"))
+    with store.transaction() as tx:  # n1's old /24 half and its v6 are free again
+        tx.put_network(on("n3", "c", "10.1.0.128/25", "fd00:1::/64"))
+    assert sorted(n.id for n in store.load().networks) == ["n1", "n2", "n3"]
+
+
+def test_a_deleted_networks_subnets_and_claims_are_free(store: Interface) -> None:
+    with store.transaction() as tx:
+        tx.put_network(on("n1", "a", "10.1.0.0/24"), ["br-a", "vni:4097"])
+    with store.transaction() as tx:
+        tx.delete_network("n1")
+    with store.transaction() as tx:
+        tx.put_network(on("n2", "a", "10.1.0.0/24"), ["br-a", "vni:4097"])
+    assert [n.id for n in store.load().networks] == ["n2"]
+
+
+def test_a_claim_of_another_network_is_held(store: Interface) -> None:
+    with store.transaction() as tx:
+        tx.put_network(on("n1", "a"), ["br-a", "vni:4097"])
+        tx.put_network(on("n1", "a"), ["br-a", "vni:4097"])  # its own: fine
+    with pytest.raises(Held) as e, store.transaction() as tx:
+        tx.put_network(on("n2", "b"), ["br-b", "vni:4097"])
+    assert (e.value.kind, e.value.value, e.value.network_id) == ("claim", "vni:4097", "n1")
+    assert 'used by network "a"' in e.value.message
+    with store.transaction() as tx:  # nothing of the refused one stayed
+        tx.put_network(on("n3", "c"), ["br-b"])
+
+
 def test_duplicate_sandbox_name_is_a_conflict(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_sandbox(sandbox("s1", "web"))
@@ -135,7 +195,8 @@ def test_same_address_or_sandbox_twice_in_one_network_is_a_conflict(store: Inter
 def test_same_address_in_two_networks_is_fine(store: Interface) -> None:
     with store.transaction() as tx:
         tx.put_network(net("n1", "a"))
-        tx.put_network(net("n2", "b"))
+        # (Two networks' subnets may not overlap: this one has none of its own.)
+        tx.put_network(dataclasses.replace(net("n2", "b"), subnets=()))
         tx.put_sandbox(sandbox())
         tx.put_endpoint(endpoint("e1", network="n1"))
         tx.put_endpoint(endpoint("e2", network="n2"))
@@ -268,4 +329,24 @@ def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
     assert store.load().endpoints == [dataclasses.replace(e, name=sandbox().name)]
     row = store._c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     assert row == (str(SCHEMA_VERSION),)
+    store.close()
+
+
+def test_a_version_3_store_gets_its_subnets_held(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = Store(str(tmp_path))
+    with store.transaction() as tx:
+        tx.put_network(on("n1", "a", "10.1.0.0/24"))
+    store.close()
+    c = sqlite3.connect(str(tmp_path / "cnm.db"), isolation_level=None)
+    c.execute("DROP TABLE subnets")
+    c.execute("DROP TABLE claims")
+    c.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    c.close()
+    store = Store(str(tmp_path))
+    with pytest.raises(Held), store.transaction() as tx:
+        tx.put_network(on("n2", "b", "10.1.0.0/16"))
+    assert store._c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (
+        str(SCHEMA_VERSION),)
     store.close()

@@ -1,4 +1,5 @@
-"""Helpers for the root tier: run commands in namespaces, and the stacks under test.
+"""Run commands in throwaway namespaces, and the stacks under test (the fixtures that
+make them are cnm.testing.plugin).
 
 Every test gets its own "host" namespace (named cnmtest-*), its own state and run dirs, and
 either an in-process controller (``stack``) or a real cnmd process (``daemon``). Teardown
