@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, unit tier, root tier (throwaway namespaces), lab tier
-# (a real dockerd beside cnm), then the VM tier for tests that need kernel features this
-# machine lacks (netns-lab/vm/run). Run as root on Debian 12. It installs what it needs
+# (a real dockerd beside cnm, a real podman driving cnm-cni), then the VM tier for tests
+# that need kernel features this machine lacks (netns-lab/vm/run). Run as root on Debian 12. It installs what it needs
 # first: cnm (scripts/install.sh), then the Debian packages of the steps test, lab and vm in
-# scripts/packages.txt (bind9-dnsutils; docker.io, containerd, runc; qemu-system-x86, kmod,
+# scripts/packages.txt (bind9-dnsutils; docker.io, containerd, runc, podman, netavark, the CNI
+# reference plugins; qemu-system-x86, kmod,
 # busybox-static, e2fsprogs) and the venv's test extras; a program still missing stops it
 # here, named with its package, before pytest starts. Extra arguments go to pytest.
 set -euo pipefail

@@ -13,6 +13,7 @@ from cnm.model import Endpoint, Network, Sandbox
 def network(c: Controller, net: Network) -> dict[str, Any]:
     with c.lock:
         out = net.to_dict()
+        out["dns"] = c.has_dns(net)
         out["endpoints"] = [
             {"id": e.id, "name": e.name,
              "sandbox": c.sandboxes[e.sandbox_id].name if e.sandbox_id else None,
@@ -37,6 +38,8 @@ def sandbox(c: Controller, sb: Sandbox) -> dict[str, Any]:
 def endpoint(c: Controller, ep: Endpoint) -> dict[str, Any]:
     with c.lock:
         out = ep.to_dict()
-        out["network"] = c.networks[ep.network_id].name
+        net = c.networks[ep.network_id]
+        out["network"] = net.name
+        out["dns"] = c.has_dns(net)
         out["sandbox"] = c.sandboxes[ep.sandbox_id].name if ep.sandbox_id else None
         return out

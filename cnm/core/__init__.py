@@ -149,6 +149,10 @@ class Controller:
     def host_netns_path(self) -> str:
         return self.state.host_netns_path()
 
+    def has_dns(self, net: Network) -> bool:
+        """Whether the network has the embedded DNS (its sandboxes ask 127.0.0.11)."""
+        return self._dns.named(net)
+
     def info(self) -> dict[str, Any]:
         with self.lock:
             return self.state.info()
