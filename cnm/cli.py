@@ -18,6 +18,7 @@ from cnm import __version__
 from cnm.address import DEFAULT_HOST
 from cnm.client import Client
 from cnm.errors import CnmError, InvalidArgument, exit_code
+from cnm.tls import TlsFiles
 
 
 class UsageError(Exception):
@@ -315,7 +316,16 @@ def _each(names: Sequence[str], fn: Callable[[str], str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cnm", description="Container networks, endpoints and sandboxes.")
     p.add_argument("-H", "--host", default=os.environ.get("CNM_HOST", DEFAULT_HOST),
-                   help="daemon socket, unix://PATH (env CNM_HOST)")
+                   help="daemon address, unix://PATH or tcp://HOST:PORT with --tlsverify "
+                        "(env CNM_HOST)")
+    p.add_argument("--tlsverify", action="store_true",
+                   default=bool(os.environ.get("CNM_TLS_VERIFY")),
+                   help="talk mutual TLS to a daemon whose certificate the CA signed for "
+                        "HOST (env CNM_TLS_VERIFY)")
+    for flag, name in (("--tlscacert", "ca.pem"), ("--tlscert", "cert.pem"),
+                       ("--tlskey", "key.pem")):
+        p.add_argument(flag, metavar="FILE",
+                       help=f"default: $CNM_CERT_PATH/{name} (CNM_CERT_PATH: ~/.cnm)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"cnm {__version__}")
     groups = p.add_subparsers(dest="group", metavar="COMMAND", parser_class=_Parser)
@@ -479,6 +489,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The client's TLS files (Docker's rules): with --tlsverify, each flag or else its file
+    in CNM_CERT_PATH (~/.cnm). A tcp:// host without --tlsverify is refused: the daemon
+    serves TCP with mutual TLS only."""
+    if not args.tlsverify:
+        if args.host.startswith("tcp://"):
+            raise InvalidArgument(f"{args.host} needs --tlsverify: cnmd serves TCP with "
+                                  "mutual TLS only",
+                                  hint="add --tlsverify (or CNM_TLS_VERIFY=1) and the "
+                                       "certificates (--tlscacert/--tlscert/--tlskey or "
+                                       "CNM_CERT_PATH)")
+        return None
+    base = TlsFiles.from_dir(os.environ.get("CNM_CERT_PATH")
+                             or os.path.expanduser("~/.cnm"))
+    return TlsFiles(args.tlscacert or base.ca, args.tlscert or base.cert,
+                    args.tlskey or base.key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
@@ -490,7 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return run(args_list[i + 1:])
         args = build_parser().parse_args(args_list)
-        client = Client(args.host)
+        files = tls_files(args)
+        client = Client(args.host) if files is None else Client(args.host, tls=files)
         try:
             rc: int = args.fn(client, args)
             return rc

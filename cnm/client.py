@@ -1,15 +1,19 @@
-"""A client of the cnmd API over its unix socket. Errors come back as the same CnmError."""
+"""A client of the cnmd API over its unix socket, or over TCP with mutual TLS. Errors come
+back as the same CnmError."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
+import ssl
 from typing import Any
 from urllib.parse import quote
 
+from cnm import tls as tls_
 from cnm.address import DEFAULT_HOST, parse_unix_address
 from cnm.errors import CnmError, Internal, Unavailable, from_dict
+from cnm.hostaddr import parse_address
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -29,11 +33,22 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Client:
-    """One keep-alive connection; not for use by several threads at once."""
+    """One keep-alive connection; not for use by several threads at once.
 
-    def __init__(self, host: str = DEFAULT_HOST, timeout: float = 60.0) -> None:
-        self.path = parse_unix_address(host, Unavailable)
-        self._conn = _UnixConnection(self.path, timeout)
+    ``tls`` (the CA, certificate and key files) is required for ``tcp://HOST:PORT``: the
+    daemon's certificate must be signed by the CA and name HOST."""
+
+    def __init__(self, host: str = DEFAULT_HOST, timeout: float = 60.0,
+                 tls: tls_.TlsFiles | None = None) -> None:
+        self._conn: http.client.HTTPConnection
+        if tls is None or not host.startswith("tcp://"):
+            self.path = parse_unix_address(host, Unavailable)
+            self._conn = _UnixConnection(self.path, timeout)
+            return
+        addr = parse_address(host, Unavailable)
+        self.path = str(addr)
+        self._conn = http.client.HTTPSConnection(
+            addr.host, addr.port, timeout=timeout, context=tls_.client_context(tls))
 
     def close(self) -> None:
         self._conn.close()
@@ -54,6 +69,11 @@ class Client:
             self._conn.close()
             raise Unavailable(f"permission denied on {self.path}",
                               hint="run as root or as a member of the socket's group") from None
+        except (ssl.SSLError, ssl.CertificateError) as e:
+            self._conn.close()
+            raise Unavailable(f"TLS with cnmd at {self.path} failed: {tls_.explain(e)}",
+                              hint="check --tlscacert, --tlscert and --tlskey (or "
+                                   "CNM_CERT_PATH) and the host name in -H") from None
         except (OSError, http.client.HTTPException) as e:
             self._conn.close()
             raise Unavailable(f"lost the connection to cnmd at {self.path}: {e}") from None
