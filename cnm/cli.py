@@ -1,7 +1,8 @@
 """cnm: the command line, a client of the cnmd API only.
 
 Exit codes: 0 ok, 1 error, 2 invalid input, 3 daemon unreachable; ``sandbox exec``: the
-command's own, or 125 (cnm failed), 126 (not executable), 127 (not found), as docker's.
+command's own, or 125 (entering the sandbox failed), 126 (not executable), 127 (not
+found), as docker's.
 ``main`` is the one place that turns errors into messages; a traceback shows only with
 --debug.
 
@@ -362,28 +363,29 @@ EXEC_FAILED, EXEC_CANNOT_INVOKE, EXEC_NOT_FOUND = 125, 126, 127
 
 
 def sandbox_exec(c: Client, a: argparse.Namespace) -> int:
-    """Become the command inside the sandbox. Exits 125 when cnm fails (no such sandbox,
-    daemon unreachable), 126 when the command cannot be run, 127 when it is not found."""
+    """Become the command inside the sandbox. Before the sandbox is found, cnm's own exit
+    codes (1 no such sandbox, 2 invalid input, 3 daemon unreachable); after, docker's: 125
+    when entering the sandbox fails, 126 when the command cannot be run, 127 when it is not
+    found."""
     argv = list(a.command)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
         raise InvalidArgument("no command given", hint="cnm sandbox exec NAME -- CMD [ARG...]")
+    sb = c.sandbox(a.name)
+    c.close()
+    files = {"/etc/hosts": sb["hosts_path"], "/etc/resolv.conf": sb["resolv_conf_path"]}
+    hostname = sb["hostname"] if sb["kind"] == "netns" else None
     try:
         from cnm.kernel.nsexec import CommandFailed, exec_in
 
-        sb = c.sandbox(a.name)
-        c.close()
-        files = {"/etc/hosts": sb["hosts_path"], "/etc/resolv.conf": sb["resolv_conf_path"]}
-        hostname = sb["hostname"] if sb["kind"] == "netns" else None
         exec_in(sb["netns"], files, hostname, argv)
     except CommandFailed as e:
         print(f"error: {e.message}", file=sys.stderr)
         return EXEC_NOT_FOUND if e.not_found else EXEC_CANNOT_INVOKE
-    except CnmError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+    except (CnmError, OSError) as e:
+        msg = e.message if isinstance(e, CnmError) else f"{e.strerror}: {e.filename}"
+        print(f"error: cannot enter sandbox {a.name}: {msg}", file=sys.stderr)
         return EXEC_FAILED
 
 
@@ -677,7 +679,7 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
                     help="forget the sandbox even if a kernel step fails")
     sp.add_argument("names", nargs="+", metavar="SANDBOX", help="name, id or id prefix")
     sp = leaf(sbx, "exec", sandbox_exec, "run a command inside a sandbox (exit status: the "
-              "command's; 125 cnm failed, 126 cannot run, 127 not found)")
+              "command's; 125 entering the sandbox failed, 126 cannot run, 127 not found)")
     sp.add_argument("name", help="the sandbox")
     sp.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
                     help="the command and its arguments")
