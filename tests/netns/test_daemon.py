@@ -552,3 +552,19 @@ def test_cnmd_refuses_bad_arguments_clearly(host_ns: HostNs, tmp_path: Path,
     assert f"cnmd: error: {message}" in r.stderr
     assert "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "cnm.sock")
+
+
+def test_inspect_names_the_real_host_links(daemon: Daemon, host_ns: HostNs) -> None:
+    """What inspect says to run tcpdump on is there: the bridge, and each endpoint's veth
+    on it, in the host namespace cnmd manages."""
+    ok(daemon, "network", "create", "--subnet", "10.46.0.0/24", "web")
+    ok(daemon, "sandbox", "create", "--network", "web", "a")
+    [web] = inspect(daemon, "network", "web")
+    [(sb_id, c)] = web["containers"].items()
+    assert c["name"] == "a" and sb_id == inspect(daemon, "sandbox", "a")[0]["id"]
+    on_bridge = json.loads(run("ip", "-n", host_ns.name, "-j", "link", "show", "master",
+                               web["link"]).stdout)
+    assert [link["ifname"] for link in on_bridge] == [c["host_link"]]
+    mac_in_sandbox = json.loads(in_ns(inspect(daemon, "sandbox", "a")[0]["netns"], "ip", "-j",
+                                      "link", "show", "eth0").stdout)[0]["address"]
+    assert mac_in_sandbox == c["mac_address"]

@@ -335,3 +335,27 @@ def test_sandbox_exec_keeps_cnm_codes_until_the_sandbox_is_found(
         core: Controller, capsys: pytest.CaptureFixture[str]) -> None:
     err = run(capsys, "sandbox", "exec", "nope", "--", "true", rc=1)
     assert err.startswith("error: ") and "nope" in err
+
+
+def test_network_inspect_shows_links_and_docker_containers_map(
+        two: Controller, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnm import names
+
+    run(capsys, "endpoint", "create", "web", "spare")  # reserved: in neither map nor link
+    [web] = json.loads(run(capsys, "network", "inspect", "web"))
+    a = two.sandbox("a")
+    [ep] = two.endpoints_of(sandbox=a.id)
+    assert web["link"] == names.bridge_name(web["id"]) and web["dns"] is True
+    assert web["containers"] == {a.id: {
+        "name": "a", "endpoint_id": ep.id, "mac_address": ep.mac, "ipv4_address": ep.ipv4,
+        "ipv6_address": None, "host_link": names.veth_name(ep.id)}}
+    assert {e["name"]: e["host_link"] for e in web["endpoints"]} == {
+        "a": names.veth_name(ep.id), "spare": None}
+    # A docker script's template over the map.
+    assert run(capsys, "network", "inspect", "-f",
+               "{{range $id, $c := .Containers}}{{$c.Name}} {{$c.IPv4Address}} "
+               "{{$c.MacAddress}}{{end}}", "web") == f"a {ep.ipv4} {ep.mac}\n"
+    [none] = json.loads(run(capsys, "network", "inspect", "none"))
+    assert none["link"] is None and none["dns"] is False
+    [sb] = json.loads(run(capsys, "sandbox", "inspect", "a"))
+    assert sb["endpoints"][0]["host_link"] == names.veth_name(ep.id)
