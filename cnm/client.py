@@ -8,7 +8,6 @@ imports) was ~16 ms of its start-up, a third of a ``cnm network create``.
 from __future__ import annotations
 
 import _socket
-from urllib.parse import quote
 
 from cnm.address import DEFAULT_HOST, parse_unix_address
 from cnm.cni.wire import Api
@@ -117,6 +116,16 @@ class Client(Api):
 
     def reload_firewall(self) -> Any:
         return self.call("POST", "/v1/firewall/reload")
+
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(text: str, safe: str = "") -> str:
+    """``text`` as one path segment: every byte but the unreserved ones %-encoded (what
+    urllib.parse.quote(text, safe="") gives; that module and ipaddress, which it imports,
+    were ~3 ms of the CLI's start-up)."""
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in text.encode())
 
 
 def _given(body: dict[str, Any]) -> dict[str, Any]:

@@ -359,3 +359,38 @@ def test_network_inspect_shows_links_and_docker_containers_map(
     assert none["link"] is None and none["dns"] is False
     [sb] = json.loads(run(capsys, "sandbox", "inspect", "a"))
     assert sb["endpoints"][0]["host_link"] == names.veth_name(ep.id)
+
+
+def test_the_cli_imports_only_what_a_client_needs() -> None:
+    """A process per command: start-up is its budget (bench/run.py, network create vs
+    podman). Parsing `network create` and building its request pulls in nothing of the
+    daemon side, no http.client (email), urllib.parse (ipaddress), typing or dataclasses;
+    the template engine and filters only when a command uses them."""
+    import os
+    import subprocess
+    import sys
+
+    import cnm
+
+    # -S: without site (an editable install's finder imports urllib.parse, pathlib, ...),
+    # so what is loaded is what the CLI itself imports.
+    code = ("import sys; import cnm.cli as c; c._parse(['network', 'create', '--subnet', "
+            "'10.0.0.0/24', 'x']); print(' '.join(sorted(sys.modules)))")
+    top = os.path.dirname(os.path.dirname(cnm.__file__))
+    mods = set(subprocess.run([sys.executable, "-S", "-c", code], capture_output=True,
+                              text=True, check=True, env={**os.environ, "PYTHONPATH": top},
+                              cwd=top).stdout.split())
+    assert "cnm.cli" in mods
+    for heavy in ("pyroute2", "cnm.core", "cnm.kernel", "cnm.api", "cnm.model", "cnm.store",
+                  "sqlite3", "http.client", "email", "urllib.parse", "ipaddress", "typing",
+                  "dataclasses", "socket", "subprocess", "cnm.gotemplate", "cnm.filters"):
+        assert heavy not in mods, heavy
+
+
+@pytest.mark.parametrize("text", ["web", "a b/c", "ü%?#&", "x.y-z_~", ""])
+def test_the_clients_quote_is_urllibs(text: str) -> None:
+    from urllib.parse import quote as urllib_quote
+
+    from cnm.client import quote
+
+    assert quote(text) == urllib_quote(text, safe="")
