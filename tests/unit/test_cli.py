@@ -383,7 +383,7 @@ def test_the_cli_imports_only_what_a_client_needs() -> None:
     assert "cnm.cli" in mods
     for heavy in ("pyroute2", "cnm.core", "cnm.kernel", "cnm.api", "cnm.model", "cnm.store",
                   "sqlite3", "http.client", "email", "urllib.parse", "ipaddress", "typing",
-                  "dataclasses", "socket", "subprocess", "cnm.gotemplate", "cnm.filters"):
+                  "dataclasses", "socket", "subprocess", "shutil", "cnm.gotemplate", "cnm.filters"):
         assert heavy not in mods, heavy
 
 
