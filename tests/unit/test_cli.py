@@ -355,6 +355,12 @@ def test_network_inspect_shows_links_and_docker_containers_map(
     assert run(capsys, "network", "inspect", "-f",
                "{{range $id, $c := .Containers}}{{$c.Name}} {{$c.IPv4Address}} "
                "{{$c.MacAddress}}{{end}}", "web") == f"a {ep.ipv4} {ep.mac}\n"
+    # README's examples.
+    assert run(capsys, "network", "inspect", "-f",
+               "{{range $id, $c := .Containers}}{{$c.Name}} {{$c.IPv4Address}} {{$c.HostLink}}"
+               "{{println}}{{end}}", "web") == f"a {ep.ipv4} {names.veth_name(ep.id)}\n\n"
+    assert run(capsys, "network", "inspect", "-f", "{{.Link}}", "web") == \
+        names.bridge_name(web["id"]) + "\n"
     [none] = json.loads(run(capsys, "network", "inspect", "none"))
     assert none["link"] is None and none["dns"] is False
     [sb] = json.loads(run(capsys, "sandbox", "inspect", "a"))
