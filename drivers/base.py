@@ -117,6 +117,11 @@ class Driver(Protocol):
         """Names of the host-namespace links this network needs (reconcile checks them)."""
         ...
 
+    def host_link(self, net: Network, ep: Endpoint) -> str | None:
+        """The host-namespace end of a joined endpoint's link (a veth's peer), where
+        tcpdump on the host sees its traffic; None when it has none there."""
+        ...
+
     def claims(self, net: Network) -> tuple[str, ...]:
         """The host links this network makes and no other network may share (its bridge)."""
         ...
@@ -188,6 +193,9 @@ class BaseDriver(Generic[Opts]):
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return ()
+
+    def host_link(self, net: Network, ep: Endpoint) -> str | None:
+        return None
 
     def claims(self, net: Network) -> tuple[str, ...]:
         return ()

@@ -149,6 +149,16 @@ class Controller:
     def host_netns_path(self) -> str:
         return self.state.host_netns_path()
 
+    def link_of(self, net: Network) -> str | None:
+        """The network's main host link (its bridge, its macvlan/ipvlan parent), if any."""
+        links = self.state.driver(net).kernel_links(net)
+        return links[0] if links else None
+
+    def host_link_of(self, ep: Endpoint) -> str | None:
+        """The host-namespace end of a joined endpoint (a bridge endpoint's veth peer)."""
+        return self.state.driver(self.state.networks[ep.network_id]).host_link(
+            self.state.networks[ep.network_id], ep)
+
     def has_dns(self, net: Network) -> bool:
         """Whether the network has the embedded DNS (its sandboxes ask 127.0.0.11)."""
         return self._dns.named(net)
