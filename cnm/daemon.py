@@ -28,6 +28,8 @@ from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
 
 log = logging.getLogger("cnmd")
+# Where dockerd looks for plugins: the socket's name is the plugin's (`-d cnm`).
+DOCKER_PLUGIN = "/run/docker/plugins/cnm.sock"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dns", action="append", default=[], metavar="IP",
                    help="upstream resolver for names the embedded DNS does not hold "
                         "(repeatable, at most 3; default: the host's resolv.conf)")
+    p.add_argument("--docker-plugin", default=DOCKER_PLUGIN, metavar="PATH|none",
+                   help="serve Docker's network and IPAM plugin protocol on this socket, "
+                        f"as the plugin 'cnm' (default {DOCKER_PLUGIN}; none: not at all)")
     p.add_argument("--debug", action="store_true")
     p.add_argument("--version", action="version", version=f"cnmd {__version__}")
     return p
@@ -131,10 +136,20 @@ def run(argv: Sequence[str] | None = None) -> int:
         # Before reconcile: a daemon already serving this socket may manage this very
         # namespace, and reconcile would delete its links as stale.
         claim_socket(path)
+        plugin_path = None if args.docker_plugin == "none" else os.path.abspath(
+            args.docker_plugin)
+        if plugin_path is not None:
+            claim_socket(plugin_path)
         ns_lock = _lock_netns(config.host_netns)
         stack = wiring.build(config, upstreams=args.dns)  # reconciles
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         server = serve(stack.controller, path)
+        plugin = None
+        if plugin_path is not None:
+            from cnm.docker.plugin import DockerPlugin
+            from cnm.docker.server import serve as serve_plugin
+
+            plugin = serve_plugin(DockerPlugin(stack.controller), plugin_path)
     except CnmError as e:
         print(f"cnmd: error: {e.message}", file=sys.stderr)
         if e.hint:
@@ -142,6 +157,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exit_code(e)
     worker = threading.Thread(target=server.serve_forever, name="cnm-api", daemon=True)
     worker.start()
+    if plugin is not None:
+        threading.Thread(target=plugin.serve_forever, name="cnm-docker", daemon=True).start()
+        log.info("Docker plugin 'cnm' (NetworkDriver, IpamDriver) on %s", plugin_path)
     log.info("cnmd %s ready on %s (host namespace: %s)", __version__, path,
              config.host_netns or "own")
     stop.wait()
@@ -150,6 +168,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     server.server_close()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+    if plugin is not None and plugin_path is not None:
+        plugin.shutdown()
+        plugin.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(plugin_path)
     stack.close()  # under the core's lock: no mutation is cut in half
     os.close(ns_lock)
     os.close(lock)
