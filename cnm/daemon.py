@@ -7,6 +7,7 @@ picks them up (reconcile).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import os
@@ -19,6 +20,7 @@ from types import FrameType
 
 from cnm import __version__, wiring
 from cnm.api import listen
+from cnm.api.server import claim_socket
 from cnm.core import Config
 from cnm.dns.server import is_address
 from cnm.errors import CnmError, InvalidArgument, exit_code
@@ -27,6 +29,8 @@ from cnm.kernel import netns
 from cnm.tls import TlsFiles
 
 log = logging.getLogger("cnmd")
+# Where dockerd looks for plugins: the socket's name is the plugin's (`-d cnm`).
+DOCKER_PLUGIN = "/run/docker/plugins/cnm.sock"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dns", action="append", default=[], metavar="IP",
                    help="upstream resolver for names the embedded DNS does not hold "
                         "(repeatable, at most 3; default: the host's resolv.conf)")
+    p.add_argument("--docker-plugin", default=DOCKER_PLUGIN, metavar="PATH|none",
+                   help="serve Docker's network and IPAM plugin protocol on this socket, "
+                        f"as the plugin 'cnm' (default {DOCKER_PLUGIN}; none: not at all)")
     p.add_argument("--debug", action="store_true")
     p.add_argument("--version", action="version", version=f"cnmd {__version__}")
     return p
@@ -141,20 +148,38 @@ def run(argv: Sequence[str] | None = None) -> int:
                if args.tlscacert and args.tlscert and args.tlskey else None)
         listeners = listen.plan(args.host, f"unix://{os.path.join(config.run_dir, 'cnm.sock')}",
                                 tlsverify=args.tlsverify, tls=tls, group=args.group)
+        plugin_path = None if args.docker_plugin == "none" else os.path.abspath(
+            args.docker_plugin)
+        if plugin_path is not None:
+            claim_socket(plugin_path)
         ns_lock = _lock_netns(config.host_netns)
         stack = wiring.build(config, upstreams=args.dns)  # reconciles
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         listeners.start(stack.controller)
+        plugin = None
+        if plugin_path is not None:
+            from cnm.docker.plugin import DockerPlugin
+            from cnm.docker.server import serve as serve_plugin
+
+            plugin = serve_plugin(DockerPlugin(stack.controller), plugin_path)
     except CnmError as e:
         print(f"cnmd: error: {e.message}", file=sys.stderr)
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return exit_code(e)
+    if plugin is not None:
+        threading.Thread(target=plugin.serve_forever, name="cnm-docker", daemon=True).start()
+        log.info("Docker plugin 'cnm' (NetworkDriver, IpamDriver) on %s", plugin_path)
     log.info("cnmd %s ready on %s (host namespace: %s)", __version__, listeners,
              config.host_netns or "own")
     stop.wait()
     log.info("stopping; networks and sandboxes stay as they are")
     listeners.close()
+    if plugin is not None and plugin_path is not None:
+        plugin.shutdown()
+        plugin.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(plugin_path)
     stack.close()  # under the core's lock: no mutation is cut in half
     os.close(ns_lock)
     os.close(lock)

@@ -124,7 +124,10 @@ class Sandbox:
     hostname: str
     created: str
     # "netns": a namespace cnm made; "host": the sandbox is the host namespace;
-    # "external": a namespace a runtime made, adopted by path (cnm never deletes it).
+    # "external": a namespace a runtime made, adopted by path (cnm never deletes it);
+    # "handover": a namespace the runtime plumbs itself (Docker's remote-driver protocol):
+    # cnm never enters it, a join leaves the endpoint's link in the host namespace for the
+    # runtime to move in, and the runtime sets addresses, routes and files.
     kind: str = "netns"
     labels: dict[str, str] = field(default_factory=dict)
     # An external sandbox's namespace: its path, and the identity ("dev:inode") it had

@@ -107,14 +107,27 @@ class Driver(Protocol):
 
     def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None: ...
 
-    def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo: ...
+    def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
+        """Make the endpoint's link with its sandbox end named ``ep.ifname`` in ``netns``.
+        For a sandbox the runtime plumbs itself (kind "handover", Docker's), ``netns`` is
+        the host namespace: the end is left there for the runtime to move in, and the core
+        configures nothing inside. A driver need not tell the two apart."""
+        ...
 
-    def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None: ...
+    def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None:
+        """Undo ``join``; a handover end may be back in the host namespace (the runtime
+        gives it back under its name) or gone with the runtime's namespace."""
+        ...
 
     def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool: ...
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         """Names of the host-namespace links this network needs (reconcile checks them)."""
+        ...
+
+    def host_link(self, net: Network, ep: Endpoint) -> str | None:
+        """The host-namespace end of a joined endpoint's link (a veth's peer), where
+        tcpdump on the host sees its traffic; None when it has none there."""
         ...
 
     def claims(self, net: Network) -> tuple[str, ...]:
@@ -188,6 +201,9 @@ class BaseDriver(Generic[Opts]):
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return ()
+
+    def host_link(self, net: Network, ep: Endpoint) -> str | None:
+        return None
 
     def claims(self, net: Network) -> tuple[str, ...]:
         return ()

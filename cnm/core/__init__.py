@@ -31,6 +31,8 @@ from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context, Driver
+from cnm.errors import InvalidArgument
+from cnm.ipam import Taken
 from cnm.model import (
     ConnectSpec,
     Endpoint,
@@ -149,6 +151,16 @@ class Controller:
     def host_netns_path(self) -> str:
         return self.state.host_netns_path()
 
+    def link_of(self, net: Network) -> str | None:
+        """The network's main host link (its bridge, its macvlan/ipvlan parent), if any."""
+        links = self.state.driver(net).kernel_links(net)
+        return links[0] if links else None
+
+    def host_link_of(self, ep: Endpoint) -> str | None:
+        """The host-namespace end of a joined endpoint (a bridge endpoint's veth peer)."""
+        return self.state.driver(self.state.networks[ep.network_id]).host_link(
+            self.state.networks[ep.network_id], ep)
+
     def has_dns(self, net: Network) -> bool:
         """Whether the network has the embedded DNS (its sandboxes ask 127.0.0.11)."""
         return self._dns.named(net)
@@ -171,6 +183,36 @@ class Controller:
             self._nets.remove(net)
             return net
 
+    # A runtime's IPAM (Docker's IpamDriver) asks for pools before the network exists and
+    # for addresses before the endpoint does; cnm's IPAM answers, holding an address in the
+    # network's space until the endpoint that takes it is created.
+    def pick_subnet(self, cidr: str | None, version: int,
+                    elsewhere: Sequence[tuple[str, str]] = ()) -> str:
+        """A subnet no network (or host address, or ``elsewhere`` (cidr, holder)) overlaps:
+        ``cidr`` checked, or a free one of the pools. Nothing is held."""
+        with self.lock:
+            return self._nets.pick_subnet(cidr, version, [Taken(c, h) for c, h in elsewhere])
+
+    def hold_address(self, network: str, version: int, ip: str | None, holder: str) -> str:
+        """Take an address of the network ("10.1.0.2/24"), ``ip`` or the next free one, for
+        an endpoint not created yet; ``release_address`` gives it back."""
+        with self.lock:
+            net = self.state.network(network)
+            got = self.state.addresses[net.id].allocate(version, holder, ip)
+            if got is None:
+                raise InvalidArgument(f'network "{net.name}" has no IPv{version} subnet')
+            return got
+
+    def release_address(self, network: str, cidr: str) -> None:
+        with self.lock:
+            net = self.state.network(network)
+            self.state.addresses[net.id].release(cidr)
+
+    def address_holder(self, network: str, cidr: str) -> str | None:
+        with self.lock:
+            net = self.state.network(network)
+            return self.state.addresses[net.id].holder(cidr)
+
     def prune_networks(self) -> list[str]:
         with self.lock:
             return self._nets.prune()
@@ -180,6 +222,12 @@ class Controller:
         limits.check_spec("sandbox create", spec)
         with self.lock:
             return self._sbx.create(spec)
+
+    def create_handover_sandbox(self, name: str, labels: dict[str, str]) -> Sandbox:
+        """A sandbox the runtime plumbs itself (Docker's): its joins hand the link over in
+        the host namespace (``Sandboxes.create_handover``)."""
+        with self.lock:
+            return self._sbx.create_handover(name, labels)
 
     def remove_sandbox(self, ref: str, force: bool = False) -> Sandbox:
         with self.lock:

@@ -13,7 +13,7 @@ from cnm.core.publish import Publishing
 from cnm.core.state import State
 from cnm.drivers.registry import lookup
 from cnm.errors import AlreadyExists, Conflict, Exhausted, InUse, InvalidArgument
-from cnm.ipam import NetworkAddresses, Taken, plan_subnets
+from cnm.ipam import NetworkAddresses, Taken, parse_cidr, plan_subnets
 from cnm.model import PREDEFINED, Network, NetworkSpec, Subnet, now
 from cnm.store import Held
 from cnm.undo import quietly
@@ -43,6 +43,20 @@ class Networks:
             (routes if o.kind == "route" or mine else taken).append(
                 Taken(o.cidr, o.holder, o.device))
         return taken, routes
+
+    def pick_subnet(self, cidr: str | None, version: int, elsewhere: Sequence[Taken]) -> str:
+        """A subnet for a runtime's IPAM (Docker's RequestPool), before any network holds
+        it: ``cidr`` checked against what a new network may not overlap (and ``elsewhere``:
+        pools the runtime holds already), or a free one of the pools. Pure: nothing is held."""
+        taken, routes = self.taken()
+        taken += elsewhere
+        if cidr is not None:
+            net = parse_cidr(cidr)
+            if net.version != version:
+                raise InvalidArgument(f"subnet {cidr} is not an IPv{version} subnet")
+        subnets = plan_subnets([cidr] if cidr else [], [], [], {}, ipv6=version == 6,
+                               pools=self.s.config.pools, taken=taken, routes=routes)
+        return next(s.subnet for s in subnets if s.version == version)
 
     def plan(self, spec: NetworkSpec, elsewhere: Sequence[Taken] = ()) -> Network:
         """Everything about a new network that can be known before touching the kernel."""

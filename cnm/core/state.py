@@ -144,7 +144,9 @@ class State:
         return self.config.host_netns or f"/proc/{os.getpid()}/ns/net"
 
     def netns_path(self, sb: Sandbox) -> str:
-        if sb.kind == "host":
+        """Where the sandbox's links are made: a handover sandbox's in the host namespace,
+        for the runtime to move."""
+        if sb.kind in ("host", "handover"):
             return self.host_netns_path()
         if sb.kind == "external":
             return sb.netns
