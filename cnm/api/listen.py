@@ -63,10 +63,11 @@ def plan(hosts: Sequence[str], default: str, *, tlsverify: bool, tls: TlsFiles |
         raise InvalidArgument("-H: an address is given twice")
     context = None
     if any(a.scheme == "tcp" for a in addresses):
-        tcp = next(str(a) for a in addresses if a.scheme == "tcp")
+        tcp = next(h for h in hosts if h.startswith("tcp://"))
         if not tlsverify:
             raise InvalidArgument(
-                f"-H {tcp}: cnmd serves TCP with mutual TLS only, and --tlsverify is not set",
+                f"unsupported address {tcp!r} without --tlsverify: cnmd serves TCP with "
+                "mutual TLS only",
                 hint="add --tlsverify --tlscacert CA --tlscert CERT --tlskey KEY; an API "
                      "on TCP without client certificates gives root to anyone who reaches it")
         if tls is None:
