@@ -91,6 +91,12 @@ class Unavailable(CnmError):
     code = "unavailable"
 
 
+class StoreUnavailable(CnmError):
+    """The cluster store (etcd) did not answer in time: no member reachable, or no quorum."""
+
+    code = "store-unavailable"
+
+
 class Internal(CnmError):
     code = "internal"
 
@@ -127,6 +133,7 @@ _TABLE: dict[str, Mapping_] = {
     PermissionDenied.code: Mapping_(403, 1, 999),
     KernelError.code: Mapping_(500, 1, 999),
     Unavailable.code: Mapping_(503, 3, 11),
+    StoreUnavailable.code: Mapping_(503, 1, 11),
     Partial.code: Mapping_(500, 1, 999),
     Internal.code: Mapping_(500, 1, 999),
 }
@@ -135,7 +142,8 @@ _BY_CODE: dict[str, type[CnmError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument, NotFound, AlreadyExists, Conflict, InUse, Exhausted,
-        Unsupported, PermissionDenied, KernelError, Unavailable, Internal, Partial,
+        Unsupported, PermissionDenied, KernelError, Unavailable, StoreUnavailable, Internal,
+        Partial,
     )
 }
 
