@@ -271,8 +271,10 @@ class EtcdClient:
         for j in range(len(self._bases)):
             i = (self._good + j) % len(self._bases)
             try:
+                # An idle stream ends every 5 s and is resumed from its revision: that
+                # is what lets a stop (or a member gone silent) be noticed.
                 resp = self._session.post(self.url(i, "/watch"), json=body, stream=True,
-                                          timeout=(1.0, None))
+                                          timeout=(1.0, 5.0))
             except requests.exceptions.RequestException as e:
                 last = e
                 continue
