@@ -154,6 +154,7 @@ class Peer:
     ipv6: str | None = None
     sandbox_name: str = ""
     names: tuple[str, ...] = ()
+    name: str = ""  # the endpoint's
 
     @property
     def cidrs(self) -> list[str]:

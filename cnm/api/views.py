@@ -21,6 +21,13 @@ def network(c: Controller, net: Network) -> dict[str, Any]:
              "ipv4": e.ipv4, "ipv6": e.ipv6}
             for e in c.endpoints_of(network=net.id)
         ]
+        # A global network's joined endpoints on the other hosts of the cluster.
+        out["endpoints"] += [
+            {"id": p.endpoint_id, "name": p.name or p.sandbox_name, "sandbox": p.sandbox_name,
+             "sandbox_id": p.sandbox_id, "ifname": "", "mac": p.mac, "ipv4": p.ipv4,
+             "ipv6": p.ipv6, "host": p.host}
+            for p in sorted(c.state.peers.get(net.id, {}).values(), key=lambda p: p.name)
+        ]
         return out
 
 

@@ -65,7 +65,7 @@ class Controller:
         self._sbx.eps = self._eps
         self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
         # What other hosts of a cluster did (cnm.cluster calls it under the lock).
-        self.remote = Remote(s, self._dns)
+        self.remote = Remote(s, self._dns, self._pub)
         if netfilter is not None:
             netfilter.repair = self._pub.rebuild_table
         os.makedirs(os.path.join(config.run_dir, "netns"), mode=0o755, exist_ok=True)

@@ -53,7 +53,7 @@ class DnsView:
         if net.scope == "global" and cluster is not None:
             cluster.announce(Peer(network_id=net.id, endpoint_id=ep.id, sandbox_id=sb.id,
                                   host="", mac=ep.mac, ipv4=ep.ipv4, ipv6=ep.ipv6,
-                                  sandbox_name=sb.name, names=entry.names))
+                                  sandbox_name=sb.name, names=entry.names, name=ep.name))
             if undo is not None:
                 undo.callback(quietly(cluster.withdraw, net.id, sb.id))
 

@@ -110,7 +110,8 @@ class Networks:
                 nf.add_network(rules, others + [rules])
             undo.pop_all()
         self.s.networks[net.id] = net
-        self.s.addresses[net.id] = NetworkAddresses(net.subnets)
+        self.s.addresses[net.id] = NetworkAddresses(net.subnets,
+                                                     scatter=net.scope == "global")
 
     def _unstore(self, network_id: str) -> None:
         with self.s.store.transaction() as tx:

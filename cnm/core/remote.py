@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from cnm.core.dnsview import DnsView
+from cnm.core.publish import Publishing
 from cnm.core.state import State
 from cnm.dns.records import Entry
 from cnm.errors import CnmError
@@ -18,9 +19,10 @@ log = logging.getLogger("cnm.remote")
 
 
 class Remote:
-    def __init__(self, state: State, dns: DnsView) -> None:
+    def __init__(self, state: State, dns: DnsView, publishing: Publishing) -> None:
         self.s = state
         self.dns = dns
+        self.pub = publishing
         # endpoint id -> the address(es) another host's endpoint holds, marked in the IPAM.
         self._held: dict[str, tuple[str, list[str]]] = {}
 
@@ -29,7 +31,12 @@ class Remote:
         if net.id in self.s.networks:
             return
         self.s.networks[net.id] = net
-        self.s.addresses[net.id] = NetworkAddresses(net.subnets)
+        self.s.addresses[net.id] = NetworkAddresses(net.subnets,
+                                                     scatter=net.scope == "global")
+        rules = self.pub.network_rules(net)
+        nf = self.s.netfilter
+        if nf is not None and rules is not None and self.s.fw_built:
+            nf.add_network(rules, self.pub.all_network_rules())
         for network_id, cidrs in self._held.values():
             if network_id == net.id:
                 for a in cidrs:
@@ -46,7 +53,11 @@ class Remote:
             log.error("global network %s was removed elsewhere while this host has "
                       "endpoints on it; keeping it here", net.name)
             return
+        rules = self.pub.network_rules(net)
+        nf = self.s.netfilter
         try:
+            if nf is not None and rules is not None and self.s.fw_built:
+                nf.remove_network(rules, self.pub.all_network_rules(exclude=net.id))
             self.s.driver(net).delete_network(net, self.s.ctx)
         except CnmError as e:
             log.error("removing the links of network %s: %s", net.name, e.message)

@@ -9,6 +9,7 @@ call in ``finally``. Nothing touches the machine's own namespace.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -18,8 +19,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from cnm.testing.netns import run
+from cnm import names
+from cnm.client import Client
+from cnm.testing.netns import Daemon, HostNs, run, unbind_all
 
 
 def _url(addr: str, port: int) -> str:
@@ -179,3 +183,121 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 15,
             return
         time.sleep(every)
     raise AssertionError(f"{what}: not so after {timeout:g} s")
+
+
+@dataclass
+class Host:
+    """One "host": a throwaway namespace, its underlay address, and its own cnmd."""
+
+    name: str
+    ns: HostNs
+    addr: str  # without its prefix
+    daemon: Daemon
+
+    def client(self) -> Client:
+        return self.daemon.client()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.daemon.cli(*args)
+
+    def vxlan(self, network: str) -> str:
+        net = self.client().network(network)
+        return f"{names.PREFIX}x{net['id'][:11]}"
+
+    def fdb(self, network: str) -> dict[str, str]:
+        """MAC -> VTEP of the VXLAN device of ``network`` on this host ({} without one)."""
+        r = run("bridge", "-n", self.ns.name, "-j", "fdb", "show", "dev", self.vxlan(network),
+                check=False)
+        if r.returncode != 0:
+            return {}
+        return {e["mac"]: e["dst"] for e in json.loads(r.stdout or "[]") if e.get("dst")}
+
+    def netns(self, sandbox: str) -> str:
+        sb = self.client().sandbox(sandbox)
+        return str(sb.get("netns") or os.path.join(self.daemon.run_dir, "netns", sb["id"]))
+
+
+@dataclass
+class Lab:
+    """``n`` hosts on one underlay (MTU ``mtu``), a 3-member etcd cluster on the first three
+    hosts' underlay addresses, and a cnmd per host in that cluster."""
+
+    hosts: list[Host]
+    underlay: Underlay
+    etcd: Etcd
+    base: str
+    ttl: int
+    extra: tuple[str, ...] = ()
+
+    @classmethod
+    def make(cls, n: int = 3, *, mtu: int = 1500, ipv6: bool = False, ttl: int = 3,
+             timeout: float = 2.0, members: int = 3, start: bool = True) -> Lab:
+        tag = secrets.token_hex(3)
+        base = tempfile.mkdtemp(prefix="cnm-lab-")
+        made: list[str] = []
+        underlay = etcd = None
+        hosts: list[Host] = []
+        try:
+            for i in range(n):
+                name = f"cnmtest-{tag}-h{i + 1}"
+                run("ip", "netns", "add", name)
+                made.append(name)
+                run("ip", "-n", name, "link", "set", "lo", "up")
+            addrs = ([f"fd00:cafe::{i + 1}/64" for i in range(n)] if ipv6 else
+                     [f"192.168.{200 + (i + 1) // 250}.{(i + 1) % 250 + 1}/16"
+                      for i in range(n)])
+            underlay = Underlay.make(made, addrs, mtu)
+            etcd = Etcd.make([(f"/run/netns/{made[i]}", addrs[i].split("/")[0])
+                              for i in range(min(members, n))])
+            etcd.start()
+            etcd.wait_healthy()
+            for i, name in enumerate(made):
+                d = os.path.join(base, f"h{i + 1}")
+                sock_dir = tempfile.mkdtemp(prefix="cnmtest-")
+                daemon = Daemon(HostNs(name, f"/run/netns/{name}"), Path(d) / "state",
+                                Path(d) / "run", os.path.join(sock_dir, "cnm.sock"),
+                                Path(d + ".log"))
+                os.makedirs(d, exist_ok=True)
+                hosts.append(Host(f"h{i + 1}", daemon.host_ns, addrs[i].split("/")[0],
+                                  daemon))
+            lab = cls(hosts, underlay, etcd, base, ttl,
+                      ("--cluster-store", etcd.url, "--cluster-ttl", str(ttl),
+                       "--cluster-timeout", str(timeout)))
+            if start:
+                for h in hosts:
+                    lab.start(h)
+            return lab
+        except BaseException:
+            for h in hosts:
+                h.daemon.stop()
+                unbind_all(h.daemon.run_dir)
+            if etcd is not None:
+                etcd.close()
+            if underlay is not None:
+                underlay.close()
+            for name in made:
+                run("ip", "netns", "del", name, check=False)
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+
+    def start(self, h: Host) -> None:
+        h.daemon.start(*self.extra, "--advertise-addr", h.addr)
+
+    def kill9(self, h: Host) -> None:
+        assert h.daemon.proc is not None
+        h.daemon.proc.send_signal(signal.SIGKILL)
+        h.daemon.proc.wait(timeout=10)
+        h.daemon.proc = None
+
+    def close(self) -> None:
+        for h in self.hosts:
+            try:
+                h.daemon.stop()
+            finally:
+                unbind_all(h.daemon.run_dir)
+                shutil.rmtree(os.path.dirname(h.daemon.socket), ignore_errors=True)
+        self.etcd.close()
+        self.underlay.close()
+        for h in self.hosts:
+            run("ip", "netns", "del", h.ns.name, check=False)
+        shutil.rmtree(self.base, ignore_errors=True)
