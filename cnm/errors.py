@@ -85,6 +85,12 @@ class KernelError(CnmError):
     code = "kernel-error"
 
 
+class TooLarge(CnmError):
+    """A request over a limit of cnm.limits that is refused before it is read (a body)."""
+
+    code = "too-large"
+
+
 class Unavailable(CnmError):
     """The daemon cannot be reached (a client-side error)."""
 
@@ -132,6 +138,7 @@ _TABLE: dict[str, Mapping_] = {
     Unsupported.code: Mapping_(501, 1, 999),
     PermissionDenied.code: Mapping_(403, 1, 999),
     KernelError.code: Mapping_(500, 1, 999),
+    TooLarge.code: Mapping_(413, 2, 7),
     Unavailable.code: Mapping_(503, 3, 11),
     StoreUnavailable.code: Mapping_(503, 1, 11),
     Partial.code: Mapping_(500, 1, 999),
@@ -142,8 +149,8 @@ _BY_CODE: dict[str, type[CnmError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument, NotFound, AlreadyExists, Conflict, InUse, Exhausted,
-        Unsupported, PermissionDenied, KernelError, Unavailable, StoreUnavailable, Internal,
-        Partial,
+        Unsupported, PermissionDenied, KernelError, TooLarge, Unavailable, StoreUnavailable,
+        Internal, Partial,
     )
 }
 

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from cnm import limits
 from cnm.core.dnsview import DnsView
 from cnm.core.dryrun import Plan, dry_run
 from cnm.core.endpoints import Endpoints
@@ -161,7 +162,10 @@ class Controller:
             return self.state.info()
 
     # ----------------------------------------------------------------------- networks
+    # Each mutation checks its request's sizes first, outside the lock: what the core does
+    # under the lock is then bounded by cnm.limits, not by what a client sent.
     def create_network(self, spec: NetworkSpec) -> Network:
+        limits.check_spec("network create", spec)
         with self.lock:
             return self._nets.create(spec)
 
@@ -177,6 +181,7 @@ class Controller:
 
     # ----------------------------------------------------------------------- sandboxes
     def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
+        limits.check_spec("sandbox create", spec)
         with self.lock:
             return self._sbx.create(spec)
 
@@ -188,11 +193,13 @@ class Controller:
 
     # ----------------------------------------------------------------------- endpoints
     def create_endpoint(self, spec: EndpointSpec) -> Endpoint:
+        limits.check_spec("endpoint create", spec)
         with self.lock:
             return self._eps.create(spec.network, spec.name, ip=spec.ip, ip6=spec.ip6,
                                     mac=spec.mac, aliases=spec.aliases, ports=spec.ports)
 
     def join(self, endpoint: str, sandbox: str, ifname: str = "") -> Endpoint:
+        limits.check_field("join", "ifname", ifname)
         with self.lock:
             return self._eps.join(endpoint, sandbox, ifname)
 
@@ -205,6 +212,7 @@ class Controller:
             return self._eps.delete(endpoint)
 
     def connect(self, spec: ConnectSpec) -> Endpoint:
+        limits.check_spec("connect", spec)
         with self.lock:
             return self._eps.connect(spec.network, spec.sandbox, ip=spec.ip, ip6=spec.ip6,
                                      mac=spec.mac, aliases=spec.aliases, ports=spec.ports,
@@ -217,6 +225,7 @@ class Controller:
     # ----------------------------------------------------------------------- ports
     def publish(self, sandbox: str, specs: Sequence[str],
                 network: str | None = None) -> list[PortMapping]:
+        limits.check_field("publish", "ports", list(specs))
         with self.lock:
             sb = self._sbx.live(self.state.sandbox(sandbox))
             return self._pub.publish(sb, specs, network)

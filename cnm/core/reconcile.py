@@ -55,6 +55,9 @@ class Reconciler:
             for a in e.cidrs:
                 if space is not None:
                     space.mark(a, s.holder(e))
+        for nid, positions in state.cursors.items():
+            if nid in s.addresses:
+                s.addresses[nid].restore(positions)
         self.nets.ensure_predefined()
         self.reconcile()
         if s.netfilter is not None:

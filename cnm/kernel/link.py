@@ -23,12 +23,16 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cnm import names
 from cnm.errors import AlreadyExists, Conflict, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
+from cnm.kernel.announce import announce
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
 from cnm.kernel.ports import HostPort, Occupied, SandboxPort, VxlanSpec
 from cnm.kernel.ports import LinkInfo as LinkInfo  # re-exported: its old home
 from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
+# Gratuitous ARP / unsolicited NA for a joined endpoint: how many, how far apart (s).
+ANNOUNCEMENTS = 3
+ANNOUNCE_INTERVAL = 0.5
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
 log = logging.getLogger("cnm.kernel")
 
@@ -442,6 +446,23 @@ class SandboxLinks:
             h.rtnl.set_link(index, up=True)
 
         self._v.call(path, lambda h: netlink_call(lambda: run(h), f"configure {ifname}"))
+        if addresses:
+            self._announce(path, ifname, list(addresses), ANNOUNCEMENTS)
+
+    def _announce(self, path: str, ifname: str, addresses: list[str], left: int) -> None:
+        """Announce the addresses now and again after a while, ``left`` times in all (as
+        Docker does: the first may be sent before the new link's queue is up). Best
+        effort: a sandbox that went meanwhile, or a link without ARP, just stops it."""
+        try:
+            self._v.call(path, lambda h: announce(ifname, addresses))
+        except Exception as e:  # noqa: BLE001 - an announcement is a courtesy, not a step
+            log.debug("announcing %s on %s in %s: %s", addresses, ifname, path, e)
+            return
+        if left > 1:
+            timer = threading.Timer(ANNOUNCE_INTERVAL, self._announce,
+                                    (path, ifname, addresses, left - 1))
+            timer.daemon = True
+            timer.start()
 
     def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]],
                            known: Sequence[tuple[int, str, str]] | None = None) -> None:

@@ -19,6 +19,7 @@ Layout (P = prefix):
     P/ep/ID               {"endpoint": …, "host": ADDR}
     P/epname/NET/NAME, P/epaddr/NET/IP, P/epsb/NET/SANDBOX            {"id": EP}
     P/port/HOST/PROTO/IP/PORT                                         {"id": EP}
+    P/cursor/NET/HOST/SUBNET  {"position": N}    (each host's IPAM position, with its network)
 
 Endpoints carry the host that holds them; ``load`` gives this host's. The leased records of
 the cluster (hosts, joined endpoints' peers) are cnm.cluster's, beside these.
@@ -178,6 +179,8 @@ class Tx:
                            "(on this or another host)")
         v.delete(f"{p}net/{network_id}")
         v.delete(f"{p}netname/{name}")
+        for key in v.scan(f"{p}cursor/{network_id}/"):
+            v.delete(key)
         for sub in old["network"]["subnets"]:
             family, first, _ = _span(sub["subnet"])
             v.delete(f"{p}subnet/{family}/{first}")
@@ -280,6 +283,14 @@ class Tx:
             v.delete(key)
         v.delete(f"{self.p}ep/{endpoint_id}")
 
+    # ----------------------------------------------------------------- IPAM positions
+    def put_cursor(self, network_id: str, subnet: str, position: int) -> None:
+        self._do(lambda v: v.put(self._cursor_key(network_id, subnet), {"position": position}))
+
+    def _cursor_key(self, network_id: str, subnet: str) -> str:
+        # Per host: each host's IPAM goes on from where it was.
+        return f"{self.p}cursor/{network_id}/{self.s.host}/{subnet.replace('/', '_')}"
+
     # ----------------------------------------------------------------- commit
     def commit(self) -> None:
         if self.view.commit():
@@ -312,17 +323,26 @@ class EtcdStore:
     def load(self) -> State:
         """Every network and sandbox, and this host's endpoints, at one revision."""
         s, mine = self.load_all()
-        return State(s.networks, s.sandboxes, [e for e, host in mine if host == self.host])
+        return State(s.networks, s.sandboxes, [e for e, host in mine if host == self.host],
+                     s.cursors)
 
     def load_all(self) -> tuple[State, list[tuple[Endpoint, str]]]:
         p = self.prefix
         rev, nets = self.client.prefix(f"{p}net/")
         _, sbs = self.client.prefix(f"{p}sb/", revision=rev)
         _, eps = self.client.prefix(f"{p}ep/", revision=rev)
+        _, cursors = self.client.prefix(f"{p}cursor/", revision=rev)
         held = [(Endpoint.from_dict(kv.doc()["endpoint"]), str(kv.doc()["host"]))
                 for kv in eps]
+        positions: dict[str, dict[str, int]] = {}
+        for kv in cursors:
+            network_id, host, subnet = kv.key[len(f"{p}cursor/"):].split("/")
+            if host == self.host:
+                positions.setdefault(network_id, {})[subnet.replace("_", "/")] = int(
+                    kv.doc()["position"])
         return (State([Network.from_dict(kv.doc()["network"]) for kv in nets],
-                      [Sandbox.from_dict(kv.doc()) for kv in sbs], [e for e, _ in held]),
+                      [Sandbox.from_dict(kv.doc()) for kv in sbs], [e for e, _ in held],
+                      positions),
                 held)
 
     def close(self) -> None:

@@ -70,6 +70,11 @@ class Tx:
             endpoint_id)
 
 
+    def put_cursor(self, network_id: str, subnet: str, position: int) -> None:
+        (self.global_ if self._net_global(network_id) else self.local).put_cursor(
+            network_id, subnet, position)
+
+
 class ScopedStore:
     def __init__(self, local: Store, global_: EtcdStore) -> None:
         self.local = local
@@ -100,7 +105,7 @@ class ScopedStore:
         self.global_networks = {n.id for n in shared.networks}
         self.global_endpoints = {e.id for e in shared.endpoints}
         return State(mine.networks + shared.networks, mine.sandboxes,
-                     mine.endpoints + shared.endpoints)
+                     mine.endpoints + shared.endpoints, {**mine.cursors, **shared.cursors})
 
     def close(self) -> None:
         self.local.close()

@@ -14,13 +14,13 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-import lantools
 import pytest
 
 from cnm import names
 from cnm.errors import CnmError, Conflict, InUse, InvalidArgument, NotFound
 from cnm.model import NetworkSpec, SandboxSpec
 from cnm.testing.netns import HostNs, Stack, can_ping, in_ns, links
+from tests.netns import lantools
 from tests.netns.lantools import PARENT, Lan
 from tests.netns.statecheck import snapshot
 

@@ -12,13 +12,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import lantools
 import pytest
 
 from cnm import names
 from cnm.errors import CnmError, Conflict, InUse, InvalidArgument, NotFound, Unsupported
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.testing.netns import Daemon, HostNs, Stack, can_ping, default_route, in_ns, links, run
+from tests.netns import lantools
 from tests.netns.lantools import PARENT, Lan
 from tests.netns.statecheck import snapshot
 
