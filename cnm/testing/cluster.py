@@ -150,16 +150,13 @@ class Underlay:
             run("ip", "-n", name, "link", "set", "lo", "up")
             run("ip", "-n", name, "link", "add", "ul0", "mtu", str(mtu), "type", "bridge")
             run("ip", "-n", name, "link", "set", "ul0", "up")
-            v6 = any(":" in a for a in addresses)
             for i, (ns, addr) in enumerate(zip(host_namespaces, addresses, strict=True)):
                 port = f"ulp{i}"
                 run("ip", "-n", name, "link", "add", port, "mtu", str(mtu), "type", "veth",
                     "peer", "name", "ul0", "netns", ns)
                 run("ip", "-n", name, "link", "set", port, "master", "ul0", "up")
-                if v6:  # no DAD wait: the address is usable at once
-                    run("ip", "netns", "exec", ns, "sysctl", "-qw",
-                        "net.ipv6.conf.ul0.accept_dad=0")
                 run("ip", "-n", ns, "link", "set", "ul0", "mtu", str(mtu))
+                # (nodad: an IPv6 address usable at once)
                 run("ip", "-n", ns, "addr", "add", addr, "dev", "ul0",
                     *(["nodad"] if ":" in addr else []))
                 run("ip", "-n", ns, "link", "set", "ul0", "up")
