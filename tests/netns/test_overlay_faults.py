@@ -5,12 +5,15 @@ quorum lost and back; and an IPv6 underlay."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from cnm.testing.cluster import Host, Lab, wait_for
-from cnm.testing.netns import can_ping, in_ns
+from cnm.testing.netns import HostNs, can_ping, in_ns, unbind_all
 
 
 @pytest.fixture
@@ -146,3 +149,19 @@ def test_an_ipv6_underlay() -> None:
         assert mtu["mtu"] == 1500 - 70  # VXLAN over IPv6 costs 70 bytes
     finally:
         lab.close()
+
+
+@pytest.mark.parametrize(("advertise", "says"), [
+    ("192.0.2.9", "no link of the host namespace holds the address 192.0.2.9"),
+    ("127.0.0.1", "did not answer within 0.5 s"),  # its own, but no etcd listens there
+])
+def test_cnmd_refuses_to_start_in_a_cluster_it_cannot_join(host_ns: HostNs, tmp_path: Path,
+                                                          advertise: str, says: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "cnm", "daemon", "--netns", host_ns.path,
+         "--state-dir", str(tmp_path / "state"), "--run-dir", str(tmp_path / "run"),
+         "-H", f"unix://{tmp_path}/s.sock", "--cluster-store", "etcd://127.0.0.1:2399",
+         "--advertise-addr", advertise, "--cluster-timeout", "0.5"],
+        capture_output=True, text=True, timeout=60)
+    unbind_all(tmp_path / "run")
+    assert r.returncode != 0 and says in r.stderr, r.stderr
