@@ -38,7 +38,7 @@ from cnm.errors import Conflict
 from cnm.model import Endpoint, Network, Sandbox
 from cnm.portspec import PortMapping
 from cnm.store import Held, State
-from cnm.store.etcdclient import EtcdClient, b64, prefix_end
+from cnm.store.etcdclient import EtcdClient, _kv, b64, prefix_end
 
 # How many times a commit whose reads went stale (another host wrote) reads again.
 RETRIES = 16
@@ -71,6 +71,21 @@ class _View:
             self.rev = self.rev or rev
             self.got[key] = (kvs[0].doc(), kvs[0].mod_revision) if kvs else (None, 0)
         return self.got[key][0]
+
+    def prefetch(self, keys: list[str]) -> None:
+        """Read ``keys`` in one round trip (a transaction of reads, at this view's revision
+        when it has one)."""
+        want = [k for k in dict.fromkeys(keys) if k not in self.got and k not in self.writes
+                and not any(k.startswith(p) for p in self.scanned)]
+        if len(want) < 2:
+            return
+        reads = [{"request_range": {"key": b64(k), **({"revision": str(self.rev)}
+                                                      if self.rev else {})}} for k in want]
+        _, rev, responses = self.c.txn([], reads)
+        self.rev = self.rev or rev
+        for key, resp in zip(want, responses, strict=True):
+            kvs = [_kv(k) for k in resp.get("response_range", {}).get("kvs", [])]
+            self.got[key] = (kvs[0].doc(), kvs[0].mod_revision) if kvs else (None, 0)
 
     def scan(self, prefix: str) -> dict[str, Any]:
         if prefix not in self.scanned:
@@ -233,6 +248,7 @@ class Tx:
 
     def _put_endpoint(self, v: _View, e: Endpoint) -> None:
         p = self.p
+        v.prefetch([f"{p}net/{e.network_id}", f"{p}ep/{e.id}", *self._holds(e, self.s.host)])
         if v.get(f"{p}net/{e.network_id}") is None:
             raise Conflict(f"store refused the change: network {e.network_id[:12]} of "
                            f"endpoint {e.id[:12]} does not exist")
