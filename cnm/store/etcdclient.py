@@ -156,7 +156,9 @@ class EtcdClient:
                        for h, p in self.endpoints]
         self._good = 0  # the member that answered last
         self._lock = threading.Lock()
-        self._down_until = 0.0
+        # Per thread: the undo steps of the operation that saw the store fail run on its
+        # thread; the lease's renewals or another request must not inherit that failure.
+        self._local = threading.local()
 
     def describe(self) -> str:
         return ",".join(f"{h}:{p}" for h, p in self.endpoints)
@@ -167,7 +169,7 @@ class EtcdClient:
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``path`` on the first member that answers in time."""
         now = time.monotonic()
-        if now < self._down_until:
+        if now < getattr(self._local, "down_until", 0.0):
             # It failed a moment ago: the undo steps of the operation that saw it fail
             # must not each wait the whole timeout again.
             raise StoreUnavailable(
@@ -202,7 +204,7 @@ class EtcdClient:
                     time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
                 continue
             raise Internal(f"cluster store refused {path}: {resp.status_code} {text[:200]}")
-        self._down_until = time.monotonic() + 1.0
+        self._local.down_until = time.monotonic() + 1.0
         log.warning("cluster store unavailable: %s", last)
         raise StoreUnavailable(
             f"the cluster store ({self.describe()}) did not answer within "
