@@ -17,7 +17,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 from cnm.errors import InvalidArgument
 from cnm.firewall import NetworkRules
 from cnm.kernel.ports import HostPort, SandboxPort
-from cnm.model import Endpoint, Network
+from cnm.model import Endpoint, Network, Peer
 
 
 @dataclass
@@ -146,6 +146,11 @@ class Driver(Protocol):
         """Ready a joined endpoint for published ports (a sandbox reaching its own)."""
         ...
 
+    def remote(self, net: Network, peer: Peer, present: bool, ctx: Context) -> None:
+        """A joined endpoint of the (global) network on another host appeared or changed
+        (``present``), or went: the data plane towards it follows."""
+        ...
+
 
 Opts = TypeVar("Opts", bound=Options)
 
@@ -215,6 +220,9 @@ class BaseDriver(Generic[Opts]):
         return ""
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        pass
+
+    def remote(self, net: Network, peer: Peer, present: bool, ctx: Context) -> None:
         pass
 
 

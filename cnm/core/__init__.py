@@ -9,6 +9,7 @@ mutation, and hands each call to the part that owns the object:
     publish.py    published ports and cnm's firewall table
     dnsview.py    which networks have names, what a joined endpoint answers as
     reconcile.py  start: make the kernel match the store
+    remote.py     what other hosts of a cluster did (global networks, their endpoints)
 
 Every mutation either completes (kernel and store agree) or leaves no trace: each applied
 step pushes its undo on an ExitStack, which unwinds on any failure before the store commit.
@@ -27,6 +28,7 @@ from cnm.core.endpoints import Endpoints
 from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
 from cnm.core.reconcile import Reconciler
+from cnm.core.remote import Remote
 from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
@@ -65,6 +67,8 @@ class Controller:
         self._eps = Endpoints(s, self._pub, self._dns, self._sbx)
         self._sbx.eps = self._eps
         self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
+        # What other hosts of a cluster did (cnm.cluster calls it under the lock).
+        self.remote = Remote(s, self._dns, self._pub)
         if netfilter is not None:
             netfilter.repair = self._pub.rebuild_table
         os.makedirs(os.path.join(config.run_dir, "netns"), mode=0o755, exist_ok=True)
