@@ -151,6 +151,30 @@ def test_checker_reports_what_is_wrong() -> None:
 
 
 # --------------------------------------------------------------------------- the document
+def test_the_document_is_valid_openapi() -> None:
+    """openapi-spec-validator, not only this file's own checker: a YAML slip (an unquoted
+    `description: name, id or unique id prefix` parsed as a mapping) is invalid OpenAPI
+    that every other tool rejects."""
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    problems = [f"{'/'.join(map(str, e.path))}: {e.message[:200]}"
+                for e in OpenAPIV30SpecValidator(DOC).iter_errors()]
+    assert problems == []
+
+
+def test_the_validator_rejects_what_the_issue_found() -> None:
+    import copy
+
+    import yaml
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    bad = copy.deepcopy(DOC)
+    bad["components"]["parameters"]["Ref"] = yaml.safe_load(
+        "{name: ref, in: path, required: true, schema: {type: string}, "
+        "description: name, id or unique id prefix}")
+    assert list(OpenAPIV30SpecValidator(bad).iter_errors())
+
+
 def test_every_route_is_documented_and_every_documented_operation_routed() -> None:
     routed = {(method, path) for method, path, _ in ROUTES}
     assert len(routed) == len(ROUTES), "a route is listed twice"
