@@ -101,6 +101,12 @@ class Internal(CnmError):
     code = "internal"
 
 
+class MethodNotAllowed(InvalidArgument):
+    """A method the path does not have (the HTTP answer says which it has: Allow)."""
+
+    code = "method-not-allowed"
+
+
 class Partial(CnmError):
     """Teardown tried every step; some failed. ``errors`` holds them all."""
 
@@ -133,6 +139,7 @@ _TABLE: dict[str, Mapping_] = {
     PermissionDenied.code: Mapping_(403, 1, 999),
     KernelError.code: Mapping_(500, 1, 999),
     TooLarge.code: Mapping_(413, 2, 7),
+    MethodNotAllowed.code: Mapping_(405, 2, 7),
     Unavailable.code: Mapping_(503, 3, 11),
     Partial.code: Mapping_(500, 1, 999),
     Internal.code: Mapping_(500, 1, 999),
@@ -143,7 +150,7 @@ _BY_CODE: dict[str, type[CnmError]] = {
     for cls in (
         InvalidArgument, NotFound, AlreadyExists, Conflict, InUse, Exhausted,
         Unsupported, PermissionDenied, KernelError, TooLarge, Unavailable, Internal,
-        Partial,
+        Partial, MethodNotAllowed,
     )
 }
 

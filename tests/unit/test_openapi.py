@@ -403,8 +403,10 @@ def test_documented_error_responses_use_the_error_schema(method: str, path: str,
 def test_an_unknown_path_and_a_bad_json_body_are_errors(api: Api) -> None:
     status, payload = dispatch(api.controller, "GET", "/v1/nothing", b"")
     assert (status, payload["error"]["code"]) == (404, "not-found")
+    # A method the path does not have: 405 (the HTTP layer adds Allow), not a 400.
     status, payload = dispatch(api.controller, "PUT", "/v1/networks", b"")
-    assert (status, payload["error"]["code"]) == (400, "invalid-argument")
+    assert (status, payload["error"]["code"]) == (405, "method-not-allowed")
+    assert payload["error"]["hint"] == "allowed: GET, HEAD, POST"
     status, payload = dispatch(api.controller, "POST", "/v1/networks", b"{not json")
     assert (status, payload["error"]["code"]) == (400, "invalid-argument")
     assert "not valid JSON" in payload["error"]["message"]
