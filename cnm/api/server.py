@@ -271,6 +271,31 @@ def _reload_firewall(c: Controller, r: Request) -> Response:
     return 200, c.reload_firewall()
 
 
+class EventStream:
+    """The answer of GET /v1/events: the handler writes its events a line each."""
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+
+
+def _number(r: Request, name: str) -> float | None:
+    values = r.query.get(name)
+    if not values:
+        return None
+    try:
+        return float(values[-1])
+    except ValueError:
+        raise InvalidArgument(f"query parameter {name}={values[-1]!r} is not a Unix time",
+                              hint="seconds since 1970, e.g. 1764680000 or 1764680000.5"
+                              ) from None
+
+
+def _events(c: Controller, r: Request) -> Response:
+    since, until = _number(r, "since"), _number(r, "until")
+    filters = {k: v for k, v in r.query.items() if k in ("type", "action", "name", "id")}
+    return 200, EventStream(c.events.stream(since, until, filters))
+
+
 def _openapi(c: Controller, r: Request) -> Response:
     return 200, openapi_document()
 
@@ -300,6 +325,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/sandboxes/{ref}/ports", _publish),
     ("DELETE", "/v1/sandboxes/{ref}/ports/{proto}/{port}", _unpublish),
     ("POST", "/v1/firewall/reload", _reload_firewall),
+    ("GET", "/v1/events", _events),
 ]
 
 _COMPILED = [
@@ -476,7 +502,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(http_status(e), {"error": e.to_dict()})
             return
         status, payload = dispatch(self.server.controller, self.command, self.path, raw)
+        if isinstance(payload, EventStream):
+            self._stream(payload)
+            return
         self._reply(status, payload)
+
+    def _stream(self, stream: EventStream) -> None:
+        """Events a line each, flushed as they come, until the stream ends or the client
+        goes (seen at the next write; the stream writes a newline every second it has
+        nothing, for that)."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for event in stream.events:
+                self.wfile.write(b"\n" if event is None else json.dumps(event).encode() + b"\n")
+                self.wfile.flush()
+        except OSError:  # the client went away
+            pass
+        finally:
+            stream.events.close()
 
     def _reply(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
