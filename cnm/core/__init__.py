@@ -260,9 +260,8 @@ class Controller:
 
     def disconnect(self, network: str, sandbox: str) -> Endpoint:
         with self.lock:
-            name = self.state.sandbox(sandbox).name
-            ep = self._eps.disconnect(network, sandbox)
-            self._endpoint_event("disconnect", ep, name)
+            ep = self._eps.disconnect(network, sandbox)  # (its errors first, as before)
+            self._endpoint_event("disconnect", ep, self.state.sandbox(sandbox).name)
             return ep
 
     # ----------------------------------------------------------------------- ports
