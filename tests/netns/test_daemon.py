@@ -598,3 +598,35 @@ def test_a_real_cnmds_answers_match_the_document(daemon: Daemon) -> None:
         assert problems == [], (method, path, status)
         statuses.append(status)
     assert statuses[:4] == [200, 200, 201, 409] and statuses[-1] == 404
+
+
+def test_cnm_events_follows_a_real_cnmd_in_order(daemon: Daemon) -> None:
+    """`cnm events` (a separate process, following live) sees each change of a scripted
+    sequence on the real kernel, in order, in docker's line format; --until ends it."""
+    import time
+
+    env = {**os.environ, "CNM_HOST": daemon.address}
+    start = time.time()
+    follower = subprocess.Popen([sys.executable, "-m", "cnm", "events", "--since", str(start),
+                                 "--format", "{{.Type}} {{.Action}} {{.Name}}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+    try:
+        ok(daemon, "network", "create", "--subnet", "10.48.0.0/24", "web")
+        ok(daemon, "sandbox", "create", "--network", "web", "a")
+        ok(daemon, "port", "add", "a", "8080:80")
+        ok(daemon, "network", "disconnect", "web", "a")
+        ok(daemon, "sandbox", "rm", "a")
+        ok(daemon, "network", "rm", "web")
+        want = ["network create web", "sandbox create a", "port publish a",
+                "endpoint disconnect a", "sandbox remove a", "network remove web"]
+        assert follower.stdout is not None
+        got = [follower.stdout.readline().strip() for _ in want]
+        assert got == want
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    # The same from the kept events, in docker's text form, ended by --until.
+    lines = ok(daemon, "events", "--since", str(start), "--until", "0s").splitlines()
+    assert len(lines) == len(want)
+    assert lines[0].endswith(" (driver=bridge, name=web)") and " network create " in lines[0]
