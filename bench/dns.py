@@ -379,7 +379,8 @@ def start_cnm(nss: Namespaces, root: Path, janitor: Janitor, n: int, sandboxes: 
     # Under nsenter as well as --netns: even a stray call lands in the throwaway namespace.
     cmd = ["nsenter", f"--net=/run/netns/{host}", PY, "-m", "cnm", "daemon",
            "--netns", f"/run/netns/{host}", "--state-dir", str(root / "state"),
-           "--run-dir", str(run_dir), "-H", address, "--resolv-conf", str(empty)]
+           "--run-dir", str(run_dir), "-H", address, "--resolv-conf", str(empty),
+           "--docker-plugin", "none"]
     with open(log, "ab") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=logf)
 

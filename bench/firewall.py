@@ -189,7 +189,8 @@ def start_cnmd(ns: str, root: Path, janitor: Janitor) -> Client:
     # lands in the throwaway one.
     p = Process("cnmd", ["nsenter", f"--net=/run/netns/{ns}", PY, "-m", "cnm", "daemon",
                          "--netns", f"/run/netns/{ns}", "--state-dir", str(root / "state"),
-                         "--run-dir", str(run_dir), "-H", f"unix://{sock}"],
+                         "--run-dir", str(run_dir), "-H", f"unix://{sock}",
+                         "--docker-plugin", "none"],
                 root / "cnmd.log", janitor, on_stop=unbind)
 
     def ping() -> bool:

@@ -152,7 +152,8 @@ class CnmDaemon:
         # lands in the throwaway one.
         cmd = ["nsenter", f"--net=/run/netns/{self.ns}", PY, "-m", "cnm", "daemon",
                "--netns", f"/run/netns/{self.ns}", "--state-dir", str(self.root / "state"),
-               "--run-dir", str(self.run_dir), "-H", self.address]
+               "--run-dir", str(self.run_dir), "-H", self.address,
+               "--docker-plugin", "none"]
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf)
         deadline = time.monotonic() + 30

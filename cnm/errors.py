@@ -97,6 +97,12 @@ class Unavailable(CnmError):
     code = "unavailable"
 
 
+class StoreUnavailable(CnmError):
+    """The cluster store (etcd) did not answer in time: no member reachable, or no quorum."""
+
+    code = "store-unavailable"
+
+
 class Internal(CnmError):
     code = "internal"
 
@@ -141,6 +147,7 @@ _TABLE: dict[str, Mapping_] = {
     TooLarge.code: Mapping_(413, 2, 7),
     MethodNotAllowed.code: Mapping_(405, 2, 7),
     Unavailable.code: Mapping_(503, 3, 11),
+    StoreUnavailable.code: Mapping_(503, 1, 11),
     Partial.code: Mapping_(500, 1, 999),
     Internal.code: Mapping_(500, 1, 999),
 }
@@ -149,8 +156,8 @@ _BY_CODE: dict[str, type[CnmError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument, NotFound, AlreadyExists, Conflict, InUse, Exhausted,
-        Unsupported, PermissionDenied, KernelError, TooLarge, Unavailable, Internal,
-        Partial, MethodNotAllowed,
+        Unsupported, PermissionDenied, KernelError, TooLarge, Unavailable, StoreUnavailable,
+        Internal, Partial, MethodNotAllowed,
     )
 }
 

@@ -7,6 +7,7 @@ allocation is race-free; the store's unique constraints are a second line of def
 from __future__ import annotations
 
 import bisect
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -328,9 +329,19 @@ class _Space:
     cursor: int = 0
     # The latest dynamic pick and the cursor before it, so a failed operation can undo it.
     last: tuple[int, int] | None = None
+    # Pick at random (a global network: hosts sharing it would otherwise all pick the same
+    # next address and race for it, over and over).
+    scatter: bool = False
 
     def take(self, owner: str) -> int:
         span = self.hi - self.lo + 1
+        if self.scatter and len(self.used) + len(self.reserved) < span // 2:
+            for _ in range(16):
+                cand = self.lo + secrets.randbelow(span)
+                if cand not in self.used and cand not in self.reserved:
+                    self.used[cand] = owner
+                    self.last = (cand, self.cursor)
+                    return cand
         start = self.cursor if self.lo <= self.cursor <= self.hi else self.lo
         cand = start
         # Serial allocation (continue after the last one) avoids reusing a just-freed address
@@ -348,7 +359,7 @@ class _Space:
 class NetworkAddresses:
     """The address spaces of one network."""
 
-    def __init__(self, subnets: Sequence[Subnet]) -> None:
+    def __init__(self, subnets: Sequence[Subnet], *, scatter: bool = False) -> None:
         self.spaces: list[tuple[Subnet, _Space, tuple[int, int]]] = []
         for s in subnets:
             net = netaddr.IPNetwork(s.subnet)
@@ -360,7 +371,8 @@ class NetworkAddresses:
             if s.ip_range:
                 r = netaddr.IPNetwork(s.ip_range)
                 dyn = (max(lo, r.first), min(hi, r.last))
-            self.spaces.append((s, _Space(net, dyn[0], dyn[1], reserved), (lo, hi)))
+            self.spaces.append((s, _Space(net, dyn[0], dyn[1], reserved, scatter=scatter),
+                                (lo, hi)))
 
     def _space(self, version: int) -> tuple[Subnet, _Space, tuple[int, int]] | None:
         return next((x for x in self.spaces if x[0].version == version), None)

@@ -124,7 +124,10 @@ class Sandbox:
     hostname: str
     created: str
     # "netns": a namespace cnm made; "host": the sandbox is the host namespace;
-    # "external": a namespace a runtime made, adopted by path (cnm never deletes it).
+    # "external": a namespace a runtime made, adopted by path (cnm never deletes it);
+    # "handover": a namespace the runtime plumbs itself (Docker's remote-driver protocol):
+    # cnm never enters it, a join leaves the endpoint's link in the host namespace for the
+    # runtime to move in, and the runtime sets addresses, routes and files.
     kind: str = "netns"
     labels: dict[str, str] = field(default_factory=dict)
     # An external sandbox's namespace: its path, and the identity ("dev:inode") it had
@@ -138,6 +141,34 @@ class Sandbox:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Sandbox:
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A joined endpoint of a global network on another host, as its host announced it in
+    the cluster store: what the overlay's data plane and the embedded DNS need of it."""
+
+    network_id: str
+    endpoint_id: str
+    sandbox_id: str
+    host: str  # the host's advertise address: its VTEP
+    mac: str
+    ipv4: str | None = None
+    ipv6: str | None = None
+    sandbox_name: str = ""
+    names: tuple[str, ...] = ()
+    name: str = ""  # the endpoint's
+
+    @property
+    def cidrs(self) -> list[str]:
+        return [a for a in (self.ipv4, self.ipv6) if a]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Peer:
+        return cls(**{**d, "names": tuple(d.get("names", ()))})
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,12 @@ def retired_name(endpoint_id: str) -> str:
     return f"{PREFIX}r{endpoint_id[:11]}"
 
 
+def handover_name(endpoint_id: str) -> str:
+    """Sandbox-side end of a link handed over in the host namespace (Docker's SrcName),
+    unique there until the runtime moves it into its sandbox."""
+    return f"{PREFIX}c{endpoint_id[:11]}"
+
+
 def dummy_name(network_id: str) -> str:
     """The dummy parent of a macvlan/ipvlan network given no parent link."""
     return f"{PREFIX}p{network_id[:11]}"

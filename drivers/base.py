@@ -17,7 +17,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 from cnm.errors import InvalidArgument
 from cnm.firewall import NetworkRules
 from cnm.kernel.ports import HostPort, SandboxPort
-from cnm.model import Endpoint, Network
+from cnm.model import Endpoint, Network, Peer
 
 
 @dataclass
@@ -107,9 +107,17 @@ class Driver(Protocol):
 
     def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None: ...
 
-    def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo: ...
+    def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
+        """Make the endpoint's link with its sandbox end named ``ep.ifname`` in ``netns``.
+        For a sandbox the runtime plumbs itself (kind "handover", Docker's), ``netns`` is
+        the host namespace: the end is left there for the runtime to move in, and the core
+        configures nothing inside. A driver need not tell the two apart."""
+        ...
 
-    def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None: ...
+    def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None:
+        """Undo ``join``; a handover end may be back in the host namespace (the runtime
+        gives it back under its name) or gone with the runtime's namespace."""
+        ...
 
     def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool: ...
 
@@ -136,6 +144,11 @@ class Driver(Protocol):
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
         """Ready a joined endpoint for published ports (a sandbox reaching its own)."""
+        ...
+
+    def remote(self, net: Network, peer: Peer, present: bool, ctx: Context) -> None:
+        """A joined endpoint of the (global) network on another host appeared or changed
+        (``present``), or went: the data plane towards it follows."""
         ...
 
 
@@ -207,6 +220,9 @@ class BaseDriver(Generic[Opts]):
         return ""
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        pass
+
+    def remote(self, net: Network, peer: Peer, present: bool, ctx: Context) -> None:
         pass
 
 

@@ -32,7 +32,7 @@ ip -n "$hostns" link set lo up
 # SERVFAIL, and nothing is ever asked of a real resolver.
 printf 'search tour.test\n' >"$tmp/resolv.conf"
 cnmd --netns "/run/netns/$hostns" --state-dir "$tmp/state" --run-dir "$tmp/run" \
-  --resolv-conf "$tmp/resolv.conf" -H "$CNM_HOST" >"$tmp/cnmd.log" 2>&1 &
+  --resolv-conf "$tmp/resolv.conf" -H "$CNM_HOST" --docker-plugin none >"$tmp/cnmd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do cnm info >/dev/null 2>&1 && break; sleep 0.1; done
 run cnm info

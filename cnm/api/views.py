@@ -31,6 +31,13 @@ def network(c: Controller, net: Network) -> dict[str, Any]:
                            "ipv6_address": e.ipv6, "host_link": c.host_link_of(e)}
             for e in eps if e.sandbox_id
         }
+        # A global network's joined endpoints on the other hosts of the cluster.
+        out["endpoints"] += [
+            {"id": p.endpoint_id, "name": p.name or p.sandbox_name, "sandbox": p.sandbox_name,
+             "sandbox_id": p.sandbox_id, "ifname": "", "mac": p.mac, "ipv4": p.ipv4,
+             "ipv6": p.ipv6, "host_link": None, "host": p.host}
+            for p in sorted(c.state.peers.get(net.id, {}).values(), key=lambda p: p.name)
+        ]
         return out
 
 

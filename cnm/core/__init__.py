@@ -9,6 +9,7 @@ mutation, and hands each call to the part that owns the object:
     publish.py    published ports and cnm's firewall table
     dnsview.py    which networks have names, what a joined endpoint answers as
     reconcile.py  start: make the kernel match the store
+    remote.py     what other hosts of a cluster did (global networks, their endpoints)
 
 Every mutation either completes (kernel and store agree) or leaves no trace: each applied
 step pushes its undo on an ExitStack, which unwinds on any failure before the store commit.
@@ -27,11 +28,14 @@ from cnm.core.endpoints import Endpoints
 from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
 from cnm.core.reconcile import Reconciler
+from cnm.core.remote import Remote
 from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context, Driver
+from cnm.errors import InvalidArgument
 from cnm.events import EventBus
+from cnm.ipam import Taken
 from cnm.model import (
     ConnectSpec,
     Endpoint,
@@ -64,6 +68,8 @@ class Controller:
         self._eps = Endpoints(s, self._pub, self._dns, self._sbx)
         self._sbx.eps = self._eps
         self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
+        # What other hosts of a cluster did (cnm.cluster calls it under the lock).
+        self.remote = Remote(s, self._dns, self._pub)
         # One event per change a call made, published when it is done (GET /v1/events).
         self.events = EventBus()
         if netfilter is not None:
@@ -191,6 +197,36 @@ class Controller:
             self.events.publish("network", "remove", net.id, net.name, driver=net.driver)
             return net
 
+    # A runtime's IPAM (Docker's IpamDriver) asks for pools before the network exists and
+    # for addresses before the endpoint does; cnm's IPAM answers, holding an address in the
+    # network's space until the endpoint that takes it is created.
+    def pick_subnet(self, cidr: str | None, version: int,
+                    elsewhere: Sequence[tuple[str, str]] = ()) -> str:
+        """A subnet no network (or host address, or ``elsewhere`` (cidr, holder)) overlaps:
+        ``cidr`` checked, or a free one of the pools. Nothing is held."""
+        with self.lock:
+            return self._nets.pick_subnet(cidr, version, [Taken(c, h) for c, h in elsewhere])
+
+    def hold_address(self, network: str, version: int, ip: str | None, holder: str) -> str:
+        """Take an address of the network ("10.1.0.2/24"), ``ip`` or the next free one, for
+        an endpoint not created yet; ``release_address`` gives it back."""
+        with self.lock:
+            net = self.state.network(network)
+            got = self.state.addresses[net.id].allocate(version, holder, ip)
+            if got is None:
+                raise InvalidArgument(f'network "{net.name}" has no IPv{version} subnet')
+            return got
+
+    def release_address(self, network: str, cidr: str) -> None:
+        with self.lock:
+            net = self.state.network(network)
+            self.state.addresses[net.id].release(cidr)
+
+    def address_holder(self, network: str, cidr: str) -> str | None:
+        with self.lock:
+            net = self.state.network(network)
+            return self.state.addresses[net.id].holder(cidr)
+
     def prune_networks(self) -> list[str]:
         with self.lock:
             before = {n.name: n for n in self.state.networks.values()}
@@ -207,6 +243,14 @@ class Controller:
         with self.lock:
             sb = self._sbx.create(spec)
             self.events.publish("sandbox", "create", sb.id, sb.name, network=spec.network)
+            return sb
+
+    def create_handover_sandbox(self, name: str, labels: dict[str, str]) -> Sandbox:
+        """A sandbox the runtime plumbs itself (Docker's): its joins hand the link over in
+        the host namespace (``Sandboxes.create_handover``)."""
+        with self.lock:
+            sb = self._sbx.create_handover(name, labels)
+            self.events.publish("sandbox", "create", sb.id, sb.name)
             return sb
 
     def remove_sandbox(self, ref: str, force: bool = False) -> Sandbox:

@@ -142,12 +142,16 @@ class Endpoints:
             )
 
     def _ifname(self, net: Network, sb: Sandbox, current: Sequence[Endpoint],
-                wanted: str) -> str:
+                wanted: str, ep_id: str) -> str:
         if self.s.caps(net).link == "none":
             if wanted:
                 raise InvalidArgument(f'network "{net.name}" gives a sandbox no interface: '
                                       "--ifname means nothing there")
             return ""
+        if sb.kind == "handover":
+            # The link stays in the host namespace until the runtime moves it in: its name
+            # must be unique there, and the runtime renames it (Docker's DstPrefix).
+            return wanted or names.handover_name(ep_id)
         used = {e.ifname for e in current}
         if sb.kind == "external":  # a runtime's namespace may hold interfaces of its own
             used |= {link.name for link in self.s.ctx.sandbox.links(self.s.netns_path(sb))}
@@ -167,7 +171,7 @@ class Endpoints:
         net = self.s.networks[ep.network_id]
         driver = self.s.driver(net)
         ep = dataclasses.replace(ep, sandbox_id=sb.id,
-                                 ifname=self._ifname(net, sb, current, ifname),
+                                 ifname=self._ifname(net, sb, current, ifname, ep.id),
                                  order=max((e.order for e in current), default=0) + 1)
         path = self.s.netns_path(sb)
         info = driver.join(net, ep, path, self.s.ctx)
@@ -175,7 +179,7 @@ class Endpoints:
         gw = dict(info.gateways)
         ep = dataclasses.replace(ep, gateway4=gw.get(4), gateway6=gw.get(6),
                                  mac=info.mac or ep.mac)
-        if info.interface:
+        if info.interface and sb.kind != "handover":  # the runtime configures its own
             self.s.ctx.sandbox.configure(path, ep.ifname, ep.cidrs)
         self.pub.program(net, ep, ep.ports, True, undo)
         self.dns.publish(net, sb, ep, undo)

@@ -13,7 +13,7 @@ from cnm.core.publish import Publishing
 from cnm.core.state import State
 from cnm.drivers.registry import lookup
 from cnm.errors import AlreadyExists, Conflict, Exhausted, InUse, InvalidArgument
-from cnm.ipam import NetworkAddresses, Taken, plan_subnets
+from cnm.ipam import NetworkAddresses, Taken, parse_cidr, plan_subnets
 from cnm.model import PREDEFINED, Network, NetworkSpec, Subnet, now
 from cnm.store import Held
 from cnm.undo import quietly
@@ -44,6 +44,20 @@ class Networks:
                 Taken(o.cidr, o.holder, o.device))
         return taken, routes
 
+    def pick_subnet(self, cidr: str | None, version: int, elsewhere: Sequence[Taken]) -> str:
+        """A subnet for a runtime's IPAM (Docker's RequestPool), before any network holds
+        it: ``cidr`` checked against what a new network may not overlap (and ``elsewhere``:
+        pools the runtime holds already), or a free one of the pools. Pure: nothing is held."""
+        taken, routes = self.taken()
+        taken += elsewhere
+        if cidr is not None:
+            net = parse_cidr(cidr)
+            if net.version != version:
+                raise InvalidArgument(f"subnet {cidr} is not an IPv{version} subnet")
+        subnets = plan_subnets([cidr] if cidr else [], [], [], {}, ipv6=version == 6,
+                               pools=self.s.config.pools, taken=taken, routes=routes)
+        return next(s.subnet for s in subnets if s.version == version)
+
     def plan(self, spec: NetworkSpec, elsewhere: Sequence[Taken] = ()) -> Network:
         """Everything about a new network that can be known before touching the kernel."""
         if not names.valid_name(spec.name):
@@ -72,7 +86,8 @@ class Networks:
             taken += elsewhere
             subnets = plan_subnets(spec.subnets, spec.gateways, spec.ip_ranges,
                                    spec.aux_addresses, ipv6=spec.ipv6,
-                                   pools=self.s.config.pools, taken=taken, routes=routes)
+                                   pools=self.s.config.global_pools if caps.scope == "global"
+                                   else self.s.config.pools, taken=taken, routes=routes)
         elif spec.subnets or spec.gateways or spec.ip_ranges or spec.aux_addresses:
             raise InvalidArgument(f"driver {spec.driver} does not take IPAM options")
         net = dataclasses.replace(net, subnets=subnets)
@@ -109,7 +124,8 @@ class Networks:
                 nf.add_network(rules, others + [rules])
             undo.pop_all()
         self.s.networks[net.id] = net
-        self.s.addresses[net.id] = NetworkAddresses(net.subnets)
+        self.s.addresses[net.id] = NetworkAddresses(net.subnets,
+                                                     scatter=net.scope == "global")
 
     def _unstore(self, network_id: str) -> None:
         with self.s.store.transaction() as tx:
@@ -125,6 +141,12 @@ class Networks:
                 self.add(net)
                 return net
             except Held as e:
+                if e.kind == "claim" and e.value not in self.s.driver(net).claims(
+                        self.plan(spec, elsewhere)):
+                    # A claim the driver picked at random (an overlay's VNI) was taken
+                    # elsewhere: a plan made again picks another.
+                    log.info("%s was taken elsewhere; picking another", e.value)
+                    continue
                 if e.kind != "subnet" or spec.subnets:
                     raise
                 log.info("subnet %s was taken elsewhere; picking another", e.value)

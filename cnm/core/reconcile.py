@@ -39,7 +39,8 @@ class Reconciler:
         s.networks = {n.id: n for n in state.networks}
         s.sandboxes = {x.id: x for x in state.sandboxes}
         s.endpoints = EndpointTable(state.endpoints)
-        s.addresses = {n.id: NetworkAddresses(n.subnets) for n in state.networks}
+        s.addresses = {n.id: NetworkAddresses(n.subnets, scatter=n.scope == "global")
+                       for n in state.networks}
         # The store holds each local network's driver claims (a store written by an older
         # cnm has none yet): put them again, which changes nothing when they are there.
         with s.store.transaction() as tx:
@@ -122,6 +123,12 @@ class Reconciler:
             net = s.networks[ep.network_id]
             driver = s.driver(net)
             if net.id in rebuilt or not driver.endpoint_alive(net, ep, s.ctx):
+                if sb.kind == "handover":
+                    # Its link is in the runtime's namespace, out of cnm's reach: a new
+                    # one made here would stay in the host namespace, unused.
+                    log.warning("reconcile: endpoint %s of %s lost its link; the runtime "
+                                "must join it again", names.short(ep.id), sb.name)
+                    continue
                 log.warning("reconcile: re-plumbing endpoint %s of %s", names.short(ep.id),
                             sb.name)
                 if ep.ifname:
@@ -131,5 +138,6 @@ class Reconciler:
                     s.ctx.sandbox.configure(path, ep.ifname, ep.cidrs)
                 if ep.ports:
                     driver.prepare_publish(net, ep, s.ctx)
-        os.makedirs(s.files_dir(sb), exist_ok=True)
+        if sb.kind != "handover":  # the runtime writes its files
+            os.makedirs(s.files_dir(sb), exist_ok=True)
         self.sbx.apply(sb, eps, eps, None, force=True)

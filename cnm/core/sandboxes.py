@@ -84,6 +84,21 @@ class Sandboxes:
         self.s.endpoints[ep.id] = ep
         return sb
 
+    def create_handover(self, name: str, labels: dict[str, str]) -> Sandbox:
+        """A sandbox the runtime plumbs itself, on no network yet: its endpoints join it
+        one by one (Docker's Join), each leaving its link in the host namespace for the
+        runtime to move in. cnm makes no namespace, files, routes or DNS listener for it."""
+        if not names.valid_name(name):
+            raise InvalidArgument(f"invalid sandbox name {name!r}")
+        if any(s.name == name for s in self.s.sandboxes.values()):
+            raise AlreadyExists(f'sandbox "{name}" already exists')
+        sb = Sandbox(id=names.new_id(), name=name, hostname=name, created=now(),
+                     kind="handover", labels=dict(labels))
+        with self.s.store.transaction() as tx:
+            tx.put_sandbox(sb)
+        self.s.sandboxes[sb.id] = sb
+        return sb
+
     def _adoptable(self, spec: SandboxSpec) -> str:
         """The identity of the namespace ``spec.netns`` names, refusing one that is not a
         network namespace, is the host's, or another sandbox already has."""
@@ -105,7 +120,7 @@ class Sandboxes:
     def alive(self, sb: Sandbox) -> bool:
         """Whether the sandbox's namespace still exists (an adopted one: still the very
         namespace it adopted; a /proc/PID path may name another process's by now)."""
-        if sb.kind == "host":
+        if sb.kind in ("host", "handover"):  # the runtime says when a handover one goes
             return True
         path = self.s.netns_path(sb)
         if sb.kind == "external":
@@ -169,6 +184,8 @@ class Sandboxes:
               undo: ExitStack | None, force: bool = False) -> None:
         """Make the sandbox's default routes and files match ``eps`` (it had ``before``;
         ``force`` sets the routes whatever it had, as reconcile must)."""
+        if sb.kind == "handover":
+            return  # the runtime sets its routes, resolver and files itself
         want, had = default_routes(eps), default_routes(before)
         # A second network's connect (or its disconnect) changes no route: no trip into the
         # sandbox at all (each costs a hop to the visitor thread, ~0.1 ms).

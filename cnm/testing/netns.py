@@ -115,7 +115,9 @@ class Daemon:
         resolv.write_text("# the test host has no upstream resolver\n")
         cmd = [*prefix, sys.executable, "-m", "cnm", "daemon", "--netns", self.host_ns.path,
                "--state-dir", str(self.state_dir), "--run-dir", str(self.run_dir),
-               "--resolv-conf", str(resolv), "-H", self.address, *extra]
+               "--resolv-conf", str(resolv), "-H", self.address,
+               # Not on the machine's /run/docker/plugins unless a test asks for it.
+               *(() if "--docker-plugin" in extra else ("--docker-plugin", "none")), *extra]
         logf = open(self.log, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf)
         deadline = time.monotonic() + 30

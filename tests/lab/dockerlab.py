@@ -12,12 +12,15 @@ what the lab tier is about.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cnm.testing.netns import HostNs
 from tests.lab.cgroups import cgroup_mounts
@@ -27,6 +30,7 @@ CONTAINERD = "/usr/bin/containerd"
 RUNC = "/usr/sbin/runc"
 # /usr/local/bin/docker may be an unrelated newer client: use the one from docker.io.
 DOCKER = "/usr/bin/docker"
+BUSYBOX = "/bin/busybox"
 
 CONTAINERD_TOML = """version = 2
 root = "{dir}/containerd/root"
@@ -51,6 +55,9 @@ dir=$1
 {mounts}
 mount -t tmpfs -o mode=755 cnmlab-run /run
 mount -t tmpfs -o mode=755 cnmlab-etc-docker /etc/docker
+# Plugin discovery (/run/docker/plugins, a fixed path) sees the lab's plugin dir only.
+mkdir -p /run/docker/plugins
+mount --bind "$dir/plugins" /run/docker/plugins
 containerd --config "$dir/containerd.toml" >"$dir/containerd.log" 2>&1 &
 cpid=$!
 echo $cpid >"$dir/containerd.pid"
@@ -78,6 +85,34 @@ class Dockerd:
     host_ns: HostNs
     dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    # daemon.json
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plugins(self) -> Path:
+        """What dockerd sees as /run/docker/plugins: a plugin's socket goes here."""
+        return self.dir / "plugins"
+
+    def image(self, tag: str = "bb:local",
+              applets: tuple[str, ...] = ("sh", "sleep", "ping", "httpd", "ip", "wget",
+                                          "nc", "cat", "timeout")) -> str:
+        """A busybox image made from Debian's busybox-static (there is no registry)."""
+        rootfs = self.dir / "rootfs"
+        (rootfs / "bin").mkdir(parents=True, exist_ok=True)
+        (rootfs / "www").mkdir(exist_ok=True)
+        (rootfs / "www" / "index.html").write_text("hello from docker\n")
+        shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
+        for applet in applets:
+            link = rootfs / "bin" / applet
+            if not link.is_symlink():
+                link.symlink_to("busybox")
+        tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True,
+                             check=True)
+        env = {**os.environ, "DOCKER_CONFIG": str(self.dir / "client")}
+        env.pop("DOCKER_HOST", None)
+        subprocess.run([DOCKER, "-H", self.address, "import", "-", tag], input=tar.stdout,
+                       capture_output=True, env=env, check=True, timeout=60)
+        return tag
 
     @property
     def address(self) -> str:
@@ -102,7 +137,8 @@ class Dockerd:
         """Start both daemons; return when `docker info` answers."""
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "containerd.toml").write_text(CONTAINERD_TOML.format(dir=self.dir))
-        (self.dir / "daemon.json").write_text("{}\n")
+        (self.dir / "plugins").mkdir(exist_ok=True)
+        (self.dir / "daemon.json").write_text(json.dumps(self.config) + "\n")
         script = WRAPPER.format(mounts=cgroup_mounts())
         logf = open(self.dir / "wrapper.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(

@@ -80,8 +80,9 @@ def restart_with(d: Daemon, *extra: str) -> None:
 
 def cnmd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run another cnmd in the foreground (one that is expected to refuse to start)."""
-    return subprocess.run([sys.executable, "-m", "cnm", "daemon", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    # Never on the machine's /run/docker/plugins (a later --docker-plugin in args wins).
+    return subprocess.run([sys.executable, "-m", "cnm", "daemon", "--docker-plugin", "none",
+                           *args], capture_output=True, text=True, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- socket, info

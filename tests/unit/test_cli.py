@@ -121,7 +121,7 @@ def test_table_output_is_clean_text(two: Controller, capsys: pytest.CaptureFixtu
     assert "Internal: true" in out and "False" not in out and "True" not in out
     info = run(capsys, "info")
     assert "[" not in info and "'" not in info
-    assert "drivers: bridge, host, ipvlan, macvlan, null" in info.splitlines()
+    assert "drivers: bridge, host, ipvlan, macvlan, null, overlay" in info.splitlines()
 
 
 # --------------------------------------------------------------------------- --filter

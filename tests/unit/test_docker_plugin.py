@@ -1,0 +1,294 @@
+"""cnm's Docker plugin against the requests a real dockerd 20.10 sent (the captures in
+../shared/fixtures), over the fake kernel: every call answered without an error, the
+objects Docker made are cnm's while they live and gone after, and the answers Docker acts
+on (Join's interface and gateway, the pools and addresses) are right. Plus the error shapes
+and the socket server itself."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnm.core import Controller
+from cnm.docker import wire
+from cnm.docker.plugin import DockerPlugin
+from cnm.docker.server import serve
+from cnm.netfilter import Netfilter
+from cnm.testing import HOST, FakeKernel, FakeNft
+from tests.unit.conftest import MakeController
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+TRACE = FIXTURES / "docker-remote-driver-trace.json"
+RESTART = FIXTURES / "docker-remote-driver-restart-trace.json"
+
+needs_traces = pytest.mark.skipif(not TRACE.exists(), reason=f"no captures at {FIXTURES}")
+
+
+@pytest.fixture
+def plugin_ctl(make_controller: MakeController, kernel: FakeKernel,
+               tmp_path: Path) -> Controller:
+    # The controller's host namespace path is the fake kernel's host namespace: a handover
+    # join makes the link's inner end there.
+    kernel.namespaces[str(tmp_path / "host-netns")] = kernel.namespaces[HOST]
+    return make_controller(netfilter=Netfilter(FakeNft()))
+
+
+class Replay:
+    """Sends a capture's requests to a plugin, putting the plugin's own answers (pools,
+    gateways, addresses) where the capture's stub answered something else."""
+
+    def __init__(self, plugin: DockerPlugin) -> None:
+        self.plugin = plugin
+        self.subst: dict[str, str] = {}
+        self.answers: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    def swap(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.subst.get(value, value)
+        if isinstance(value, list):
+            return [self.swap(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.swap(v) for k, v in value.items()}
+        return value
+
+    def learn(self, theirs: Any, ours: Any) -> None:
+        """Where the stub answered ``theirs`` and cnm ``ours``, later requests say ours."""
+        if isinstance(theirs, dict) and isinstance(ours, dict):
+            for k in theirs:
+                if k in ours:
+                    self.learn(theirs[k], ours[k])
+        elif isinstance(theirs, str) and isinstance(ours, str) and theirs != ours:
+            self.subst[theirs] = ours
+            if "/" in theirs and "/" in ours:  # an address also travels without its prefix
+                self.subst[theirs.split("/")[0]] = ours.split("/")[0]
+
+    def run(self, entries: list[dict[str, Any]]) -> None:
+        for e in entries:
+            if "path" not in e:
+                continue
+            method = e["path"].lstrip("/")
+            body = self.swap(e["body"])
+            if isinstance(body, dict):
+                body = strip_made_up(body)
+            status, answer = self.plugin.handle(method, body)
+            assert status == 200, (method, answer)
+            assert "Err" not in answer and "Error" not in answer, (method, body, answer)
+            self.learn(e["response"], answer)
+            self.answers.append((method, body, answer))
+
+
+# The capture's stub took any option; cnm refuses options it does not know (checked in
+# test_made_up_options_are_refused), so the replay leaves these two out.
+MADE_UP = {"io", "drvopt"}
+
+
+def strip_made_up(body: dict[str, Any]) -> dict[str, Any]:
+    out = dict(body)
+    opts = out.get("Options")
+    if isinstance(opts, dict):
+        opts = {k: v for k, v in opts.items() if k not in MADE_UP}
+        if isinstance(opts.get(wire.GENERIC), dict):
+            opts[wire.GENERIC] = {k: v for k, v in opts[wire.GENERIC].items()
+                                  if k not in MADE_UP}
+        out["Options"] = opts
+    return out
+
+
+def left_behind(ctl: Controller, kernel: FakeKernel) -> tuple[Any, ...]:
+    links = {n for n in kernel.namespaces[HOST].links if n.startswith("cnm") and n != "cnm0"}
+    nets = {n.name for n in ctl.list_networks()} - {"bridge", "host", "none"}
+    return links, nets, ctl.list_endpoints(), ctl.list_sandboxes()
+
+
+@needs_traces
+def test_the_captured_session_replays_cleanly(plugin_ctl: Controller,
+                                              kernel: FakeKernel) -> None:
+    plugin = DockerPlugin(plugin_ctl)
+    replay = Replay(plugin)
+    trace = json.loads(TRACE.read_text())
+    # Up to `docker run s3 -p 8081:80`: everything Docker made is cnm's now.
+    upto = next(i for i, e in enumerate(trace) if e.get("mark", "").startswith("connectivity"))
+    replay.run(trace[:upto])
+    nets = {n.labels.get(wire.NETWORK_LABEL): n for n in plugin_ctl.list_networks()}
+    stubnet3 = nets["4e4cf9b68ec48f909067af5970da759117f505f3a7e348f8827b7b73ed002bc3"]
+    assert stubnet3.internal and stubnet3.ipv6 and len(stubnet3.subnets) == 2
+    stubnet2 = nets["53a0ac7ab46562450aee51cfa2e1c7ee495d6e66173f291df32391fd82c2895a"]
+    assert [x.gateway for x in stubnet2.subnets] == ["10.214.0.1"]
+    eps = {e.name: e for e in plugin_ctl.list_endpoints()}
+    s2 = eps["83fa8e3553f9cb8a1a57356aa8aef8e248bb27aa8e4442c54f3bf9093302db2f"]
+    assert (s2.ipv4, s2.mac) == ("10.214.0.50/24", "02:42:0a:d6:00:32")
+    s3 = eps["2cea08e6e7ffb8885dec6244f2237bc196cfc2135e7d829fe67acfd8fb33ccf3"]
+    assert [(m.host_port, m.container_port, m.proto) for m in s3.ports] == [(8081, 80, "tcp")]
+    joins = {b["EndpointID"]: a for m, b, a in replay.answers if m == "NetworkDriver.Join"}
+    # Join hands over a link that is in the host namespace, with the gateway, except on
+    # the internal network.
+    for eid, answer in joins.items():
+        src = answer["InterfaceName"]["SrcName"]
+        assert answer["InterfaceName"]["DstPrefix"] == "eth"
+        assert src in kernel.namespaces[HOST].links
+        internal = eid.startswith("d909715a")
+        assert ("Gateway" in answer) is not internal, answer
+    assert joins[s2.name]["Gateway"] == "10.214.0.1"
+    info = [a for m, b, a in replay.answers if m == "NetworkDriver.EndpointOperInfo"
+            and b["EndpointID"] == s3.name][-1]
+    assert info["Value"][wire.PORTMAP][0]["HostPort"] == 8081
+    # The rest: disconnect, stop, start, rm, network rm. Nothing is left.
+    replay.run(trace[upto:])
+    assert left_behind(plugin_ctl, kernel) == (set(), set(), [], [])
+    assert plugin.pools == {} and plugin.held == set()
+
+
+@needs_traces
+def test_a_network_outlives_a_plugin_restart(plugin_ctl: Controller,
+                                             make_controller: MakeController,
+                                             kernel: FakeKernel) -> None:
+    trace = json.loads(RESTART.read_text())
+    Replay(DockerPlugin(plugin_ctl)).run(trace["part1_before_plugin_stop"])
+    # cnmd restarts (its state: the store); Docker never sends CreateNetwork again.
+    again = make_controller(netfilter=Netfilter(FakeNft()))
+    Replay(DockerPlugin(again)).run(trace["part2_after_plugin_restart"])
+    assert left_behind(again, kernel) == (set(), set(), [], [])
+
+
+def call(plugin: DockerPlugin, method: str, body: Any = None) -> dict[str, Any]:
+    status, answer = plugin.handle(method, body)
+    assert status == 200
+    return answer
+
+
+def test_errors_are_dockers_shapes_and_leave_nothing(plugin_ctl: Controller,
+                                                     kernel: FakeKernel) -> None:
+    p = DockerPlugin(plugin_ctl)
+    assert p.handle("NetworkDriver.Frobnicate", {})[0] == 404
+    pool = call(p, "IpamDriver.RequestPool", {"AddressSpace": "cnm-local",
+                                               "Pool": "10.9.0.0/24", "V6": False})
+    assert pool["Pool"] == "10.9.0.0/24"
+    # The pool is held: another network cannot take an overlapping subnet meanwhile.
+    err = call(p, "IpamDriver.RequestPool", {"Pool": "10.9.0.0/16"})
+    assert err == {"Error": "subnet 10.9.0.0/16 overlaps a pool Docker holds for a network "
+                            "in the making (10.9.0.0/24)"}
+    assert "unknown IPAM option 'color'" in call(
+        p, "IpamDriver.RequestPool", {"Pool": "10.10.0.0/24", "Options": {"color": "x"}})["Error"]
+    gw = call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "",
+                                                "Options": {wire.REQUEST_TYPE: wire.GATEWAY_TYPE}})
+    assert gw["Address"] == "10.9.0.1/24"
+    create = {"NetworkID": "n" * 64, "IPv4Data": [{"Pool": "10.9.0.0/24",
+                                                   "Gateway": "10.9.0.1/24"}],
+              "Options": {wire.GENERIC: {"cnm.driver": "nosuch"}}}
+    assert "unknown driver 'nosuch'" in call(p, "NetworkDriver.CreateNetwork", create)["Err"]
+    create["Options"] = {wire.GENERIC: {"cnm.name": "web"}}
+    assert call(p, "NetworkDriver.CreateNetwork", create) == {}
+    assert p.pools == {}
+    out = call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"],
+                                                 "Address": "10.8.0.5"})
+    assert out["Error"] == "address 10.8.0.5 is not a usable address of 10.9.0.0/24"
+    out = call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": ""})
+    assert out["Address"] == "10.9.0.2/24"
+    # Held until CreateEndpoint takes it: a second request gets another address.
+    assert call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"]})["Address"] == \
+        "10.9.0.3/24"
+    ep = {"NetworkID": "n" * 64, "EndpointID": "e" * 64,
+          "Interface": {"Address": "10.9.0.2/24", "MacAddress": "01:00:5e:00:00:01"}}
+    assert "invalid MAC address '01:00:5e:00:00:01'" in call(
+        p, "NetworkDriver.CreateEndpoint", ep)["Err"]
+    ep["Interface"] = {"Address": "10.9.0.2/24"}
+    answer = call(p, "NetworkDriver.CreateEndpoint", ep)
+    assert answer["Interface"]["MacAddress"].startswith("02:")
+    assert "Address" not in answer["Interface"]  # Docker's IPAM gave it
+    join = {"NetworkID": "n" * 64, "EndpointID": "e" * 64, "SandboxKey": "/x/netns/abc123"}
+    answer = call(p, "NetworkDriver.Join", join)
+    assert answer["Gateway"] == "10.9.0.1" and answer["DisableGatewayService"] is True
+    # Published by ProgramExternalConnectivity; programmed twice, the new list replaces the old.
+    prog = {"NetworkID": "n" * 64, "EndpointID": "e" * 64, "Options": {wire.PORTMAP: [
+        {"Proto": 6, "Port": 80, "HostPort": 8080, "HostPortEnd": 8080}]}}
+    assert call(p, "NetworkDriver.ProgramExternalConnectivity", prog) == {}
+    assert call(p, "NetworkDriver.ProgramExternalConnectivity", prog) == {}  # again: same
+    assert [m.host_port for m in plugin_ctl.endpoint("e" * 64).ports] == [8080]
+    for m in ("RevokeExternalConnectivity", "Leave", "DeleteEndpoint"):
+        assert call(p, f"NetworkDriver.{m}", join) == {}
+    assert call(p, "NetworkDriver.DeleteEndpoint", join) == {}  # gone already: fine
+    assert call(p, "IpamDriver.ReleaseAddress", {"PoolID": pool["PoolID"],
+                                                  "Address": "10.9.0.3"}) == {}
+    assert call(p, "NetworkDriver.DeleteNetwork", {"NetworkID": "n" * 64}) == {}
+    assert left_behind(plugin_ctl, kernel) == (set(), set(), [], [])
+    assert p.held == set()
+
+
+@needs_traces
+def test_made_up_options_are_refused(plugin_ctl: Controller, kernel: FakeKernel) -> None:
+    trace = [e for e in json.loads(TRACE.read_text()) if "path" in e]
+    p = DockerPlugin(plugin_ctl)
+    pool = next(e["body"] for e in trace if e["path"] == "/IpamDriver.RequestPool"
+                and e["body"]["Options"])
+    assert call(p, "IpamDriver.RequestPool", pool) == {
+        "Error": "unknown IPAM option 'io': cnm's IPAM takes none"}
+    create = next(e["body"] for e in trace if e["path"] == "/NetworkDriver.CreateNetwork"
+                  and e["body"]["Options"][wire.GENERIC])
+    err = call(p, "NetworkDriver.CreateNetwork", create)["Err"]
+    assert err.startswith("unknown option 'drvopt' for driver bridge")
+    assert left_behind(plugin_ctl, kernel) == (set(), set(), [], [])
+
+
+def test_port_bindings_round_trip() -> None:
+    specs = wire.port_specs([{"Proto": 6, "Port": 80, "HostIP": "", "HostPort": 8081,
+                              "HostPortEnd": 8081},
+                             {"Proto": 17, "Port": 53, "HostIP": "::1", "HostPort": 0},
+                             {"Proto": 132, "Port": 9, "HostIP": "127.0.0.1",
+                              "HostPort": 9000, "HostPortEnd": 9010}])
+    assert specs == ["8081:80/tcp", "[::1]::53/udp", "127.0.0.1:9000-9010:9/sctp"]
+    with pytest.raises(Exception, match="unknown protocol number 99"):
+        wire.port_specs([{"Proto": 99, "Port": 1}])
+
+
+@pytest.fixture
+def served(plugin_ctl: Controller, tmp_path: Path) -> Iterator[str]:
+    path = str(tmp_path / "plugins" / "cnm.sock")
+    server = serve(DockerPlugin(plugin_ctl), path)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=5)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.path)
+
+
+def post(path: str, method: str, body: bytes = b"") -> tuple[int, str, Any]:
+    c = UnixConnection(path)
+    try:
+        c.request("POST", f"/{method}", body,
+                  {"Accept": wire.CONTENT_TYPE, "Content-Type": wire.CONTENT_TYPE})
+        r = c.getresponse()
+        return r.status, r.getheader("Content-Type") or "", json.loads(r.read())
+    finally:
+        c.close()
+
+
+def test_the_socket_speaks_dockers_http(served: str) -> None:
+    status, ctype, body = post(served, "Plugin.Activate")  # Docker sends no body
+    assert (status, ctype, body) == (200, wire.CONTENT_TYPE,
+                                     {"Implements": ["NetworkDriver", "IpamDriver"]})
+    status, ctype, body = post(served, "NetworkDriver.Nope", b"{}")
+    assert status == 404 and ctype == wire.CONTENT_TYPE and "Nope" in body["Err"]
+    status, _, body = post(served, "NetworkDriver.CreateNetwork", b"{not json")
+    assert status == 200 and "not JSON" in body["Err"]
+    status, _, body = post(served, "IpamDriver.GetDefaultAddressSpaces", b"null")
+    assert body == {"LocalDefaultAddressSpace": "cnm-local",
+                    "GlobalDefaultAddressSpace": "cnm-global"}
