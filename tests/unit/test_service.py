@@ -111,3 +111,46 @@ def test_notify_sends_the_state_to_notify_socket(
 def test_notify_without_systemd_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert service.notify("READY=1") is False
+
+
+def test_the_unit_installs_with_this_cnmd_and_its_flags_parse(tmp_path: Path) -> None:
+    import configparser
+    import shlex
+    import subprocess
+    import sys
+
+    top = Path(__file__).resolve().parents[2]
+    cnmd = Path(sys.executable).with_name("cnmd")
+    r = subprocess.run(["bash", str(top / "scripts" / "install-service.sh"), "--root",
+                        str(tmp_path), "--cnmd", str(cnmd)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string((tmp_path / "etc/systemd/system/cnmd.service").read_text())
+    svc = unit["Service"]
+    assert svc["Type"] == "notify" and svc["Restart"] == "on-failure"
+    assert svc["StateDirectory"] == "cnm" and svc["RuntimeDirectory"] == "cnm"
+    assert svc["RuntimeDirectoryPreserve"] == "yes"  # sandboxes' namespaces survive
+    argv = shlex.split(svc["ExecStart"])
+    assert argv[0] == str(cnmd)
+    # The flags it starts cnmd with parse, and the default daemon.json it wrote loads.
+    args = service.load_config(parser(), [a.replace("/etc/cnm", str(tmp_path / "etc/cnm"))
+                                          for a in argv[1:]])
+    assert args.state_dir == "/var/lib/cnm" and args.run_dir == "/run/cnm"
+    # Run again, it keeps a daemon.json that is there.
+    (tmp_path / "etc/cnm/daemon.json").write_text('{"log-format": "json"}')
+    subprocess.run(["bash", str(top / "scripts" / "install-service.sh"), "--root",
+                    str(tmp_path), "--cnmd", str(cnmd)], check=True, capture_output=True)
+    assert json.loads((tmp_path / "etc/cnm/daemon.json").read_text()) == {
+        "log-format": "json"}
+
+
+def test_install_service_refuses_a_cnmd_that_is_not_there(tmp_path: Path) -> None:
+    import subprocess
+
+    top = Path(__file__).resolve().parents[2]
+    r = subprocess.run(["bash", str(top / "scripts" / "install-service.sh"), "--root",
+                        str(tmp_path), "--cnmd", str(tmp_path / "nope")], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "is not an executable cnmd" in r.stderr
+    assert not (tmp_path / "etc").exists()
