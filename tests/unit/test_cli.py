@@ -400,3 +400,34 @@ def test_the_clients_quote_is_urllibs(text: str) -> None:
     from cnm.client import quote
 
     assert quote(text) == urllib_quote(text, safe="")
+
+
+def _complete(script: str, words: list[str]) -> list[str]:
+    """What bash completes for ``words`` (the last one being typed) with ``script``."""
+    import shlex
+    import subprocess
+
+    line = " ".join(words)
+    code = (f"source /dev/stdin <<'CNM_EOF'\n{script}\nCNM_EOF\n"
+            f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)}); "
+            f"COMP_CWORD={len(words) - 1}; COMP_LINE={shlex.quote(line)}; "
+            f"COMP_POINT={len(line)}; "
+            f"_shtab_cnm cnm {shlex.quote(words[-1])} {shlex.quote(words[-2])}; "
+            'printf "%s\\n" "${COMPREPLY[@]}"')
+    out = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True)
+    return sorted(out.stdout.split())
+
+
+def test_bash_completion_completes_commands_and_flags(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert _complete(script, ["cnm", "network", "c"]) == ["connect", "create"]
+    assert _complete(script, ["cnm", "sa"]) == ["sandbox"]
+    assert "--subnet" in _complete(script, ["cnm", "network", "create", "--s"])
+
+
+def test_zsh_completion_is_generated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["completion", "zsh"]) == 0
+    script = capsys.readouterr().out
+    assert script.startswith("#compdef cnm") and "network:'Manage networks.'" in script
