@@ -23,6 +23,8 @@ from cnm.address import parse_unix_address
 from cnm.api.server import claim_socket, serve
 from cnm.core import Config
 from cnm.dns.server import is_address
+from cnm.drivers.registry import builtin
+from cnm.drivers.remote import Drivers
 from cnm.errors import CnmError, InvalidArgument, exit_code
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
@@ -55,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--docker-plugin", default=DOCKER_PLUGIN, metavar="PATH|none",
                    help="serve Docker's network and IPAM plugin protocol on this socket, "
                         f"as the plugin 'cnm' (default {DOCKER_PLUGIN}; none: not at all)")
+    p.add_argument("--plugin-dir", default="/run/docker/plugins", metavar="DIR",
+                   help="where `network create -d NAME` finds Docker network plugins "
+                        "(NAME.sock) for cnm's remote driver (default /run/docker/plugins)")
     p.add_argument("--debug", action="store_true")
     p.add_argument("--version", action="version", version=f"cnmd {__version__}")
     return p
@@ -141,7 +146,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if plugin_path is not None:
             claim_socket(plugin_path)
         ns_lock = _lock_netns(config.host_netns)
-        stack = wiring.build(config, upstreams=args.dns)  # reconciles
+        drivers = Drivers(builtin(), os.path.abspath(args.plugin_dir), own=plugin_path)
+        stack = wiring.build(config, upstreams=args.dns, drivers=drivers)  # reconciles
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         server = serve(stack.controller, path)
         plugin = None

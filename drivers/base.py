@@ -42,8 +42,9 @@ class Capabilities:
     # Its networks take part in cnm's firewall and can publish ports.
     publishes: bool = False
     # Where an endpoint's link is made: a veth pair ("veth"), a slave of a parent link
-    # made inside the sandbox ("slave"), or none at all ("none").
-    link: Literal["veth", "slave", "none"] = "veth"
+    # made inside the sandbox ("slave"), a link a remote plugin made in the host namespace
+    # and cnm moves in ("moved"), or none at all ("none").
+    link: Literal["veth", "slave", "moved", "none"] = "veth"
     # Users may create networks of it (null and host have one pre-defined network each).
     user_creatable: bool = True
     # A sandbox on it *is* the host namespace (host): no namespace of its own.
@@ -94,6 +95,11 @@ class Driver(Protocol):
         ...
 
     def create_network(self, net: Network, ctx: Context) -> None: ...
+
+    def restore_network(self, net: Network, ctx: Context) -> None:
+        """At start: make a stored network's links exist again (cnm's drivers create them
+        idempotently; a remote plugin keeps its own networks and is not asked again)."""
+        ...
 
     def delete_network(self, net: Network, ctx: Context) -> None: ...
 
@@ -174,6 +180,9 @@ class BaseDriver(Generic[Opts]):
 
     def create_network(self, net: Network, ctx: Context) -> None:
         pass
+
+    def restore_network(self, net: Network, ctx: Context) -> None:
+        self.create_network(net, ctx)
 
     def delete_network(self, net: Network, ctx: Context) -> None:
         self._parsed.pop(net.id, None)
