@@ -111,7 +111,10 @@ class Driver(Protocol):
         listing a thousand endpoints). Nothing in a sandbox yet."""
         ...
 
-    def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None: ...
+    def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        """Give back what ``create_endpoint`` took, and a handed-over link end the runtime
+        moved back to the host namespace after its Leave (``names.handover_name``)."""
+        ...
 
     def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
         """Make the endpoint's link with its sandbox end named ``ep.ifname`` in ``netns``.
