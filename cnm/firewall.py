@@ -64,6 +64,11 @@ table inet cnm {
         ip saddr @masq4 masquerade
         ip6 saddr @masq6 masquerade
     }
+    chain input {
+        type filter hook input priority filter; policy accept;
+        ct state established,related accept
+        iifname @internal drop
+    }
     chain forward {
         type filter hook forward priority filter; policy accept;
         ct state established,related accept

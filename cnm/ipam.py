@@ -7,6 +7,7 @@ allocation is race-free; the store's unique constraints are a second line of def
 from __future__ import annotations
 
 import bisect
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -91,6 +92,35 @@ def parse_cidr(text: str, what: str = "subnet") -> netaddr.IPNetwork:
     return net
 
 
+# Ranges no network may use: a sandbox given one of them could never talk to anyone
+# (loopback, multicast, reserved, v4-mapped, "this network"); and a /32 or /128 is one
+# address, with none beside the gateway.
+_REFUSED = (
+    (netaddr.IPNetwork("0.0.0.0/8"), "it is \"this network\" (0.0.0.0/8)"),
+    (netaddr.IPNetwork("127.0.0.0/8"), "it is loopback (127.0.0.0/8)"),
+    (netaddr.IPNetwork("224.0.0.0/4"), "it is multicast (224.0.0.0/4)"),
+    (netaddr.IPNetwork("240.0.0.0/4"), "it is reserved (240.0.0.0/4)"),
+    (netaddr.IPNetwork("::/128"), "it is the unspecified address"),
+    (netaddr.IPNetwork("::1/128"), "it is loopback (::1)"),
+    (netaddr.IPNetwork("::ffff:0:0/96"), "it is IPv4-mapped (::ffff:0:0/96)"),
+    (netaddr.IPNetwork("ff00::/8"), "it is multicast (ff00::/8)"),
+)
+
+
+def parse_subnet(text: str, what: str = "subnet") -> netaddr.IPNetwork:
+    """A network's subnet: a CIDR (``parse_cidr``) that endpoints can live in."""
+    net = parse_cidr(text, what)
+    for bad, why in _REFUSED:
+        if net.version == bad.version and net.first <= bad.last and bad.first <= net.last:
+            raise InvalidArgument(f"invalid {what} {text!r}: {why}")
+    if net.prefixlen == (32 if net.version == 4 else 128):
+        raise InvalidArgument(f"invalid {what} {text!r}: a /{net.prefixlen} is one address, "
+                              "with no room for a gateway and an endpoint",
+                              hint="use a /31 or wider" if net.version == 4 else
+                              "use a /127 or wider")
+    return net
+
+
 def parse_ip(text: str, what: str = "address") -> netaddr.IPAddress:
     try:
         return netaddr.IPAddress(text)
@@ -161,6 +191,42 @@ def _overlap(net: netaddr.IPNetwork, taken: Iterable[Taken]) -> Taken | None:
     return None
 
 
+class _Spans:
+    """What a set of taken ranges covers, merged and sorted once, so whether a subnet
+    overlaps any of them is one bisection (O(log n)); the holder is looked up only for the
+    subnet that does overlap."""
+
+    def __init__(self, taken: Sequence[Taken]) -> None:
+        self._taken = taken
+        self._merged: dict[int, tuple[list[int], list[int]]] = {}
+        by_version: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for t in taken:
+            n = netaddr.IPNetwork(t.cidr)
+            by_version[n.version].append((n.first, n.last))
+        for version, ranges in by_version.items():
+            self._merged[version] = _merged(ranges)
+
+    def hit(self, net: netaddr.IPNetwork) -> Taken | None:
+        firsts, lasts = self._merged[net.version]
+        i = bisect.bisect_right(firsts, net.last) - 1
+        if i < 0 or lasts[i] < net.first:
+            return None
+        return _overlap(net, self._taken)
+
+
+def _first_overlap(nets: Sequence[netaddr.IPNetwork]
+                   ) -> tuple[netaddr.IPNetwork, netaddr.IPNetwork] | None:
+    """Two subnets of one request that overlap, found by sorting (O(n log n))."""
+    ordered = sorted(nets, key=lambda n: (n.version, n.first, n.last))
+    widest: netaddr.IPNetwork | None = None
+    for n in ordered:
+        if widest is not None and widest.version == n.version and n.first <= widest.last:
+            return n, widest
+        if widest is None or widest.version != n.version or n.last > widest.last:
+            widest = n
+    return None
+
+
 def plan_subnets(
     subnets: Sequence[str],
     gateways: Sequence[str],
@@ -179,24 +245,32 @@ def plan_subnets(
     IPv4 subnet, or a missing IPv6 one with ``ipv6``, comes from the pools and avoids
     ``routes`` as well, so an explicit request may still overlap a route the user knows of.
     """
-    nets = [parse_cidr(s) for s in subnets]
-    for i, a in enumerate(nets):
-        for b in nets[:i]:
-            if a.version == b.version and a.first <= b.last and b.first <= a.last:
-                raise InvalidArgument(f"subnet {a} overlaps subnet {b} of the same request")
+    nets = [parse_subnet(s) for s in subnets]
+    pair = _first_overlap(nets)
+    if pair is not None:
+        raise InvalidArgument(f"subnet {pair[0]} overlaps subnet {pair[1]} of the same request")
     if any(n.version == 6 for n in nets) and not ipv6:
         raise InvalidArgument(
             f"subnet {next(n for n in nets if n.version == 6)} is IPv6 but IPv6 is not enabled",
             hint="add --ipv6",
         )
+    spans = _Spans(taken)
     for n in nets:
-        hit = _overlap(n, taken)
+        hit = spans.hit(n)
         if hit:
             raise Conflict(f"subnet {n} overlaps {hit.holder}")
 
+    # The request's subnets overlap no one another: the one that could hold an address
+    # is the last that starts at or before it (a bisection, not a scan).
+    index = sorted(((n.version, n.first), i) for i, n in enumerate(nets))
+    keys = [k for k, _ in index]
+
     def owner(addr: netaddr.IPAddress | netaddr.IPNetwork, what: str) -> int:
         span = netaddr.IPNetwork(addr)  # an IPAddress has no first/last
-        for i, n in enumerate(nets):
+        at = bisect.bisect_right(keys, (span.version, span.first)) - 1
+        if at >= 0:
+            i = index[at][1]
+            n = nets[i]
             if n.version == span.version and n.first <= span.first and span.last <= n.last:
                 return i
         raise InvalidArgument(f"{what} {addr} is not inside any requested subnet")
@@ -255,9 +329,19 @@ class _Space:
     cursor: int = 0
     # The latest dynamic pick and the cursor before it, so a failed operation can undo it.
     last: tuple[int, int] | None = None
+    # Pick at random (a global network: hosts sharing it would otherwise all pick the same
+    # next address and race for it, over and over).
+    scatter: bool = False
 
     def take(self, owner: str) -> int:
         span = self.hi - self.lo + 1
+        if self.scatter and len(self.used) + len(self.reserved) < span // 2:
+            for _ in range(16):
+                cand = self.lo + secrets.randbelow(span)
+                if cand not in self.used and cand not in self.reserved:
+                    self.used[cand] = owner
+                    self.last = (cand, self.cursor)
+                    return cand
         start = self.cursor if self.lo <= self.cursor <= self.hi else self.lo
         cand = start
         # Serial allocation (continue after the last one) avoids reusing a just-freed address
@@ -275,7 +359,7 @@ class _Space:
 class NetworkAddresses:
     """The address spaces of one network."""
 
-    def __init__(self, subnets: Sequence[Subnet]) -> None:
+    def __init__(self, subnets: Sequence[Subnet], *, scatter: bool = False) -> None:
         self.spaces: list[tuple[Subnet, _Space, tuple[int, int]]] = []
         for s in subnets:
             net = netaddr.IPNetwork(s.subnet)
@@ -287,7 +371,8 @@ class NetworkAddresses:
             if s.ip_range:
                 r = netaddr.IPNetwork(s.ip_range)
                 dyn = (max(lo, r.first), min(hi, r.last))
-            self.spaces.append((s, _Space(net, dyn[0], dyn[1], reserved), (lo, hi)))
+            self.spaces.append((s, _Space(net, dyn[0], dyn[1], reserved, scatter=scatter),
+                                (lo, hi)))
 
     def _space(self, version: int) -> tuple[Subnet, _Space, tuple[int, int]] | None:
         return next((x for x in self.spaces if x[0].version == version), None)
@@ -320,6 +405,15 @@ class NetworkAddresses:
             space.used[value] = owner
             space.last = None  # a rollback of this one must not rewind to an older pick
         return f"{netaddr.IPAddress(value, version=version)}/{space.net.prefixlen}"
+
+    def positions(self) -> dict[str, int]:
+        """Where each subnet goes on picking, to be stored (``restore`` after a restart)."""
+        return {s.subnet: space.cursor for s, space, _ in self.spaces}
+
+    def restore(self, positions: dict[str, int]) -> None:
+        for s, space, _ in self.spaces:
+            if s.subnet in positions:
+                space.cursor = positions[s.subnet]
 
     def mark(self, cidr: str, owner: str) -> None:
         """Record an address already held (loading state from the store)."""

@@ -144,6 +144,34 @@ class Sandbox:
 
 
 @dataclass(frozen=True)
+class Peer:
+    """A joined endpoint of a global network on another host, as its host announced it in
+    the cluster store: what the overlay's data plane and the embedded DNS need of it."""
+
+    network_id: str
+    endpoint_id: str
+    sandbox_id: str
+    host: str  # the host's advertise address: its VTEP
+    mac: str
+    ipv4: str | None = None
+    ipv6: str | None = None
+    sandbox_name: str = ""
+    names: tuple[str, ...] = ()
+    name: str = ""  # the endpoint's
+
+    @property
+    def cidrs(self) -> list[str]:
+        return [a for a in (self.ipv4, self.ipv6) if a]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Peer:
+        return cls(**{**d, "names": tuple(d.get("names", ()))})
+
+
+@dataclass(frozen=True)
 class NetworkSpec:
     name: str
     driver: str = "bridge"

@@ -88,7 +88,12 @@ class Netfilter:
                     self.nft.run(line + "\n")
 
     def _switches(self, n: NetworkRules) -> None:
-        self.nft.sysctl(f"net/ipv4/conf/{n.bridge}/route_localnet", "1")
+        try:
+            self.nft.sysctl(f"net/ipv4/conf/{n.bridge}/route_localnet", "1")
+        except NotFound:
+            # An overlay network's bridge exists only while a local endpoint is joined;
+            # its rules (by interface name) hold before it does.
+            log.info("bridge %s does not exist (yet): route_localnet left", n.bridge)
         for key in ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"):
             try:
                 self.nft.sysctl(key, "1")

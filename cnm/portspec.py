@@ -100,7 +100,13 @@ class PortMapping:
 
 
 def _range(text: str, spec: str, what: str) -> tuple[int, int]:
-    lo_s, _, hi_s = text.partition("-")
+    lo_s, dash, hi_s = text.partition("-")
+    if not lo_s or (dash and not hi_s):
+        raise InvalidArgument(f"invalid port spec {spec!r}: {what} port {text!r} is not a "
+                              "port or a range of ports")
+    if len(lo_s) > 5 or len(hi_s) > 5:  # also keeps int() off 5,000-digit numbers
+        raise InvalidArgument(f"invalid port spec {spec!r}: {what} port {text[:12]}... is "
+                              "not in 1-65535")
     lo, hi = int(lo_s), int(hi_s or lo_s)
     if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
         raise InvalidArgument(f"invalid port spec {spec!r}: {what} port {text} is not in 1-65535")

@@ -17,7 +17,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 from cnm.errors import InvalidArgument
 from cnm.firewall import NetworkRules
 from cnm.kernel.ports import HostPort, SandboxPort
-from cnm.model import Endpoint, Network
+from cnm.model import Endpoint, Network, Peer
 
 
 @dataclass
@@ -134,6 +134,11 @@ class Driver(Protocol):
         """Names of the host-namespace links this network needs (reconcile checks them)."""
         ...
 
+    def host_link(self, net: Network, ep: Endpoint) -> str | None:
+        """The host-namespace end of a joined endpoint's link (a veth's peer), where
+        tcpdump on the host sees its traffic; None when it has none there."""
+        ...
+
     def claims(self, net: Network) -> tuple[str, ...]:
         """The host links this network makes and no other network may share (its bridge)."""
         ...
@@ -148,6 +153,11 @@ class Driver(Protocol):
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
         """Ready a joined endpoint for published ports (a sandbox reaching its own)."""
+        ...
+
+    def remote(self, net: Network, peer: Peer, present: bool, ctx: Context) -> None:
+        """A joined endpoint of the (global) network on another host appeared or changed
+        (``present``), or went: the data plane towards it follows."""
         ...
 
 
@@ -209,6 +219,9 @@ class BaseDriver(Generic[Opts]):
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return ()
 
+    def host_link(self, net: Network, ep: Endpoint) -> str | None:
+        return None
+
     def claims(self, net: Network) -> tuple[str, ...]:
         return ()
 
@@ -219,6 +232,9 @@ class BaseDriver(Generic[Opts]):
         return ""
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        pass
+
+    def remote(self, net: Network, peer: Peer, present: bool, ctx: Context) -> None:
         pass
 
 

@@ -130,6 +130,9 @@ class BridgeDriver(BaseDriver[BridgeOptions]):
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return (bridge_of(net),)
 
+    def host_link(self, net: Network, ep: Endpoint) -> str | None:
+        return names.veth_name(ep.id) if ep.sandbox_id else None
+
     def claims(self, net: Network) -> tuple[str, ...]:
         return (bridge_of(net),)
 

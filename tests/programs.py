@@ -13,6 +13,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 TOP = Path(__file__).resolve().parent.parent
+TMP = Path(tempfile.gettempdir())
 MANIFEST = TOP / "scripts" / "packages.txt"
 
 # Programs of Debian's Essential packages (coreutils, bash, dash, tar, dpkg, apt, grep, ...),
@@ -31,6 +33,10 @@ ESSENTIAL = frozenset({
     "hostname", "readlink", "realpath", "id", "uname", "head", "tail", "tee", "touch",
     "chmod", "chown", "sort", "uniq", "wc", "cut", "tr", "date", "getent", "ldconfig",
 })
+
+
+# Names tests run because no machine has them (to see "command not found" handled).
+ABSENT_ON_PURPOSE = frozenset({"no-such-command-here"})
 
 
 def manifest_programs(path: Path = MANIFEST) -> dict[str, str]:
@@ -65,8 +71,11 @@ def programs_of(argv: Sequence[str]) -> list[str]:
     inner: list[str] = []
     if argv[0] == sys.executable or name in ("cnm", "cnmd", "pytest") or (
             Path(argv[0]).parent == Path(sys.executable).parent) or (
-            Path(argv[0]).is_absolute() and Path(argv[0]).is_relative_to(TOP)):
-        found = []  # the venv's own programs and interpreter, and the repository's scripts
+            Path(argv[0]).is_absolute() and (Path(argv[0]).is_relative_to(TOP) or
+                                             Path(argv[0]).is_relative_to(TMP))):
+        # The venv's own programs and interpreter, the repository's scripts, and files a
+        # test wrote itself under the temp dir.
+        found = []
         if "exec" in rest and "--" in rest[rest.index("exec"):]:
             inner = rest[rest.index("--", rest.index("exec")) + 1:]
     elif name in ("nsenter", "unshare", "prlimit", "setsid"):
@@ -117,7 +126,7 @@ class Recorder:
     def unlisted(self) -> dict[str, str]:
         known = manifest_programs()
         return {p: cmd for p, cmd in sorted(self.seen.items())
-                if p not in known and p not in ESSENTIAL}
+                if p not in known and p not in ESSENTIAL and p not in ABSENT_ON_PURPOSE}
 
 
 _recorder = Recorder()

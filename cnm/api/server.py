@@ -8,20 +8,25 @@ status from cnm.errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import socket
 import socketserver
+import ssl
 import stat
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from cnm import __version__
+from cnm import __version__, limits
 from cnm.api import views
 from cnm.core import Controller
 from cnm.errors import (
@@ -29,6 +34,8 @@ from cnm.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    TooLarge,
+    Unavailable,
     from_errno,
     http_status,
 )
@@ -89,6 +96,7 @@ def check_body(body: Any, fields: dict[str, tuple[str, bool]], what: str) -> dic
             raise InvalidArgument(f"{what}: field {key!r} must be an array of strings")
         if kind == "object" and not all(isinstance(v, str) for v in value.values()):
             raise InvalidArgument(f"{what}: field {key!r} must map strings to strings")
+    limits.check_body(what, body)
     return body
 
 
@@ -312,6 +320,37 @@ def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
     raise NotFound(f"no such API path: {method} {path}")
 
 
+def _depth(raw: bytes) -> int:
+    """How deep a JSON text nests, counted without parsing it (brackets outside strings)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def _json(raw: bytes) -> Any:
+    if _depth(raw) > limits.MAX_DEPTH:
+        raise InvalidArgument(f"the request body nests deeper than {limits.MAX_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidArgument("the request body is not valid JSON") from None
+
+
 def dispatch(c: Controller, method: str, target: str, raw: bytes) -> Response:
     """Route one request and turn every outcome into (status, JSON payload)."""
     try:
@@ -319,10 +358,7 @@ def dispatch(c: Controller, method: str, target: str, raw: bytes) -> Response:
         fn, params = route(method, parts.path)
         body: Any = None
         if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                raise InvalidArgument("the request body is not valid JSON") from None
+            body = _json(raw)
         elif method == "POST":
             body = {}
         return fn(c, Request(params, parse_qs(parts.query), body))
@@ -337,39 +373,172 @@ def dispatch(c: Controller, method: str, target: str, raw: bytes) -> Response:
         return 500, {"error": Internal(f"internal error: {e}").to_dict()}
 
 
+_LENGTH_RE = re.compile(r"[0-9]{1,12}")
+# What http.server's own refusals (send_error) become: a typed 4xx in the one error shape.
+_REFUSALS = {
+    HTTPStatus.NOT_IMPLEMENTED: HTTPStatus.METHOD_NOT_ALLOWED,     # an unknown method
+    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: HTTPStatus.BAD_REQUEST,  # HTTP/2 and later
+}
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+    def setup(self) -> None:
+        super().setup()
+        # A connection may sit idle (or send half a request) this long between two reads,
+        # then it is closed: no client holds a thread for ever.
+        self.connection.settimeout(self.server.idle_timeout)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError, ssl.SSLError) as e:
+            # A client that went away, stalled or spoke no TLS is no fault of ours.
+            log.debug("connection closed: %s", e)
+            self.close_connection = True
+
+    def _body(self) -> bytes:
+        """The request body, refused before it is read when its length is not a plain
+        number of bytes or over cnm.limits.MAX_BODY."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise InvalidArgument("chunked request bodies are not accepted",
+                                  hint="send the body with a Content-Length")
+        given = self.headers.get_all("Content-Length") or []
+        if not given:
+            return b""
+        if len(set(given)) != 1 or not _LENGTH_RE.fullmatch(given[0].strip()):
+            raise InvalidArgument(f"Content-Length {', '.join(given)!r} is not a number of "
+                                  "bytes")
+        length = int(given[0])
+        if length > limits.MAX_BODY:
+            raise TooLarge(f"the request body is {length} bytes; at most {limits.MAX_BODY} "
+                           "are accepted")
         raw = self.rfile.read(length) if length else b""
+        if len(raw) != length:
+            raise InvalidArgument(f"the request body ended after {len(raw)} of {length} bytes")
+        return raw
+
+    def _serve(self) -> None:
+        try:
+            raw = self._body()
+        except CnmError as e:
+            self.close_connection = True  # the rest of what it sent is not a request
+            self._reply(http_status(e), {"error": e.to_dict()})
+            return
         status, payload = dispatch(self.server.controller, self.command, self.path, raw)
+        self._reply(status, payload)
+
+    def _reply(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
+        if self.request_version == "HTTP/0.9":  # never spoken here: answer with headers
+            self.request_version = "HTTP/1.0"
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's refusals (a malformed request line, headers too long, an unknown
+        method) in the API's error shape instead of its HTML page."""
+        status = _REFUSALS.get(HTTPStatus(code), HTTPStatus(code))
+        err: CnmError = (TooLarge if status in (HTTPStatus.REQUEST_URI_TOO_LONG,
+                                               HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+                         else InvalidArgument)(message or status.phrase)
+        self.close_connection = True
+        self._reply(status, {"error": err.to_dict()})
 
     do_GET = do_POST = do_DELETE = do_PUT = _serve
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.command, self.path)
+        # Called before the request line is parsed too (a refusal): no command yet.
+        log.debug("%s %s: %s", getattr(self, "command", None), getattr(self, "path", None),
+                  format % args)
 
     def address_string(self) -> str:
-        return "unix"
+        return "unix" if isinstance(self.client_address, str | bytes) else \
+            str(self.client_address[0])
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _Limits:
+    """Bounded connections for a threading server: at most ``max_connections`` at once
+    (each holds a thread), the next answered 503 and closed; each times out when idle."""
+
+    max_connections = 1024
+    idle_timeout = 30.0
+
+    def _init_limits(self) -> None:
+        self._active = 0
+        self._count = threading.Lock()
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def _take(self) -> bool:
+        with self._count:
+            if self._active >= self.max_connections:
+                return False
+            self._active += 1
+            return True
+
+    def _give(self) -> None:
+        with self._count:
+            self._active -= 1
+
+    def _refuse(self, request: socket.socket) -> None:
+        err = Unavailable(f"cnmd serves at most {self.max_connections} connections at once",
+                          hint="try again; close idle connections")
+        data = json.dumps({"error": err.to_dict()}).encode()
+        head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+        request.setblocking(False)  # the accept loop never waits on a client
+        with contextlib.suppress(OSError):
+            request.send(head + data)
+        with contextlib.suppress(OSError):
+            request.close()
+        log.warning("refused a connection: %d are open", self._active)
+
+
+class _Server(_Limits, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    block_on_close = False
     allow_reuse_address = False
     # socketserver's default backlog of 5 makes a burst of clients fail with EAGAIN.
     request_queue_size = socket.SOMAXCONN
 
     def __init__(self, path: str, controller: Controller) -> None:
         self.controller = controller
+        self._init_limits()
         super().__init__(path, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._take():
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._give()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._give()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):  # the client's socket, not a bug
+            log.debug("connection error: %s", err)
+        else:
+            log.exception("error serving a connection")
 
 
 def claim_socket(path: str) -> None:

@@ -9,6 +9,7 @@ mutation, and hands each call to the part that owns the object:
     publish.py    published ports and cnm's firewall table
     dnsview.py    which networks have names, what a joined endpoint answers as
     reconcile.py  start: make the kernel match the store
+    remote.py     what other hosts of a cluster did (global networks, their endpoints)
 
 Every mutation either completes (kernel and store agree) or leaves no trace: each applied
 step pushes its undo on an ExitStack, which unwinds on any failure before the store commit.
@@ -20,12 +21,14 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from cnm import limits
 from cnm.core.dnsview import DnsView
 from cnm.core.dryrun import Plan, dry_run
 from cnm.core.endpoints import Endpoints
 from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
 from cnm.core.reconcile import Reconciler
+from cnm.core.remote import Remote
 from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
@@ -64,6 +67,8 @@ class Controller:
         self._eps = Endpoints(s, self._pub, self._dns, self._sbx)
         self._sbx.eps = self._eps
         self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
+        # What other hosts of a cluster did (cnm.cluster calls it under the lock).
+        self.remote = Remote(s, self._dns, self._pub)
         if netfilter is not None:
             netfilter.repair = self._pub.rebuild_table
         os.makedirs(os.path.join(config.run_dir, "netns"), mode=0o755, exist_ok=True)
@@ -150,6 +155,16 @@ class Controller:
     def host_netns_path(self) -> str:
         return self.state.host_netns_path()
 
+    def link_of(self, net: Network) -> str | None:
+        """The network's main host link (its bridge, its macvlan/ipvlan parent), if any."""
+        links = self.state.driver(net).kernel_links(net)
+        return links[0] if links else None
+
+    def host_link_of(self, ep: Endpoint) -> str | None:
+        """The host-namespace end of a joined endpoint (a bridge endpoint's veth peer)."""
+        return self.state.driver(self.state.networks[ep.network_id]).host_link(
+            self.state.networks[ep.network_id], ep)
+
     def has_dns(self, net: Network) -> bool:
         """Whether the network has the embedded DNS (its sandboxes ask 127.0.0.11)."""
         return self._dns.named(net)
@@ -159,7 +174,10 @@ class Controller:
             return self.state.info()
 
     # ----------------------------------------------------------------------- networks
+    # Each mutation checks its request's sizes first, outside the lock: what the core does
+    # under the lock is then bounded by cnm.limits, not by what a client sent.
     def create_network(self, spec: NetworkSpec) -> Network:
+        limits.check_spec("network create", spec)
         with self.lock:
             return self._nets.create(spec)
 
@@ -205,6 +223,7 @@ class Controller:
 
     # ----------------------------------------------------------------------- sandboxes
     def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
+        limits.check_spec("sandbox create", spec)
         with self.lock:
             return self._sbx.create(spec)
 
@@ -222,11 +241,13 @@ class Controller:
 
     # ----------------------------------------------------------------------- endpoints
     def create_endpoint(self, spec: EndpointSpec) -> Endpoint:
+        limits.check_spec("endpoint create", spec)
         with self.lock:
             return self._eps.create(spec.network, spec.name, ip=spec.ip, ip6=spec.ip6,
                                     mac=spec.mac, aliases=spec.aliases, ports=spec.ports)
 
     def join(self, endpoint: str, sandbox: str, ifname: str = "") -> Endpoint:
+        limits.check_field("join", "ifname", ifname)
         with self.lock:
             return self._eps.join(endpoint, sandbox, ifname)
 
@@ -239,6 +260,7 @@ class Controller:
             return self._eps.delete(endpoint)
 
     def connect(self, spec: ConnectSpec) -> Endpoint:
+        limits.check_spec("connect", spec)
         with self.lock:
             return self._eps.connect(spec.network, spec.sandbox, ip=spec.ip, ip6=spec.ip6,
                                      mac=spec.mac, aliases=spec.aliases, ports=spec.ports,
@@ -251,6 +273,7 @@ class Controller:
     # ----------------------------------------------------------------------- ports
     def publish(self, sandbox: str, specs: Sequence[str],
                 network: str | None = None) -> list[PortMapping]:
+        limits.check_field("publish", "ports", list(specs))
         with self.lock:
             sb = self._sbx.live(self.state.sandbox(sandbox))
             return self._pub.publish(sb, specs, network)

@@ -10,7 +10,8 @@ from cnm import names
 from cnm.core.state import State
 from cnm.dns.records import Entry
 from cnm.errors import InvalidArgument
-from cnm.model import Endpoint, Network, Sandbox
+from cnm.model import Endpoint, Network, Peer, Sandbox
+from cnm.undo import quietly
 
 
 class DnsView:
@@ -41,14 +42,25 @@ class DnsView:
                      sandbox_name=sb.name, names=held, ipv4=ep.ip4, ipv6=ep.ip6)
 
     def publish(self, net: Network, sb: Sandbox, ep: Endpoint, undo: ExitStack | None) -> None:
-        """The joined endpoint's names answer from the moment the operation returns."""
+        """The joined endpoint's names answer from the moment the operation returns; on a
+        global network, on every host of the cluster (and its data plane reaches it)."""
+        entry = self.entry(net, sb, ep)
         if self.named(net):
-            self.s.records.set(self.entry(net, sb, ep))
+            self.s.records.set(entry)
             if undo is not None:
                 undo.callback(self.s.records.remove, net.id, sb.id)
+        cluster = self.s.cluster
+        if net.scope == "global" and cluster is not None:
+            cluster.announce(Peer(network_id=net.id, endpoint_id=ep.id, sandbox_id=sb.id,
+                                  host="", mac=ep.mac, ipv4=ep.ipv4, ipv6=ep.ipv6,
+                                  sandbox_name=sb.name, names=entry.names, name=ep.name))
+            if undo is not None:
+                undo.callback(quietly(cluster.withdraw, net.id, sb.id))
 
     def withdraw(self, net: Network, sb_id: str) -> None:
         self.s.records.remove(net.id, sb_id)
+        if net.scope == "global" and self.s.cluster is not None:
+            self.s.cluster.withdraw(net.id, sb_id)
 
     def sync_listener(self, sb: Sandbox, eps: list[Endpoint], before: list[Endpoint],
                       undo: ExitStack | None) -> None:

@@ -195,6 +195,9 @@ class _Tx:
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._plan.add("store", f"delete endpoint {endpoint_id[:12]}")
 
+    def put_cursor(self, network_id: str, subnet: str, position: int) -> None:
+        pass  # bookkeeping of the addresses above, not a step of its own
+
 
 class _Store:
     def __init__(self, real: Store, plan: Plan) -> None:

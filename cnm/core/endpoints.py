@@ -21,7 +21,7 @@ from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import State
 from cnm.errors import AlreadyExists, Exhausted, InUse, InvalidArgument, NotFound
 from cnm.model import Endpoint, Network, Sandbox, now
-from cnm.store import Held
+from cnm.store import Held, Tx
 from cnm.undo import quietly
 
 log = logging.getLogger("cnm.core")
@@ -98,6 +98,7 @@ class Endpoints:
                                   undo=undo)
                 with self.s.store.transaction() as tx:
                     tx.put_endpoint(ep)
+                    self.save_positions(tx, net)
                 undo.pop_all()
             self.s.endpoints[ep.id] = ep
             return ep
@@ -206,9 +207,17 @@ class Endpoints:
         self.sbx.apply(sb, [*current, ep], list(current), undo)
         with self.s.store.transaction() as tx:
             tx.put_endpoint(ep)
+            self.save_positions(tx, self.s.networks[ep.network_id])
         undo.pop_all()
         self.s.endpoints[ep.id] = ep
         return ep
+
+    def save_positions(self, tx: Tx, net: Network) -> None:
+        """The IPAM's positions go into the same commit as the address they moved past."""
+        space = self.s.addresses.get(net.id)
+        if space is not None:
+            for subnet, position in space.positions().items():
+                tx.put_cursor(net.id, subnet, position)
 
     def connect(self, network: str, sandbox: str, *, ip: str | None = None,
                 ip6: str | None = None, mac: str | None = None, aliases: Sequence[str] = (),

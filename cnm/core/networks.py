@@ -86,7 +86,8 @@ class Networks:
             taken += elsewhere
             subnets = plan_subnets(spec.subnets, spec.gateways, spec.ip_ranges,
                                    spec.aux_addresses, ipv6=spec.ipv6,
-                                   pools=self.s.config.pools, taken=taken, routes=routes)
+                                   pools=self.s.config.global_pools if caps.scope == "global"
+                                   else self.s.config.pools, taken=taken, routes=routes)
         elif spec.subnets or spec.gateways or spec.ip_ranges or spec.aux_addresses:
             raise InvalidArgument(f"driver {spec.driver} does not take IPAM options")
         net = dataclasses.replace(net, subnets=subnets)
@@ -123,7 +124,8 @@ class Networks:
                 nf.add_network(rules, others + [rules])
             undo.pop_all()
         self.s.networks[net.id] = net
-        self.s.addresses[net.id] = NetworkAddresses(net.subnets)
+        self.s.addresses[net.id] = NetworkAddresses(net.subnets,
+                                                     scatter=net.scope == "global")
 
     def _unstore(self, network_id: str) -> None:
         with self.s.store.transaction() as tx:
@@ -139,6 +141,12 @@ class Networks:
                 self.add(net)
                 return net
             except Held as e:
+                if e.kind == "claim" and e.value not in self.s.driver(net).claims(
+                        self.plan(spec, elsewhere)):
+                    # A claim the driver picked at random (an overlay's VNI) was taken
+                    # elsewhere: a plan made again picks another.
+                    log.info("%s was taken elsewhere; picking another", e.value)
+                    continue
                 if e.kind != "subnet" or spec.subnets:
                     raise
                 log.info("subnet %s was taken elsewhere; picking another", e.value)

@@ -39,7 +39,8 @@ class Reconciler:
         s.networks = {n.id: n for n in state.networks}
         s.sandboxes = {x.id: x for x in state.sandboxes}
         s.endpoints = EndpointTable(state.endpoints)
-        s.addresses = {n.id: NetworkAddresses(n.subnets) for n in state.networks}
+        s.addresses = {n.id: NetworkAddresses(n.subnets, scatter=n.scope == "global")
+                       for n in state.networks}
         # The store holds each local network's driver claims (a store written by an older
         # cnm has none yet): put them again, which changes nothing when they are there.
         with s.store.transaction() as tx:
@@ -54,6 +55,9 @@ class Reconciler:
             for a in e.cidrs:
                 if space is not None:
                     space.mark(a, s.holder(e))
+        for nid, positions in state.cursors.items():
+            if nid in s.addresses:
+                s.addresses[nid].restore(positions)
         self.nets.ensure_predefined()
         self.reconcile()
         if s.netfilter is not None:

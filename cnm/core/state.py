@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cnm import sandboxfile
 from cnm.dns.records import Records
@@ -15,7 +15,7 @@ from cnm.dns.server import DnsServer
 from cnm.drivers.base import Capabilities, Context, Driver
 from cnm.errors import InvalidArgument, NotFound
 from cnm.ipam import DEFAULT_POOLS, NetworkAddresses, Pool
-from cnm.model import Endpoint, Network, Sandbox
+from cnm.model import Endpoint, Network, Peer, Sandbox
 from cnm.netfilter import Netfilter
 from cnm.store import Store
 
@@ -27,6 +27,10 @@ class Config:
     # Path of the host namespace to manage; None manages the daemon's own namespace.
     host_netns: str | None = None
     pools: tuple[Pool, ...] = DEFAULT_POOLS
+    # Automatic subnets of global (overlay) networks: Docker's overlay pool, 10.0.0.0/8 in
+    # /24s (IPv6 from the local pools' ULA).
+    global_pools: tuple[Pool, ...] = (Pool("10.0.0.0/8", 24),
+                                      *(p for p in DEFAULT_POOLS if ":" in p.base))
     # None: 172.17.0.0/16 unless it overlaps something, then the pools.
     default_bridge_subnet: str | None = None
     default_bridge_name: str = "cnm0"
@@ -34,6 +38,15 @@ class Config:
 
 
 T = TypeVar("T", Network, Sandbox, Endpoint)
+
+
+class Announcer(Protocol):
+    """Tells the other hosts of a cluster about this host's joined endpoints on global
+    networks (cnm.cluster): raises when the cluster store cannot be reached."""
+
+    def announce(self, peer: Peer) -> None: ...
+
+    def withdraw(self, network_id: str, sandbox_id: str) -> None: ...
 
 
 class EndpointTable(Mapping[str, Endpoint]):
@@ -108,6 +121,10 @@ class State:
         self.sandboxes: dict[str, Sandbox] = {}
         self.endpoints = EndpointTable()
         self.addresses: dict[str, NetworkAddresses] = {}
+        # Set when this host is part of a cluster (a global store).
+        self.cluster: Announcer | None = None
+        # Global networks' joined endpoints on other hosts: network id -> endpoint id -> Peer.
+        self.peers: dict[str, dict[str, Peer]] = {}
         # Set once cnm's table exists (start builds it after reconcile).
         self.fw_built = False
         # Writes a sandbox's files (hosts, resolv.conf); a dry run notes them instead.

@@ -23,12 +23,16 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cnm import names
 from cnm.errors import AlreadyExists, Conflict, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
+from cnm.kernel.announce import announce
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
-from cnm.kernel.ports import HostPort, Occupied, SandboxPort
+from cnm.kernel.ports import HostPort, Occupied, SandboxPort, VxlanSpec
 from cnm.kernel.ports import LinkInfo as LinkInfo  # re-exported: its old home
 from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
+# Gratuitous ARP / unsolicited NA for a joined endpoint: how many, how far apart (s).
+ANNOUNCEMENTS = 3
+ANNOUNCE_INTERVAL = 0.5
 DNS_ADDRESS = "127.0.0.11"  # Docker's: resolv.conf in sandboxes on DNS networks names it
 log = logging.getLogger("cnm.kernel")
 
@@ -197,6 +201,85 @@ class HostLinks:
             return created
 
         return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"bridge {name}"))
+
+    def mtu_towards(self, address: str) -> int:
+        """The MTU of the host link that holds ``address`` (an overlay's underlay)."""
+
+        def run(ipr: IPRoute) -> int:
+            want = str(netaddr.IPAddress(address))
+            for a in ipr.get_addr():
+                if a.get("IFA_ADDRESS") == want or a.get("IFA_LOCAL") == want:
+                    return int(ipr.get_links(a["index"])[0].get("IFLA_MTU"))
+            raise NotFound(f"no link of the host namespace holds the address {address}",
+                           hint="--advertise-addr must be an address of this host")
+
+        return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"address {address}"))
+
+    def ensure_vxlan(self, spec: VxlanSpec) -> bool:
+        """The VXLAN device of ``spec`` (no learning, ARP/ND proxy), a port of its bridge,
+        up. True if created."""
+
+        def run(ipr: IPRoute) -> bool:
+            index = _lookup(ipr, spec.name)
+            created = index is None
+            if index is not None:
+                if ipr.get_links(index)[0].get("IFLA_IFALIAS") != spec.alias:
+                    raise AlreadyExists(f"link {spec.name} already exists in the host "
+                                        "namespace and is not this network's VXLAN device")
+            else:
+                local = {"vxlan_local6" if ":" in spec.local else "vxlan_local": spec.local}
+                ipr.link("add", ifname=spec.name, kind="vxlan", vxlan_id=spec.vni,
+                         vxlan_port=spec.port, vxlan_learning=0, vxlan_proxy=1,
+                         mtu=spec.mtu, **local)
+                index = _index(ipr, spec.name)
+            try:
+                ipr.link("set", index=index, ifalias=spec.alias,
+                         master=_index(ipr, spec.master), state="up")
+            except BaseException:
+                if created:
+                    ipr.link("del", index=index)
+                raise
+            return created
+
+        return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"vxlan {spec.name}"))
+
+    def set_peer(self, device: str, mac: str, addresses: Sequence[str], vtep: str,
+                 present: bool) -> None:
+        """Frames for ``mac`` go to ``vtep`` on VXLAN ``device``, whose proxy answers ARP/ND
+        for ``addresses`` with it (``present``); or no longer. Gone is fine."""
+
+        def run(ipr: IPRoute) -> None:
+            index = _lookup(ipr, device)
+            if index is None:
+                return
+            # NTF_SELF (2): the VXLAN device's own table, not the bridge's; NUD_PERMANENT.
+            if present:
+                with contextlib.suppress(NetlinkError):  # a second append of the same entry
+                    ipr.fdb("append", ifindex=index, lladdr=mac, dst=vtep, NDA_FLAGS=2,
+                            state=128)
+                for a in addresses:
+                    ipr.neigh("replace", dst=a.partition("/")[0], lladdr=mac, ifindex=index,
+                              state=128)
+                return
+            for a in addresses:
+                with contextlib.suppress(NetlinkError):
+                    ipr.neigh("del", dst=a.partition("/")[0], lladdr=mac, ifindex=index)
+            with contextlib.suppress(NetlinkError):
+                ipr.fdb("del", ifindex=index, lladdr=mac, dst=vtep, NDA_FLAGS=2)
+
+        self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"peer {mac} on {device}"))
+
+    def ports_of(self, bridge: str) -> list[str]:
+        """The names of the bridge's ports (none when it does not exist)."""
+
+        def run(ipr: IPRoute) -> list[str]:
+            index = _lookup(ipr, bridge)
+            if index is None:
+                return []
+            return [str(m.get("IFLA_IFNAME")) for m in ipr.get_links()
+                    if m.get("IFLA_MASTER") == index]
+
+        return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"ports of {bridge}"))
 
     def set_hairpin(self, name: str) -> None:
         """Let a bridge port send frames back out the port they came in on."""
@@ -384,6 +467,23 @@ class SandboxLinks:
             h.rtnl.set_link(index, up=True)
 
         self._v.call(path, lambda h: netlink_call(lambda: run(h), f"configure {ifname}"))
+        if addresses:
+            self._announce(path, ifname, list(addresses), ANNOUNCEMENTS)
+
+    def _announce(self, path: str, ifname: str, addresses: list[str], left: int) -> None:
+        """Announce the addresses now and again after a while, ``left`` times in all (as
+        Docker does: the first may be sent before the new link's queue is up). Best
+        effort: a sandbox that went meanwhile, or a link without ARP, just stops it."""
+        try:
+            self._v.call(path, lambda h: announce(ifname, addresses))
+        except Exception as e:  # noqa: BLE001 - an announcement is a courtesy, not a step
+            log.debug("announcing %s on %s in %s: %s", addresses, ifname, path, e)
+            return
+        if left > 1:
+            timer = threading.Timer(ANNOUNCE_INTERVAL, self._announce,
+                                    (path, ifname, addresses, left - 1))
+            timer.daemon = True
+            timer.start()
 
     def set_default_routes(self, path: str, routes: Sequence[tuple[int, str, str]],
                            known: Sequence[tuple[int, str, str]] | None = None) -> None:

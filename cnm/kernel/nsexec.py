@@ -28,6 +28,14 @@ from cnm.kernel.netns import (
 )
 
 
+class CommandFailed(InvalidArgument):
+    """The command could not be run: not found (``not_found``), or not executable."""
+
+    def __init__(self, message: str, not_found: bool) -> None:
+        super().__init__(message)
+        self.not_found = not_found
+
+
 def exec_in(netns_path: str, files: Mapping[str, str], hostname: str | None,
             argv: Sequence[str]) -> NoReturn:
     """Enter the sandbox and exec ``argv``; returns only by raising."""
@@ -51,4 +59,6 @@ def exec_in(netns_path: str, files: Mapping[str, str], hostname: str | None,
     try:
         os.execvp(argv[0], list(argv))
     except FileNotFoundError:
-        raise InvalidArgument(f"command not found: {argv[0]}") from None
+        raise CommandFailed(f"command not found: {argv[0]}", not_found=True) from None
+    except (PermissionError, IsADirectoryError, OSError) as e:
+        raise CommandFailed(f"cannot run {argv[0]}: {e.strerror}", not_found=False) from None

@@ -60,6 +60,19 @@ class SlaveSpec:
 
 
 @dataclass(frozen=True)
+class VxlanSpec:
+    """An overlay network's VXLAN device in the host namespace."""
+
+    name: str
+    alias: str
+    vni: int
+    port: int
+    local: str  # this host's underlay address (the VTEP)
+    master: str  # the network's bridge
+    mtu: int
+
+
+@dataclass(frozen=True)
 class Occupied:
     """A range the host namespace already uses: an address on a link, or a route via one."""
 
@@ -152,6 +165,25 @@ class HostPort(Protocol):
 
     def occupied(self) -> list[Occupied]:
         """Every address (not loopback or link-local) and non-default route of the host."""
+        ...
+
+    def mtu_towards(self, address: str) -> int:
+        """The MTU of the host link that holds ``address`` (an overlay's underlay)."""
+        ...
+
+    def ensure_vxlan(self, spec: VxlanSpec) -> bool:
+        """The VXLAN device of ``spec`` (no learning, ARP/ND proxy), a port of its bridge,
+        up. True if created."""
+        ...
+
+    def set_peer(self, device: str, mac: str, addresses: Sequence[str], vtep: str,
+                 present: bool) -> None:
+        """Frames for ``mac`` go to ``vtep`` on VXLAN ``device``, whose proxy answers ARP/ND
+        for ``addresses`` with it (``present``); or no longer. Gone is fine."""
+        ...
+
+    def ports_of(self, bridge: str) -> list[str]:
+        """The names of the bridge's ports (none when it does not exist)."""
         ...
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cnm.errors import Conflict
@@ -48,6 +48,8 @@ class State:
     networks: list[Network]
     sandboxes: list[Sandbox]
     endpoints: list[Endpoint]
+    # network id -> subnet -> where its IPAM goes on picking (``Tx.put_cursor``)
+    cursors: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Tx(Protocol):
@@ -75,6 +77,12 @@ class Tx(Protocol):
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         """The endpoint and its published ports."""
+        ...
+
+    def put_cursor(self, network_id: str, subnet: str, position: int) -> None:
+        """Where the IPAM of ``subnet`` goes on picking: kept, so that after a restart a
+        just-freed address is not handed straight out again while peers still cache its
+        old MAC. Gone with its network."""
         ...
 
 

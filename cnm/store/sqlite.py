@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS subnets (
     network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
     family INTEGER NOT NULL, first TEXT NOT NULL, last TEXT NOT NULL, cidr TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS subnets_by_first ON subnets (family, first);
+CREATE TABLE IF NOT EXISTS cursors (
+    network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+    subnet TEXT NOT NULL, position TEXT NOT NULL,
+    PRIMARY KEY (network_id, subnet));
 CREATE TABLE IF NOT EXISTS claims (
     claim TEXT PRIMARY KEY,
     network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE);
@@ -162,17 +166,24 @@ class Tx:
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._x("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
 
+    def put_cursor(self, network_id: str, subnet: str, position: int) -> None:
+        # TEXT: an IPv6 position does not fit SQLite's 64-bit integers.
+        self._x("INSERT INTO cursors (network_id, subnet, position) VALUES (?, ?, ?) "
+                "ON CONFLICT (network_id, subnet) DO UPDATE SET position = excluded.position",
+                (network_id, subnet, str(position)))
+
 
 class SqliteStore:
     """SQLite in WAL mode; commits do not fsync (synchronous=NORMAL), which is durable
     across a daemon crash and costs microseconds instead of milliseconds."""
 
     def __init__(self, state_dir: str) -> None:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.path = os.path.join(state_dir, "cnm.db")
+        _private(state_dir, self.path)
         self._lock = threading.Lock()
         self._c = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._c.execute("PRAGMA journal_mode=WAL")
+        _private(state_dir, self.path)  # the -wal and -shm files exist now
         self._c.execute("PRAGMA synchronous=NORMAL")
         self._c.execute("PRAGMA foreign_keys=ON")
         has_meta = self._c.execute(
@@ -266,11 +277,27 @@ class SqliteStore:
                 ports.setdefault(eid, []).append(json.loads(doc))
             eps = [Endpoint.from_dict({**json.loads(doc), "ports": ports.get(eid, [])})
                    for eid, doc in self._c.execute("SELECT id, doc FROM endpoints")]
-        return State(nets, sbs, eps)
+            cursors: dict[str, dict[str, int]] = {}
+            for nid, subnet, position in self._c.execute(
+                    "SELECT network_id, subnet, position FROM cursors"):
+                cursors.setdefault(nid, {})[subnet] = int(position)
+        return State(nets, sbs, eps, cursors)
 
     def close(self) -> None:
         with self._lock:
             self._c.close()
+
+
+def _private(state_dir: str, path: str) -> None:
+    """The store holds every network's layout: the state dir 0700 and the database and its
+    -wal and -shm files 0600, even when an older cnm (or an admin) made them wider. SQLite
+    makes the -wal and -shm files with the database file's mode."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
 
 
 def _held(message: str, e: Endpoint) -> Held | None:

@@ -45,6 +45,7 @@ from cnm.kernel.ports import (
     ParentInfo,
     SandboxPort,
     SlaveSpec,
+    VxlanSpec,
     unsupported,
 )
 
@@ -322,6 +323,8 @@ class FakeHostLinks(_Faultable):
     def __init__(self, kernel: FakeKernel | None = None) -> None:
         self.kernel = kernel or FakeKernel()
         self.closed = False
+        # VXLAN device -> {MAC: (VTEP, addresses)}: what set_peer programmed.
+        self.peers: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {}
         self._init_faults()
 
     def _ns(self) -> FakeNamespace:
@@ -393,6 +396,47 @@ class FakeHostLinks(_Faultable):
             _add_addresses(link, addresses)
             link.up = True
             return created
+
+    def mtu_towards(self, address: str) -> int:
+        self._enter("mtu_towards", address)
+        with self.kernel.lock:
+            for link in self._ns().links.values():
+                if any(a.partition("/")[0] == address for a in link.addresses):
+                    return link.mtu or 1500
+        raise NotFound(f"no link of the host namespace holds the address {address}")
+
+    def ensure_vxlan(self, spec: VxlanSpec) -> bool:
+        self._enter("ensure_vxlan", spec)
+        with self.kernel.lock:
+            link = self._ns().links.get(spec.name)
+            created = link is None
+            if link is None:
+                link = self.kernel.add_link(HOST, spec.name, "vxlan", f"vxlan {spec.name}",
+                                            mtu=spec.mtu, mode=f"vni {spec.vni}")
+            elif link.alias != spec.alias:
+                raise AlreadyExists(f"link {spec.name} already exists in the host namespace")
+            link.alias = spec.alias
+            link.master = self._ns().links[spec.master]
+            link.up = True
+            return created
+
+    def set_peer(self, device: str, mac: str, addresses: Sequence[str], vtep: str,
+                 present: bool) -> None:
+        self._enter("set_peer", device, mac, addresses, vtep, present)
+        with self.kernel.lock:
+            if device not in self._ns().links:
+                return
+            table = self.peers.setdefault(device, {})
+            if present:
+                table[mac] = (vtep, tuple(addresses))
+            else:
+                table.pop(mac, None)
+
+    def ports_of(self, bridge: str) -> list[str]:
+        self._enter("ports_of", bridge)
+        with self.kernel.lock:
+            return [x.name for x in self._ns().links.values()
+                    if x.master is not None and x.master.name == bridge]
 
     def delete_link(self, name: str) -> None:
         self._enter("delete_link", name)

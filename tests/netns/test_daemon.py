@@ -179,7 +179,12 @@ def test_cli_network_and_sandbox_lifecycle(daemon: Daemon, host_ns: HostNs,
     ok(d, "network", "create", "--subnet", "10.42.0.0/24", "spare")
     assert ok(d, "network", "rm", "spare").strip() == "spare"
     ok(d, "network", "create", "--subnet", "10.43.0.0/24", "unused")
-    assert sorted(ok(d, "network", "prune").split()) == ["unused", "web"]
+    # prune asks first (docker's question): no answer keeps everything; -f does not ask.
+    r = d.cli("network", "prune")
+    assert r.returncode == 0 and r.stdout.startswith("WARNING! This will remove")
+    assert {n["name"] for n in json.loads(ok(d, "network", "ls", "--format", "json"))} >= {
+        "unused", "web"}
+    assert sorted(ok(d, "network", "prune", "-f").split()) == ["unused", "web"]
     assert {n["name"] for n in json.loads(ok(d, "network", "ls", "--format", "json"))} == {
         "bridge", "host", "none"}
     assert names.bridge_name(net_id) not in links(host_ns.path)
@@ -195,6 +200,28 @@ def test_sandbox_exec_passes_the_exit_status_and_refuses_no_command(daemon: Daem
     r = fails(daemon, "sandbox", "exec", "n")
     assert r.returncode == 2
     assert "no command" in r.stderr
+
+
+def test_sandbox_exec_exits_126_and_127_like_docker(daemon: Daemon, tmp_path: Path) -> None:
+    ok(daemon, "sandbox", "create", "--network", "none", "n")
+    r = fails(daemon, "sandbox", "exec", "n", "--", "no-such-command-here", "x")
+    assert r.returncode == 127
+    assert r.stderr == "error: command not found: no-such-command-here\n"
+    script = tmp_path / "not-executable.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    r = fails(daemon, "sandbox", "exec", "n", "--", str(script))
+    assert r.returncode == 126
+    assert r.stderr.startswith(f"error: cannot run {script}: Permission denied")
+    r = fails(daemon, "sandbox", "exec", "n", "--", str(tmp_path))
+    assert r.returncode == 126
+    # cnm's own failure to enter the sandbox (its namespace gone behind cnm's back): 125.
+    netns = json.loads(ok(daemon, "sandbox", "inspect", "n"))[0]["netns"]
+    run("umount", netns)
+    os.unlink(netns)
+    r = fails(daemon, "sandbox", "exec", "n", "--", "true")
+    assert r.returncode == 125
+    assert r.stderr.startswith("error: cannot enter sandbox n: ")
 
 
 # --------------------------------------------------------------------------- exit codes
@@ -526,3 +553,19 @@ def test_cnmd_refuses_bad_arguments_clearly(host_ns: HostNs, tmp_path: Path,
     assert f"cnmd: error: {message}" in r.stderr
     assert "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "cnm.sock")
+
+
+def test_inspect_names_the_real_host_links(daemon: Daemon, host_ns: HostNs) -> None:
+    """What inspect says to run tcpdump on is there: the bridge, and each endpoint's veth
+    on it, in the host namespace cnmd manages."""
+    ok(daemon, "network", "create", "--subnet", "10.46.0.0/24", "web")
+    ok(daemon, "sandbox", "create", "--network", "web", "a")
+    [web] = inspect(daemon, "network", "web")
+    [(sb_id, c)] = web["containers"].items()
+    assert c["name"] == "a" and sb_id == inspect(daemon, "sandbox", "a")[0]["id"]
+    on_bridge = json.loads(run("ip", "-n", host_ns.name, "-j", "link", "show", "master",
+                               web["link"]).stdout)
+    assert [link["ifname"] for link in on_bridge] == [c["host_link"]]
+    mac_in_sandbox = json.loads(in_ns(inspect(daemon, "sandbox", "a")[0]["netns"], "ip", "-j",
+                                      "link", "show", "eth0").stdout)[0]["address"]
+    assert mac_in_sandbox == c["mac_address"]

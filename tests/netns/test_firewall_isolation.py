@@ -112,6 +112,35 @@ def test_internal_network_has_nothing_in_or_out_but_its_sandboxes_meet(
     assert blocked(i1, "tcp", "10.84.0.2", 80)
 
 
+def test_an_internal_sandbox_with_its_own_default_route_reaches_no_host_address(
+        stack: Stack, out: Outside, servers: Servers) -> None:
+    """The sandbox controls its routing table (CAP_NET_ADMIN inside): with a default route
+    of its own, the host's addresses and other networks' gateways are one hop away, and
+    only the firewall's input hook keeps them from it (finding 4 of issue 13)."""
+    c = stack.controller
+    c.create_network(NetworkSpec(name="vault", subnets=("10.87.0.0/24", "fd00:87::/64"),
+                                 ipv6=True, internal=True))
+    c.create_network(NetworkSpec(name="web", subnets=("10.88.0.0/24", "fd00:88::/64"),
+                                 ipv6=True))
+    c.create_sandbox(SandboxSpec(name="i1", network="vault"))
+    c.create_sandbox(SandboxSpec(name="w1", network="web"))
+    i1, w1 = stack.netns("i1"), stack.netns("w1")
+    in_ns(i1, "ip", "route", "add", "default", "dev", "eth0")
+    in_ns(i1, "ip", "-6", "route", "add", "default", "dev", "eth0")
+    servers.start(stack.host_ns.path, 7100, v6=True)
+    targets = [HOST4, HOST6, "10.88.0.1", "10.87.0.1", "fd00:88::1", "fd00:87::1"]
+    for address in targets:
+        # The server listens on every host address: the other network's sandbox gets in.
+        if address not in ("10.87.0.1", "fd00:87::1"):
+            assert peer(w1, "tcp", address, 7100) is not None, address
+        assert blocked(i1, "tcp", address, 7100), address
+        assert blocked(i1, "udp", address, 7100), address
+        assert not can_ping(i1, address), address
+    # The host still reaches into the internal network (replies are not dropped).
+    servers.start(i1, 80)
+    assert peer(stack.host_ns.path, "tcp", "10.87.0.2", 80) == "10.87.0.1"
+
+
 def test_masquerade_true_shows_the_host_false_the_sandbox(
         stack: Stack, out: Outside, servers: Servers) -> None:
     c = stack.controller

@@ -108,7 +108,7 @@ def test_unknown_driver(ctl: Controller) -> None:
     with pytest.raises(InvalidArgument) as e:
         ctl.create_network(NetworkSpec("x", driver="weave"))
     assert "'weave'" in e.value.message
-    assert e.value.hint == "drivers: bridge, host, ipvlan, macvlan, null"
+    assert e.value.hint == "drivers: bridge, host, ipvlan, macvlan, null, overlay"
 
 
 def test_unknown_option(ctl: Controller, host: FakeHostLinks) -> None:

@@ -20,7 +20,7 @@ from cnm.errors import (
     NotFound,
     Unsupported,
 )
-from cnm.model import ConnectSpec, Endpoint, NetworkSpec, Sandbox, SandboxSpec
+from cnm.model import ConnectSpec, Endpoint, EndpointSpec, NetworkSpec, Sandbox, SandboxSpec
 from cnm.testing import FakeHostLinks, FakeKernel, FakeSandboxLinks
 
 MakeController = Callable[..., Controller]
@@ -448,6 +448,28 @@ def test_restart_keeps_networks_sandboxes_and_addresses(
     assert e.value.hint == 'by sandbox "db"'
     # The default bridge kept its subnet and name.
     assert again.network("bridge").id == before[0][1].id
+
+
+def test_restart_keeps_the_allocators_position(make_controller: MakeController) -> None:
+    """A just-freed address is not handed straight to a new sandbox after a restart (peers
+    may still cache its old MAC): the position of the in-order allocator is stored."""
+    ctl = make_controller()
+    ctl.create_network(NetworkSpec("blue", subnets=("10.10.0.0/24", "fd00:10::/64"),
+                                   ipv6=True))
+    for name in ("a", "b", "c"):
+        ctl.create_sandbox(SandboxSpec(name, network="blue"))
+    ctl.remove_sandbox("c")  # held .4 and ::4, the latest picks
+    ctl.create_endpoint(EndpointSpec("blue", "e"))  # .5 by endpoint create, then freed
+    ctl.delete_endpoint("e")
+
+    again = make_controller()
+    sb = again.create_sandbox(SandboxSpec("d", network="blue"))
+    ep = only_endpoint(again, sb)
+    assert (ep.ipv4, ep.ipv6) == ("10.10.0.6/24", "fd00:10::6/64")
+    # A third start goes on from there, not from the last stored endpoint.
+    third = make_controller()
+    assert only_endpoint(third, third.create_sandbox(
+        SandboxSpec("x", network="blue"))).ipv4 == "10.10.0.7/24"
 
 
 def test_restart_after_reboot_drops_lost_sandboxes_and_rebuilds_bridges(

@@ -27,6 +27,8 @@ PACKAGES = TOP / "scripts" / "packages.sh"
     (["timeout", "-s", "KILL", "5", "dig", "a"], ["timeout", "dig"]),
     ([sys.executable, "-m", "cnm", "sandbox", "exec", "a", "--", "dig", "+short", "b"], ["dig"]),
     ([sys.executable, "-m", "cnm", "network", "ls"], []),
+    # A file the test wrote itself is no package's program.
+    ([sys.executable, "-m", "cnm", "sandbox", "exec", "a", "--", "/tmp/t/run.sh"], []),
 ])
 def test_the_wrappers_are_looked_through(argv: list[str], expected: list[str]) -> None:
     assert programs_of(argv) == expected
@@ -37,6 +39,7 @@ def test_a_program_no_step_names_is_reported() -> None:
     rec.note(["nsenter", "--net=/x", "dig", "a"], shell=False)
     rec.note(["nsenter", "--net=/x", "warpdrive", "--engage"], shell=False)
     rec.note("sleep 1", shell=True)
+    rec.note(["nsenter", "--net=/x", "no-such-command-here"], shell=False)  # on purpose
     assert list(rec.unlisted()) == ["warpdrive"]
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -350,3 +351,22 @@ def test_a_version_3_store_gets_its_subnets_held(tmp_path: Path) -> None:
     assert store._c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (
         str(SCHEMA_VERSION),)
     store.close()
+
+
+def test_the_store_is_private_even_where_it_was_not(tmp_path: Path) -> None:
+    """An existing state dir of 0755 and a cnm.db of 0644 (an older cnm, a careless admin):
+    once the store opens, the dir is 0700 and the database, -wal and -shm 0600."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    (state / "cnm.db").touch(mode=0o644)
+    (state / "cnm.db").chmod(0o644)
+    store = Store(str(state))
+    try:
+        with store.transaction() as tx:
+            tx.put_sandbox(Sandbox(id="s" * 64, name="s", hostname="s", created="now"))
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        for name in ("cnm.db", "cnm.db-wal", "cnm.db-shm"):
+            assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+    finally:
+        store.close()

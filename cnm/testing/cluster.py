@@ -1,0 +1,300 @@
+"""A real etcd cluster, and hosts joined by an underlay, all in throwaway namespaces.
+
+``Etcd`` runs etcd members (Debian's etcd-server), each inside the namespace of the host it
+stands beside and listening on that host's underlay address; ``Underlay`` is a bridge in a
+namespace of its own with one veth per host. The tests, labs and benchmarks of the overlay
+build on them; every process and directory they made goes in ``close``, which the fixtures
+call in ``finally``. Nothing touches the machine's own namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnm import names
+from cnm.client import Client
+from cnm.testing.netns import Daemon, HostNs, run, unbind_all
+
+
+def _url(addr: str, port: int) -> str:
+    return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
+
+
+@dataclass
+class Member:
+    name: str
+    netns: str  # a path (/run/netns/X)
+    addr: str
+    data_dir: str
+    log: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return _url(self.addr, 2379)
+
+    @property
+    def peer_url(self) -> str:
+        return _url(self.addr, 2380)
+
+    @property
+    def endpoint(self) -> str:
+        return f"[{self.addr}]:2379" if ":" in self.addr else f"{self.addr}:2379"
+
+
+@dataclass
+class Etcd:
+    """An etcd cluster: one member per (netns path, address) given."""
+
+    members: list[Member]
+    token: str = field(default_factory=lambda: f"cnmtest-{secrets.token_hex(4)}")
+    base: str = ""
+
+    @classmethod
+    def make(cls, places: Sequence[tuple[str, str]]) -> Etcd:
+        base = tempfile.mkdtemp(prefix="cnm-etcd-")
+        members = [Member(f"e{i + 1}", ns, addr, os.path.join(base, f"e{i + 1}"),
+                          os.path.join(base, f"e{i + 1}.log"))
+                   for i, (ns, addr) in enumerate(places)]
+        return cls(members, base=base)
+
+    @property
+    def url(self) -> str:
+        """What cnmd's --cluster-store takes."""
+        return "etcd://" + ",".join(m.endpoint for m in self.members)
+
+    def start(self, name: str | None = None) -> None:
+        """Start every member (or the one named); a restarted member keeps its data."""
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            if (name is not None and m.name != name) or m.proc is not None:
+                continue
+            logf = open(m.log, "ab")  # noqa: SIM115 - owned by the process
+            m.proc = subprocess.Popen(
+                ["nsenter", f"--net={m.netns}", "etcd", "--name", m.name,
+                 "--data-dir", m.data_dir,
+                 "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+                 "--initial-cluster", cluster, "--initial-cluster-token", self.token,
+                 "--initial-cluster-state", "new",
+                 # Quick elections: a killed leader is replaced in well under a second.
+                 "--heartbeat-interval", "50", "--election-timeout", "500",
+                 "--max-txn-ops", "1024", "--logger", "zap", "--log-level", "warn"],
+                stdout=logf, stderr=logf, start_new_session=True)
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Until a member answers a linearizable read (so the cluster has a leader)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m in self.members:
+                if m.proc is None:
+                    continue
+                if m.proc.poll() is not None:
+                    raise RuntimeError(f"etcd {m.name} exited: {self.tail(m)}")
+                r = run("nsenter", f"--net={m.netns}", "etcdctl", "--endpoints", m.client_url,
+                        "--command-timeout=1s", "get", "health-probe", check=False,
+                        timeout=5)
+                if r.returncode == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("etcd has no quorum after "
+                           f"{timeout:g} s: {[self.tail(m) for m in self.members]}")
+
+    def tail(self, m: Member) -> str:
+        try:
+            with open(m.log) as f:
+                return f.read()[-1500:]
+        except OSError:
+            return ""
+
+    def kill(self, name: str) -> None:
+        """kill -9 one member."""
+        m = next(x for x in self.members if x.name == name)
+        if m.proc is not None:
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait(timeout=10)
+            m.proc = None
+
+    def close(self) -> None:
+        for m in self.members:
+            self.kill(m.name)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@dataclass
+class Underlay:
+    """A bridge in a namespace of its own and, per host namespace, a veth on it holding
+    the host's underlay address (``mtu`` on every link)."""
+
+    name: str
+    hosts: list[tuple[str, str, str]]  # (host ns name, address with prefix, link name)
+    mtu: int
+
+    @classmethod
+    def make(cls, host_namespaces: Sequence[str], addresses: Sequence[str],
+             mtu: int = 1500) -> Underlay:
+        name = f"cnmul-{secrets.token_hex(4)}"
+        run("ip", "netns", "add", name)
+        u = cls(name, [], mtu)
+        try:
+            run("ip", "-n", name, "link", "set", "lo", "up")
+            run("ip", "-n", name, "link", "add", "ul0", "mtu", str(mtu), "type", "bridge")
+            run("ip", "-n", name, "link", "set", "ul0", "up")
+            for i, (ns, addr) in enumerate(zip(host_namespaces, addresses, strict=True)):
+                port = f"ulp{i}"
+                run("ip", "-n", name, "link", "add", port, "mtu", str(mtu), "type", "veth",
+                    "peer", "name", "ul0", "netns", ns)
+                run("ip", "-n", name, "link", "set", port, "master", "ul0", "up")
+                run("ip", "-n", ns, "link", "set", "ul0", "mtu", str(mtu))
+                # (nodad: an IPv6 address usable at once)
+                run("ip", "-n", ns, "addr", "add", addr, "dev", "ul0",
+                    *(["nodad"] if ":" in addr else []))
+                run("ip", "-n", ns, "link", "set", "ul0", "up")
+                u.hosts.append((ns, addr, "ul0"))
+        except BaseException:
+            u.close()
+            raise
+        return u
+
+    def close(self) -> None:
+        run("ip", "netns", "del", self.name, check=False)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 15,
+             every: float = 0.05) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` (no timing is asserted: the
+    bound only ends a test that would otherwise hang)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"{what}: not so after {timeout:g} s")
+
+
+@dataclass
+class Host:
+    """One "host": a throwaway namespace, its underlay address, and its own cnmd."""
+
+    name: str
+    ns: HostNs
+    addr: str  # without its prefix
+    daemon: Daemon
+
+    def client(self) -> Client:
+        return self.daemon.client()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.daemon.cli(*args)
+
+    def vxlan(self, network: str) -> str:
+        net = self.client().network(network)
+        return f"{names.PREFIX}x{net['id'][:11]}"
+
+    def fdb(self, network: str) -> dict[str, str]:
+        """MAC -> VTEP of the VXLAN device of ``network`` on this host ({} without one)."""
+        r = run("bridge", "-n", self.ns.name, "-j", "fdb", "show", "dev", self.vxlan(network),
+                check=False)
+        if r.returncode != 0:
+            return {}
+        return {e["mac"]: e["dst"] for e in json.loads(r.stdout or "[]") if e.get("dst")}
+
+    def netns(self, sandbox: str) -> str:
+        sb = self.client().sandbox(sandbox)
+        return str(sb.get("netns") or os.path.join(self.daemon.run_dir, "netns", sb["id"]))
+
+
+@dataclass
+class Lab:
+    """``n`` hosts on one underlay (MTU ``mtu``), a 3-member etcd cluster on the first three
+    hosts' underlay addresses, and a cnmd per host in that cluster."""
+
+    hosts: list[Host]
+    underlay: Underlay
+    etcd: Etcd
+    base: str
+    ttl: int
+    extra: tuple[str, ...] = ()
+
+    @classmethod
+    def make(cls, n: int = 3, *, mtu: int = 1500, ipv6: bool = False, ttl: int = 3,
+             timeout: float = 2.0, members: int = 3, start: bool = True) -> Lab:
+        tag = secrets.token_hex(3)
+        base = tempfile.mkdtemp(prefix="cnm-lab-")
+        made: list[str] = []
+        underlay = etcd = None
+        hosts: list[Host] = []
+        try:
+            for i in range(n):
+                name = f"cnmtest-{tag}-h{i + 1}"
+                run("ip", "netns", "add", name)
+                made.append(name)
+                run("ip", "-n", name, "link", "set", "lo", "up")
+            addrs = ([f"fd00:cafe::{i + 1}/64" for i in range(n)] if ipv6 else
+                     [f"192.168.{200 + (i + 1) // 250}.{(i + 1) % 250 + 1}/16"
+                      for i in range(n)])
+            underlay = Underlay.make(made, addrs, mtu)
+            etcd = Etcd.make([(f"/run/netns/{made[i]}", addrs[i].split("/")[0])
+                              for i in range(min(members, n))])
+            etcd.start()
+            etcd.wait_healthy()
+            for i, name in enumerate(made):
+                d = os.path.join(base, f"h{i + 1}")
+                sock_dir = tempfile.mkdtemp(prefix="cnmtest-")
+                daemon = Daemon(HostNs(name, f"/run/netns/{name}"), Path(d) / "state",
+                                Path(d) / "run", os.path.join(sock_dir, "cnm.sock"),
+                                Path(d + ".log"))
+                os.makedirs(d, exist_ok=True)
+                hosts.append(Host(f"h{i + 1}", daemon.host_ns, addrs[i].split("/")[0],
+                                  daemon))
+            lab = cls(hosts, underlay, etcd, base, ttl,
+                      ("--cluster-store", etcd.url, "--cluster-ttl", str(ttl),
+                       "--cluster-timeout", str(timeout)))
+            if start:
+                for h in hosts:
+                    lab.start(h)
+            return lab
+        except BaseException:
+            for h in hosts:
+                h.daemon.stop()
+                unbind_all(h.daemon.run_dir)
+            if etcd is not None:
+                etcd.close()
+            if underlay is not None:
+                underlay.close()
+            for name in made:
+                run("ip", "netns", "del", name, check=False)
+            shutil.rmtree(base, ignore_errors=True)
+            raise
+
+    def start(self, h: Host) -> None:
+        h.daemon.start(*self.extra, "--advertise-addr", h.addr)
+
+    def kill9(self, h: Host) -> None:
+        assert h.daemon.proc is not None
+        h.daemon.proc.send_signal(signal.SIGKILL)
+        h.daemon.proc.wait(timeout=10)
+        h.daemon.proc = None
+
+    def close(self) -> None:
+        for h in self.hosts:
+            try:
+                h.daemon.stop()
+            finally:
+                unbind_all(h.daemon.run_dir)
+                shutil.rmtree(os.path.dirname(h.daemon.socket), ignore_errors=True)
+        self.etcd.close()
+        self.underlay.close()
+        for h in self.hosts:
+            run("ip", "netns", "del", h.ns.name, check=False)
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,93 @@
+"""The overlay's options, a cnmd without a cluster store refusing -d overlay (nothing
+changed), the cluster flags' errors, and the store URL."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnm import daemon
+from cnm.core import Controller
+from cnm.drivers.overlay import VNI_MAX, VNI_MIN, OverlayOptions
+from cnm.errors import InvalidArgument, Unsupported
+from cnm.model import NetworkSpec
+from cnm.store.etcdclient import parse_endpoints
+from cnm.testing import FakeHostLinks
+
+
+def test_options_parse_and_round_trip() -> None:
+    o = OverlayOptions.parse({"vni": "5000", "vxlan_port": "8472", "mtu": "1400"})
+    assert (o.vni, o.vxlan_port, o.mtu) == (5000, 8472, 1400)
+    assert OverlayOptions.parse(o.to_dict()) == o
+
+
+def test_a_vni_is_picked_in_range_and_kept() -> None:
+    picked = {OverlayOptions.parse({}).vni for _ in range(50)}
+    assert all(VNI_MIN <= v <= VNI_MAX for v in picked) and len(picked) > 40
+    o = OverlayOptions.parse({})
+    assert OverlayOptions.parse(o.to_dict()).vni == o.vni
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ({"vni": "4095"}, "vni"), ({"vni": str(2**24)}, "vni"), ({"vni": "x"}, "vni"),
+    ({"vxlan_port": "0"}, "vxlan_port"), ({"mtu": "60"}, "mtu"), ({"colour": "red"}, "colour"),
+])
+def test_bad_options_are_refused_by_name(raw: dict[str, str], says: str) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        OverlayOptions.parse(raw)
+    assert says in e.value.message
+
+
+def test_encryption_is_refused_as_unsupported() -> None:
+    with pytest.raises(Unsupported) as e:
+        OverlayOptions.parse({"encrypted": "true"})
+    assert "encrypted" in e.value.message
+    assert OverlayOptions.parse({"encrypted": "false"}).encrypted is False
+
+
+def test_without_a_cluster_store_overlay_is_refused_saying_what_is_missing(
+        ctl: Controller, host: FakeHostLinks) -> None:
+    before = sorted(n.name for n in ctl.store.load().networks)
+    links = sorted(host.live())
+    with pytest.raises(InvalidArgument) as e:
+        ctl.create_network(NetworkSpec("ov", driver="overlay"))
+    assert "cluster store" in e.value.message
+    assert e.value.hint is not None and "--cluster-store" in e.value.hint
+    assert "--advertise-addr" in e.value.hint
+    assert sorted(n.name for n in ctl.store.load().networks) == before
+    assert sorted(host.live()) == links
+
+
+def _cluster(*argv: str) -> object:
+    return daemon.cluster_from(daemon.parser().parse_args(list(argv)))
+
+
+def test_cluster_flags() -> None:
+    assert _cluster() is None
+    c = _cluster("--cluster-store", "etcd://10.0.0.1:2379,[fd00::2]:2379",
+                 "--advertise-addr", "10.0.0.1", "--cluster-ttl", "5")
+    assert c is not None
+    assert c.endpoints == (("10.0.0.1", 2379), ("fd00::2", 2379))  # type: ignore[attr-defined]
+    assert (c.advertise, c.ttl) == ("10.0.0.1", 5)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--cluster-store", "etcd://10.0.0.1:2379"], "--advertise-addr"),
+    (["--advertise-addr", "10.0.0.1"], "--cluster-store"),
+    (["--cluster-store", "http://10.0.0.1:2379", "--advertise-addr", "10.0.0.1"], "etcd://"),
+    (["--cluster-store", "etcd://10.0.0.1", "--advertise-addr", "10.0.0.1"], "ADDR:PORT"),
+    (["--cluster-store", "etcd://10.0.0.1:2379", "--advertise-addr", "nope"], "not an IP"),
+    (["--cluster-store", "etcd://10.0.0.1:2379", "--advertise-addr", "10.0.0.1",
+      "--cluster-ttl", "1"], "--cluster-ttl"),
+    (["--cluster-store", "etcd://10.0.0.1:2379", "--advertise-addr", "10.0.0.1",
+      "--cluster-store-ca", "/nonexistent/ca.pem"], "no such file"),
+])
+def test_bad_cluster_flags_say_what_is_wrong(argv: list[str], says: str) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        _cluster(*argv)
+    assert says in e.value.message
+
+
+def test_store_urls() -> None:
+    assert parse_endpoints("etcd://a:1,b:2") == [("a", 1), ("b", 2)]
+    with pytest.raises(InvalidArgument):
+        parse_endpoints("etcd://a:99999")
