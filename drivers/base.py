@@ -26,6 +26,9 @@ class Context:
 
     host: HostPort
     sandbox: SandboxPort
+    # A dry run's recorders: a driver whose work is not through them (a remote plugin's
+    # calls) must refuse rather than do it.
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from cnm import names
 from cnm.drivers.base import BaseDriver, Capabilities, Context, JoinInfo
-from cnm.errors import CnmError, InvalidArgument, Unavailable
+from cnm.errors import CnmError, InvalidArgument, Unavailable, Unsupported
 from cnm.model import Endpoint, Network
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
@@ -149,8 +149,14 @@ class RemoteDriver(BaseDriver[RemoteOptions]):
     def parse_options(self, raw: Mapping[str, str]) -> RemoteOptions:
         return RemoteOptions(dict(raw))
 
+    def _real(self, ctx: Context, what: str) -> None:
+        if ctx.dry_run:
+            raise Unsupported(f'--dry-run cannot plan {what} on plugin "{self.name}": '
+                              "the plugin would do it")
+
     # ---- networks
     def create_network(self, net: Network, ctx: Context) -> None:
+        self._real(ctx, "a network")
         data: dict[int, list[dict[str, Any]]] = {4: [], 6: []}
         for s in net.subnets:
             prefix = s.subnet.split("/")[1]
@@ -173,12 +179,14 @@ class RemoteDriver(BaseDriver[RemoteOptions]):
         """The plugin keeps its networks (Docker never sends CreateNetwork again)."""
 
     def delete_network(self, net: Network, ctx: Context) -> None:
+        self._real(ctx, "a network's removal")
         self.plugin.call("NetworkDriver.DeleteNetwork", {"NetworkID": net.id})
         super().delete_network(net, ctx)
 
     # ---- endpoints
     def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
                         holders: Callable[[], Sequence[str]], ctx: Context) -> None:
+        self._real(ctx, "an endpoint")
         answer = self.plugin.call("NetworkDriver.CreateEndpoint", {
             "NetworkID": net.id, "EndpointID": ep.id,
             "Interface": {"Address": ep.ipv4 or "", "AddressIPv6": ep.ipv6 or "",
@@ -194,10 +202,12 @@ class RemoteDriver(BaseDriver[RemoteOptions]):
                                       f"to {iface[key]}: cnm assigns it")
 
     def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        self._real(ctx, "an endpoint's removal")
         self.plugin.call("NetworkDriver.DeleteEndpoint",
                          {"NetworkID": net.id, "EndpointID": ep.id})
 
     def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
+        self._real(ctx, "a join")
         ids = {"NetworkID": net.id, "EndpointID": ep.id}
         answer = self.plugin.call("NetworkDriver.Join", {**ids, "SandboxKey": netns,
                                                           "Options": {}})
@@ -218,6 +228,7 @@ class RemoteDriver(BaseDriver[RemoteOptions]):
         return JoinInfo(interface=True, gateways=tuple(gateways))
 
     def leave(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> None:
+        self._real(ctx, "a leave")
         # Out of the sandbox first (the plugin cannot reach into it), then the plugin.
         ctx.sandbox.remove(netns, ep.ifname)
         self._src.pop(ep.id, None)

@@ -223,7 +223,7 @@ def dry_run(state: State, publishing: Publishing, op: Callable[[], T]) -> tuple[
              s.sandboxes, s.endpoints, s.addresses, publishing.index)
     s.ctx = Context(cast(HostPort, _Recorder(s.ctx.host, plan, "link", HOST_WRITES)),
                     cast(SandboxPort, _Recorder(s.ctx.sandbox, plan, "sandbox",
-                                                 SANDBOX_WRITES)))
+                                                 SANDBOX_WRITES)), dry_run=True)
     if s.netfilter is not None:
         nf = Netfilter(_Nft(s.netfilter.nft, plan))
         nf.ports = copy.deepcopy(s.netfilter.ports)

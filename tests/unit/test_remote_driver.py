@@ -174,3 +174,13 @@ def test_an_unknown_name_and_a_plugin_that_is_gone(pair: Pair) -> None:
     finally:
         dead.close()
     assert [n.name for n in c.list_networks()] == []
+
+
+def test_a_dry_run_never_asks_the_plugin(pair: Pair) -> None:
+    c = pair.client
+    spec = NetworkSpec(name="r", driver="cnm", subnets=("10.77.0.0/24",))
+    with pytest.raises(CnmError, match='--dry-run cannot plan a network on plugin "cnm"'):
+        c.dry_run(lambda: c.create_network(spec))
+    assert not [m for m, _ in pair.calls if m == "NetworkDriver.CreateNetwork"]
+    assert c.list_networks() == []
+    assert {n.name for n in pair.plugin.list_networks()} == {"bridge", "host", "none"}
