@@ -25,6 +25,8 @@ from cnm.api.server import claim_socket, serve
 from cnm.cluster import ClusterConfig
 from cnm.core import Config
 from cnm.dns.server import is_address
+from cnm.drivers.registry import builtin
+from cnm.drivers.remote import Drivers
 from cnm.errors import CnmError, InvalidArgument, exit_code
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
@@ -58,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--docker-plugin", default=DOCKER_PLUGIN, metavar="PATH|none",
                    help="serve Docker's network and IPAM plugin protocol on this socket, "
                         f"as the plugin 'cnm' (default {DOCKER_PLUGIN}; none: not at all)")
+    p.add_argument("--plugin-dir", default="/run/docker/plugins", metavar="DIR",
+                   help="where `network create -d NAME` finds Docker network plugins "
+                        "(NAME.sock) for cnm's remote driver (default /run/docker/plugins)")
     g = p.add_argument_group("cluster (overlay networks across hosts)")
     g.add_argument("--cluster-store", metavar="etcd://ADDR:PORT[,ADDR:PORT…]",
                    help="the etcd cluster every host shares: global networks live there")
@@ -188,8 +193,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         if plugin_path is not None:
             claim_socket(plugin_path)
         ns_lock = _lock_netns(config.host_netns)
+        drivers = Drivers(builtin(), os.path.abspath(args.plugin_dir), own=plugin_path)
         # Reconciles (and, in a cluster, resyncs from the store) before it serves.
-        stack = wiring.build(config, upstreams=args.dns, cluster=cluster)
+        stack = wiring.build(config, upstreams=args.dns, cluster=cluster, drivers=drivers)
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         server = serve(stack.controller, path)
         plugin = None
