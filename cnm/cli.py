@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
+    from cnm.tls import TlsFiles
+
 API_VERSION = "v1"
 
 
@@ -582,7 +584,16 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
     p = _Parser(prog="cnm", description="Container networks, endpoints and sandboxes: a "
                 "client of cnmd.", epilog="Run 'cnm COMMAND --help' for a command's flags.")
     p.add_argument("-H", "--host", default=os.environ.get("CNM_HOST", DEFAULT_HOST),
-                   help="daemon socket, unix://PATH (default: $CNM_HOST, else %(default)s)")
+                   help="daemon address, unix://PATH or tcp://HOST:PORT with --tlsverify "
+                        "(default: $CNM_HOST, else %(default)s)")
+    p.add_argument("--tlsverify", action="store_true",
+                   default=bool(os.environ.get("CNM_TLS_VERIFY")),
+                   help="talk mutual TLS to a daemon whose certificate the CA signed for "
+                        "HOST (env CNM_TLS_VERIFY)")
+    for flag, name in (("--tlscacert", "ca.pem"), ("--tlscert", "cert.pem"),
+                       ("--tlskey", "key.pem")):
+        p.add_argument(flag, metavar="FILE",
+                       help=f"default: $CNM_CERT_PATH/{name} (CNM_CERT_PATH: ~/.cnm)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--version", action="version", version=f"cnm {__version__}",
                    help="print the client's version and exit")
@@ -802,7 +813,7 @@ def _command_of(argv: Sequence[str]) -> tuple[str, str]:
     i = 0
     while i < len(argv) and len(words) < 2:
         a = argv[i]
-        if a in ("-H", "--host"):
+        if a in ("-H", "--host", "--tlscacert", "--tlscert", "--tlskey"):
             i += 1
         elif a.startswith("-"):
             if words:
@@ -832,6 +843,26 @@ def _parse(args_list: list[str]) -> argparse.Namespace:
     return args
 
 
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The client's TLS files (Docker's rules): with --tlsverify, each flag or else its file
+    in CNM_CERT_PATH (~/.cnm). A tcp:// host without --tlsverify is refused: the daemon
+    serves TCP with mutual TLS only."""
+    if not args.tlsverify:
+        if args.host.startswith("tcp://"):
+            raise InvalidArgument(f"{args.host} needs --tlsverify: cnmd serves TCP with "
+                                  "mutual TLS only",
+                                  hint="add --tlsverify (or CNM_TLS_VERIFY=1) and the "
+                                       "certificates (--tlscacert/--tlscert/--tlskey or "
+                                       "CNM_CERT_PATH)")
+        return None
+    from cnm.tls import TlsFiles  # ssl is for TLS only: not in every command's start-up
+
+    base = TlsFiles.from_dir(os.environ.get("CNM_CERT_PATH")
+                             or os.path.expanduser("~/.cnm"))
+    return TlsFiles(args.tlscacert or base.ca, args.tlscert or base.cert,
+                    args.tlskey or base.key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
@@ -843,7 +874,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return run(args_list[i + 1:])
         args = _parse(args_list)
-        client = Client(args.host)
+        files = tls_files(args)
+        client = Client(args.host) if files is None else Client(args.host, tls=files)
         try:
             rc: int = args.fn(client, args)
             return rc

@@ -1,4 +1,5 @@
-"""A client of the cnmd API over its unix socket. Errors come back as the same CnmError.
+"""A client of the cnmd API over its unix socket (or tcp:// with mutual TLS, through
+cnm.tlsclient). Errors come back as the same CnmError.
 
 Built on cnm-cni's minimal HTTP/1.1 client (``cnm.cni.wire``, over ``_socket``), not on
 http.client: the CLI is a process per command, and http.client (with the email package it
@@ -18,14 +19,29 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, NoReturn
 
+    from cnm.tls import TlsFiles
+
 
 class Client(Api):
-    """One keep-alive connection; not for use by several threads at once."""
+    """One keep-alive connection; not for use by several threads at once.
 
-    def __init__(self, host: str = DEFAULT_HOST, timeout: float = 60.0) -> None:
+    ``tls`` (the CA, certificate and key files) is required for ``tcp://HOST:PORT``: the
+    daemon's certificate must be signed by the CA and name HOST (cnm.tlsclient)."""
+
+    def __init__(self, host: str = DEFAULT_HOST, timeout: float = 60.0,
+                 tls: TlsFiles | None = None) -> None:
+        self._tls = None
+        if tls is not None and host.startswith("tcp://"):
+            from cnm.tlsclient import TlsDialer  # ssl only for TLS: not in every start-up
+
+            self._tls = TlsDialer(host, tls)
+            super().__init__(str(self._tls.address), timeout)
+            return
         super().__init__(parse_unix_address(host, Unavailable), timeout)
 
     def _connect(self) -> _socket.socket:
+        if self._tls is not None:
+            return self._tls.connect(self.timeout)  # type: ignore[return-value]
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.settimeout(self.timeout)
         try:

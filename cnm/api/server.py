@@ -672,6 +672,55 @@ class _Server(_Limits, socketserver.ThreadingMixIn, socketserver.UnixStreamServe
             log.exception("error serving a connection")
 
 
+class _TlsServer(_Server):
+    """The API over TCP, mutual TLS only. The handshake runs on the connection's own
+    thread (bounded like any connection, under the idle timeout), never in the accept
+    loop; a client the CA did not sign is refused there and the reason logged."""
+
+    address_family = socket.AF_INET
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, controller: Controller,
+                 context: ssl.SSLContext) -> None:
+        self.context = context
+        self.controller = controller
+        self._init_limits()
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        socketserver.TCPServer.__init__(self, (host, port), _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.idle_timeout)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, ssl.CertificateError, OSError) as e:
+            log.warning("refused a TLS client %s: %s", client_address[0], _why(e))
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                tls.close()
+
+
+def _why(err: BaseException) -> str:
+    from cnm.tls import explain
+
+    if isinstance(err, ssl.SSLError | ssl.CertificateError):
+        return explain(err)
+    return str(err)
+
+
+def serve_tls(controller: Controller, host: str, port: int,
+              context: ssl.SSLContext) -> _Server:
+    """Bind the API on tcp://HOST:PORT, serving only clients with a certificate signed by
+    ``context``'s CA (cnm.tls.server_context)."""
+    try:
+        return _TlsServer(host, port, controller, context)
+    except OSError as e:
+        raise from_errno(e.errno or 0, f"listen on tcp://{host}:{port}") from None
+
+
 def claim_socket(path: str) -> None:
     """Refuse ``path`` if a daemon listens there; remove a stale socket file left there."""
     if os.path.exists(path):
