@@ -525,6 +525,14 @@ def events(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+def completion(c: Client, a: argparse.Namespace) -> int:
+    """A bash or zsh completion script, generated from this parser (shtab)."""
+    import shtab
+
+    print(shtab.complete(build_parser(), a.shell))
+    return 0
+
+
 def _version_text(d: dict[str, Any]) -> str:
     out = ["Client:", f" Version:      {d['client']['version']}",
            f" API version:  {d['client']['api_version']}",
@@ -791,6 +799,9 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
                     help="only these: type=network|endpoint|sandbox|port, action=…, name=…, "
                          "id=… (repeatable)")
     fmt(sp, "table", short=True)
+    sp = leaf(groups, "completion", completion,
+              "print a shell completion script: source <(cnm completion bash)")
+    sp.add_argument("shell", choices=("bash", "zsh"), help="bash or zsh")
     groups.add_parser("daemon", help="run the daemon (same as cnmd)", add_help=False)
     return p
 

@@ -17,8 +17,10 @@ import socket
 import socketserver
 import ssl
 import stat
+import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -501,7 +503,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the rest of what it sent is not a request
             self._reply(http_status(e), {"error": e.to_dict()})
             return
+        started = time.monotonic()
         status, payload = dispatch(self.server.controller, self.command, self.path, raw)
+        if self.command not in ("GET", "HEAD"):
+            self._log_change(status, payload, time.monotonic() - started)
         if isinstance(payload, EventStream):
             self._stream(payload)
             return
@@ -541,6 +546,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if getattr(self, "command", None) != "HEAD":
             self.wfile.write(data)
+
+    def _log_change(self, status: int, payload: Any, took: float) -> None:
+        """One INFO line per call that changes something: who, what, result, duration."""
+        who = "unknown"
+        with contextlib.suppress(OSError, AttributeError):
+            pid, uid, gid = struct.unpack(
+                "3i", self.connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            who = f"uid={uid} pid={pid}"
+        error = payload.get("error") if isinstance(payload, dict) else None
+        result = f"{status} {error['code']}" if isinstance(error, dict) else str(status)
+        log.info("%s %s %s -> %s in %.1f ms", who, self.command, self.path, result,
+                 took * 1000, extra={"fields": {
+                     "who": who, "method": self.command, "path": self.path,
+                     "status": status, "ms": round(took * 1000, 2)}})
 
     def do_HEAD(self) -> None:
         """GET's status and headers (its Content-Length too), without the body."""

@@ -631,3 +631,37 @@ def test_cnm_events_follows_a_real_cnmd_in_order(daemon: Daemon) -> None:
     lines = ok(daemon, "events", "--since", str(start), "--until", "0s").splitlines()
     assert len(lines) == len(want)
     assert lines[0].endswith(" (driver=bridge, name=web)") and " network create " in lines[0]
+
+
+def test_cnmd_as_a_service_config_file_notify_and_json_logs(
+        daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started as systemd would (NOTIFY_SOCKET) with a configuration file: READY=1 arrives
+    once it answers (reconciled and listening), each change is one INFO line with who,
+    what, result and duration, in JSON; STOPPING=1 on SIGTERM."""
+    daemon.stop()
+    cfg = tmp_path / "daemon.json"
+    cfg.write_text(json.dumps({"log-format": "json", "log-level": "info",
+                               "default-address-pool": ["base=10.210.0.0/16,size=24"]}))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    try:
+        daemon.start("--config-file", str(cfg))
+        assert notify.recv(100) == b"READY=1"
+        info = json.loads(ok(daemon, "info", "--format", "json"))
+        assert info["default_address_pools"] == ["base=10.210.0.0/16,size=24"]  # the file's
+        ok(daemon, "network", "create", "--subnet", "10.49.0.0/24", "web")
+        fails(daemon, "network", "create", "web")
+        rc = daemon.stop()
+        assert rc == 0 and notify.recv(100) == b"STOPPING=1"
+    finally:
+        notify.close()
+    records = [json.loads(x) for x in daemon.log.read_text().splitlines()
+               if x.startswith("{")]
+    changes = [r for r in records if r["logger"] == "cnm.api" and r["level"] == "info"]
+    assert [(r["method"], r["path"], r["status"]) for r in changes] == [
+        ("POST", "/v1/networks", 201), ("POST", "/v1/networks", 409)]
+    assert changes[0]["who"].startswith(f"uid={os.getuid()} pid=")
+    assert changes[0]["ms"] >= 0 and "already-exists" in changes[1]["message"]
+    daemon.start()  # for the fixture's teardown
