@@ -478,6 +478,61 @@ def version(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+EVENT_KEYS = ("type", "action", "name", "id")
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    """docker's: time, type, action, id, then (attributes, name)."""
+    import datetime
+
+    stamp = datetime.datetime.fromtimestamp(e["time_nano"] // 10**9, datetime.UTC)
+    attrs = ", ".join(f"{k}={v}" for k, v in sorted({**e["attributes"],
+                                                      "name": e["name"]}.items()))
+    return (f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')}.{e['time_nano'] % 10**9:09d}Z "
+            f"{e['type']} {e['action']} {e['id']} ({attrs})")
+
+
+def events(c: Client, a: argparse.Namespace) -> int:
+    """Follow the changes (GET /v1/events) until --until, or Ctrl-C."""
+    from cnm import filters
+
+    query: list[tuple[str, str]] = []
+    for flag, value in (("since", a.since), ("until", a.until)):
+        if value is not None:
+            query.append((flag, repr(filters.until(value))))
+    for f in a.filter:
+        key, sep, value = f.partition("=")
+        if not sep or key not in EVENT_KEYS:
+            raise InvalidArgument(f"invalid filter {f!r}",
+                                  hint="filters: " + ", ".join(f"{k}=VALUE" for k in EVENT_KEYS))
+        query.append((key, value))
+    from cnm.client import quote
+
+    path = "/v1/events" + ("?" + "&".join(f"{k}={quote(v)}" for k, v in query) if query
+                           else "")
+    template = None
+    if a.format not in ("json", "table"):
+        from cnm.gotemplate import Template, records
+
+        template = Template(a.format)
+    for e in c.stream(path):
+        if a.format == "json":
+            print(json.dumps(e), flush=True)
+        elif template is not None:
+            print(template.render(records(e)), flush=True)
+        else:
+            print(_event_line(e), flush=True)
+    return 0
+
+
+def completion(c: Client, a: argparse.Namespace) -> int:
+    """A bash or zsh completion script, generated from this parser (shtab)."""
+    import shtab
+
+    print(shtab.complete(build_parser(), a.shell))
+    return 0
+
+
 def _version_text(d: dict[str, Any]) -> str:
     out = ["Client:", f" Version:      {d['client']['version']}",
            f" API version:  {d['client']['api_version']}",
@@ -734,6 +789,19 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
     fmt(sp, "table", short=True)
     sp = leaf(groups, "version", version, "show the client's and the daemon's versions")
     fmt(sp, "table", short=True)
+    sp = leaf(groups, "events", events, "follow the changes as they happen (one line each)")
+    sp.add_argument("--since", metavar="TIME",
+                    help="first the kept events (the last 1,024) from TIME: RFC 3339, Unix "
+                         "seconds, or a duration before now (10m) (default: only new ones)")
+    sp.add_argument("--until", metavar="TIME",
+                    help="stop at TIME (same forms) (default: follow until Ctrl-C)")
+    sp.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                    help="only these: type=network|endpoint|sandbox|port, action=…, name=…, "
+                         "id=… (repeatable)")
+    fmt(sp, "table", short=True)
+    sp = leaf(groups, "completion", completion,
+              "print a shell completion script: source <(cnm completion bash)")
+    sp.add_argument("shell", choices=("bash", "zsh"), help="bash or zsh")
     groups.add_parser("daemon", help="run the daemon (same as cnmd)", add_help=False)
     return p
 

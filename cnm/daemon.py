@@ -19,12 +19,14 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from cnm import __version__, wiring
+from cnm import __version__, service, wiring
 from cnm.api import listen
 from cnm.api.server import claim_socket
 from cnm.cluster import ClusterConfig
 from cnm.core import Config
 from cnm.dns.server import is_address
+from cnm.drivers.registry import builtin
+from cnm.drivers.remote import Drivers
 from cnm.errors import CnmError, InvalidArgument, exit_code
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
@@ -68,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--docker-plugin", default=DOCKER_PLUGIN, metavar="PATH|none",
                    help="serve Docker's network and IPAM plugin protocol on this socket, "
                         f"as the plugin 'cnm' (default {DOCKER_PLUGIN}; none: not at all)")
+    p.add_argument("--plugin-dir", default="/run/docker/plugins", metavar="DIR",
+                   help="where `network create -d NAME` finds Docker network plugins "
+                        "(NAME.sock) for cnm's remote driver (default /run/docker/plugins)")
     g = p.add_argument_group("cluster (overlay networks across hosts)")
     g.add_argument("--cluster-store", metavar="etcd://ADDR:PORT[,ADDR:PORT…]",
                    help="the etcd cluster every host shares: global networks live there")
@@ -82,7 +87,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--cluster-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="an operation needing the store fails after this (default 5)")
     g.add_argument("--cluster-prefix", default="/cnm/", help=argparse.SUPPRESS)
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="log at debug level")
+    # As a service (cnm/service.py): the configuration file, logging, systemd's readiness.
+    p.add_argument("--config-file", metavar="PATH",
+                   help="flags as JSON keys (\"state-dir\": \"/var/lib/cnm\"); flags given "
+                        f"here win (default {service.DEFAULT_CONFIG}, if it exists)")
+    p.add_argument("--log-level", choices=service.LEVELS, default="info",
+                   help="debug, info, warning or error (default info; --debug: debug)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text, or json: one object a line (default text)")
     p.add_argument("--version", action="version", version=f"cnmd {__version__}")
     return p
 
@@ -173,9 +186,14 @@ def _lock_netns(path: str | None) -> int:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        args = service.load_config(parser(), list(sys.argv[1:] if argv is None else argv))
+    except CnmError as e:
+        print(f"cnmd: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return exit_code(e)
+    service.setup_logging("debug" if args.debug else args.log_level, args.log_format)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -200,8 +218,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         if plugin_path is not None:
             claim_socket(plugin_path)
         ns_lock = _lock_netns(config.host_netns)
+        drivers = Drivers(builtin(), os.path.abspath(args.plugin_dir), own=plugin_path)
         # Reconciles (and, in a cluster, resyncs from the store) before it serves.
-        stack = wiring.build(config, upstreams=args.dns, cluster=cluster)
+        stack = wiring.build(config, upstreams=args.dns, cluster=cluster, drivers=drivers)
         # Listening only after reconcile: a client that connects sees a consistent daemon.
         listeners.start(stack.controller)
         plugin = None
@@ -220,7 +239,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         log.info("Docker plugin 'cnm' (NetworkDriver, IpamDriver) on %s", plugin_path)
     log.info("cnmd %s ready on %s (host namespace: %s)", __version__, listeners,
              config.host_netns or "own")
+    service.notify("READY=1")  # reconciled and listening: systemd's Type=notify
     stop.wait()
+    service.notify("STOPPING=1")
     log.info("stopping; networks and sandboxes stay as they are")
     listeners.close()
     if plugin is not None and plugin_path is not None:

@@ -7,6 +7,7 @@ unit tests give it the fakes of cnm.testing as ``Adapters``. Everything it made 
 
 from __future__ import annotations
 
+import copy
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,7 +90,9 @@ def build(config: Config, adapters: Adapters | None = None, *, firewall: bool = 
     host's resolv.conf) and cnm's firewall; started (reconciled) unless ``start`` is off.
     With ``cluster``, global networks live in its etcd and the overlay driver works."""
     adapters = adapters or kernel(config.host_netns)
-    drivers = dict(drivers if drivers is not None else builtin())
+    # A copy (a cluster's overlay replaces the stand-in), of the same kind: the daemon's
+    # table also finds Docker network plugins (remote.Drivers).
+    drivers = copy.copy(drivers) if drivers is not None else builtin()
     store: Store = SqliteStore(config.state_dir)
     agent = None
     if cluster is not None:

@@ -26,6 +26,9 @@ class Context:
 
     host: HostPort
     sandbox: SandboxPort
+    # A dry run's recorders: a driver whose work is not through them (a remote plugin's
+    # calls) must refuse rather than do it.
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ class Capabilities:
     # Its networks take part in cnm's firewall and can publish ports.
     publishes: bool = False
     # Where an endpoint's link is made: a veth pair ("veth"), a slave of a parent link
-    # made inside the sandbox ("slave"), or none at all ("none").
-    link: Literal["veth", "slave", "none"] = "veth"
+    # made inside the sandbox ("slave"), a link a remote plugin made in the host namespace
+    # and cnm moves in ("moved"), or none at all ("none").
+    link: Literal["veth", "slave", "moved", "none"] = "veth"
     # Users may create networks of it (null and host have one pre-defined network each).
     user_creatable: bool = True
     # A sandbox on it *is* the host namespace (host): no namespace of its own.
@@ -95,6 +99,11 @@ class Driver(Protocol):
 
     def create_network(self, net: Network, ctx: Context) -> None: ...
 
+    def restore_network(self, net: Network, ctx: Context) -> None:
+        """At start: make a stored network's links exist again (cnm's drivers create them
+        idempotently; a remote plugin keeps its own networks and is not asked again)."""
+        ...
+
     def delete_network(self, net: Network, ctx: Context) -> None: ...
 
     def create_endpoint(self, net: Network, ep: Endpoint, mac: str | None,
@@ -105,7 +114,10 @@ class Driver(Protocol):
         listing a thousand endpoints). Nothing in a sandbox yet."""
         ...
 
-    def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None: ...
+    def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        """Give back what ``create_endpoint`` took, and a handed-over link end the runtime
+        moved back to the host namespace after its Leave (``names.handover_name``)."""
+        ...
 
     def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
         """Make the endpoint's link with its sandbox end named ``ep.ifname`` in ``netns``.
@@ -184,6 +196,9 @@ class BaseDriver(Generic[Opts]):
 
     def create_network(self, net: Network, ctx: Context) -> None:
         pass
+
+    def restore_network(self, net: Network, ctx: Context) -> None:
+        self.create_network(net, ctx)
 
     def delete_network(self, net: Network, ctx: Context) -> None:
         self._parsed.pop(net.id, None)

@@ -279,6 +279,11 @@ class SlaveDriver(BaseDriver[SlaveOptions]):
         with contextlib.suppress(NotFound):
             ctx.sandbox.remove(netns, ep.ifname)
 
+    def delete_endpoint(self, net: Network, ep: Endpoint, ctx: Context) -> None:
+        # A slave handed over to a runtime comes back to the host namespace under its
+        # handover name only after the runtime's Leave (Docker's order): it goes here.
+        ctx.host.delete_link(names.handover_name(ep.id))
+
     def endpoint_alive(self, net: Network, ep: Endpoint, ctx: Context) -> bool:
         # The slave is inside the sandbox, out of the host's sight; it dies with its parent.
         return ctx.host.exists(parent_name(net))

@@ -9,6 +9,7 @@ from cnm.drivers.ipvlan import IpvlanDriver
 from cnm.drivers.macvlan import MacvlanDriver
 from cnm.drivers.null import NullDriver
 from cnm.drivers.overlay import OverlayDriver
+from cnm.drivers.remote import Drivers
 from cnm.errors import InvalidArgument
 
 
@@ -20,9 +21,13 @@ def builtin() -> dict[str, Driver]:
 
 
 def lookup(drivers: dict[str, Driver], name: str) -> Driver:
-    try:
-        return drivers[name]
-    except KeyError:
+    """A driver to create a network with: cnm's, or a Docker network plugin listening now
+    under the plugin dir (``remote.Drivers``)."""
+    found = drivers.find(name) if isinstance(drivers, Drivers) else drivers.get(name)
+    if found is None:
         raise InvalidArgument(
-            f"unknown driver {name!r}", hint="drivers: " + ", ".join(sorted(drivers))
-        ) from None
+            f"unknown driver {name!r}", hint="drivers: " + ", ".join(sorted(drivers)) + (
+                f", or a Docker network plugin in {drivers.plugin_dir}"
+                if isinstance(drivers, Drivers) and drivers.plugin_dir else ""))
+    driver: Driver = found
+    return driver

@@ -54,6 +54,8 @@ HOST_WRITES: dict[str, Callable[..., tuple[str, Any]]] = {
     "delete_link": lambda name: (f"delete link {name}", None),
     "add_veth": lambda name, alias, peer, netns, mac, master, mtu: (
         f"create veth {name} on {master}, its peer {peer} ({mac}) in {netns}", None),
+    "move_link": lambda name, netns, new_name, mac: (
+        f"move link {name} into {netns} as {new_name}", None),
     "retire": lambda name: (f"take link {name} off its bridge (the reaper deletes it)", None),
     "reap": lambda: ("delete retired links", None),
     "set_hairpin": lambda name: (f"hairpin mode on {name}", None),
@@ -221,7 +223,7 @@ def dry_run(state: State, publishing: Publishing, op: Callable[[], T]) -> tuple[
              s.sandboxes, s.endpoints, s.addresses, publishing.index)
     s.ctx = Context(cast(HostPort, _Recorder(s.ctx.host, plan, "link", HOST_WRITES)),
                     cast(SandboxPort, _Recorder(s.ctx.sandbox, plan, "sandbox",
-                                                 SANDBOX_WRITES)))
+                                                 SANDBOX_WRITES)), dry_run=True)
     if s.netfilter is not None:
         nf = Netfilter(_Nft(s.netfilter.nft, plan))
         nf.ports = copy.deepcopy(s.netfilter.ports)

@@ -60,10 +60,6 @@ class Endpoints:
                       name=name, standalone=standalone,
                       mac=(mac or names.random_mac()) if caps.link != "none" else "",
                       aliases=tuple(dict.fromkeys(a.lower() for a in aliases)))
-        driver.create_endpoint(net, ep, mac, lambda: [self.s.holder(e) for e in
-                                                      self.s.endpoints_of(network=net.id)],
-                               self.s.ctx)
-        undo.callback(quietly(driver.delete_endpoint, net, ep, self.s.ctx))
         ipv4 = ipv6 = None
         if caps.ipam:
             space = self.s.addresses[net.id]
@@ -72,7 +68,13 @@ class Endpoints:
             if net.ipv6:
                 ipv6 = space.allocate(6, holder, ip6)
                 undo.callback(space.rollback, ipv6)
+        # The driver sees the endpoint with its addresses (a remote plugin's CreateEndpoint
+        # carries them, as Docker's does).
         ep = dataclasses.replace(ep, ipv4=ipv4, ipv6=ipv6)
+        driver.create_endpoint(net, ep, mac, lambda: [self.s.holder(e) for e in
+                                                      self.s.endpoints_of(network=net.id)],
+                               self.s.ctx)
+        undo.callback(quietly(driver.delete_endpoint, net, ep, self.s.ctx))
         return dataclasses.replace(ep, ports=self.pub.reserve(net, ep, ports, holder, undo))
 
     def create(self, network: str, name: str, *, ip: str | None = None,
@@ -294,6 +296,8 @@ class Endpoints:
                 tx.put_endpoint(left)
             self.s.endpoints[ep.id] = left
             return
+        net = self.s.networks[ep.network_id]
+        self.s.driver(net).delete_endpoint(net, left, self.s.ctx)
         with self.s.store.transaction() as tx:
             tx.delete_endpoint(ep.id)
         self.forget(left)

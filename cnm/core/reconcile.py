@@ -113,7 +113,7 @@ class Reconciler:
         if not all(self.s.ctx.host.exists(name) for name in driver.kernel_links(net)):
             log.warning("reconcile: recreating the links of network %s", net.name)
             rebuilt.add(net.id)
-        driver.create_network(net, self.s.ctx)
+        driver.restore_network(net, self.s.ctx)
 
     def _restore_sandbox(self, sb: Sandbox, rebuilt: set[str]) -> None:
         s = self.s

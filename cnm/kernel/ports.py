@@ -131,6 +131,11 @@ class HostPort(Protocol):
         """A veth pair whose peer is created directly inside ``peer_netns``."""
         ...
 
+    def move_link(self, name: str, netns: str, new_name: str, mac: str | None) -> None:
+        """Move the host link ``name`` (a remote plugin's) into the namespace at ``netns``,
+        renamed ``new_name``, with ``mac`` when given; it arrives down."""
+        ...
+
     def supports(self, kind: str) -> bool:
         """Whether the kernel has links of ``kind``."""
         ...

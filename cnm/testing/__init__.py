@@ -469,6 +469,22 @@ class FakeHostLinks(_Faultable):
                 raise
             inner.peer, outer.peer = outer, inner
 
+    def move_link(self, name: str, netns: str, new_name: str, mac: str | None) -> None:
+        self._enter("move_link", name, netns, new_name, mac)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            if link is None:
+                raise NotFound(f"link {name} (named by the plugin) is not in the host "
+                               "namespace")
+            target = self.kernel.namespace(netns)
+            if new_name in target.links:
+                raise AlreadyExists(f"move {name} to {netns}: already exists")
+            del self._ns().links[name]
+            link.name, link.netns, link.up, link.master = new_name, netns, False, None
+            if mac:
+                link.mac = mac
+            target.links[new_name] = link
+
     def supports(self, kind: str) -> bool:
         self._enter("supports", kind)
         return kind in self.kernel.features

@@ -400,3 +400,67 @@ def test_the_clients_quote_is_urllibs(text: str) -> None:
     from cnm.client import quote
 
     assert quote(text) == urllib_quote(text, safe="")
+
+
+def _complete(script: str, words: list[str]) -> list[str]:
+    """What bash completes for ``words`` (the last one being typed) with ``script``."""
+    import shlex
+    import subprocess
+
+    line = " ".join(words)
+    code = (f"source /dev/stdin <<'CNM_EOF'\n{script}\nCNM_EOF\n"
+            f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)}); "
+            f"COMP_CWORD={len(words) - 1}; COMP_LINE={shlex.quote(line)}; "
+            f"COMP_POINT={len(line)}; "
+            f"_shtab_cnm cnm {shlex.quote(words[-1])} {shlex.quote(words[-2])}; "
+            'printf "%s\\n" "${COMPREPLY[@]}"')
+    out = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True)
+    return sorted(out.stdout.split())
+
+
+def test_bash_completion_completes_commands_and_flags(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert _complete(script, ["cnm", "network", "c"]) == ["connect", "create"]
+    assert _complete(script, ["cnm", "sa"]) == ["sandbox"]
+    assert "--subnet" in _complete(script, ["cnm", "network", "create", "--s"])
+
+
+def test_zsh_completion_is_generated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["completion", "zsh"]) == 0
+    script = capsys.readouterr().out
+    assert script.startswith("#compdef cnm") and "network:'Manage networks.'" in script
+
+
+def test_man_pages_are_generated_from_the_parsers(tmp_path: Path) -> None:
+    """scripts/manpages.sh: cnm.1 and cnmd.8 name every command and flag, and render."""
+    import os
+    import subprocess
+    import sys
+
+    from cnm.daemon import parser as cnmd_parser
+
+    top = Path(__file__).resolve().parents[2]
+    subprocess.run(["bash", str(top / "scripts" / "manpages.sh"), str(tmp_path)], check=True,
+                   capture_output=True, env={**os.environ, "PYTHON": sys.executable})
+    page = (tmp_path / "cnm.1").read_text()
+    for p in _parsers():
+        if p.prog == "cnm daemon":
+            continue
+        if p.prog != "cnm":
+            assert f"'{p.prog}'" in page, p.prog
+        for a in p._actions:
+            for flag in a.option_strings:
+                if flag.startswith("--"):
+                    assert flag.replace("-", "\\-") in page, (p.prog, flag)
+    daemon_page = (tmp_path / "cnmd.8").read_text()
+    for a in cnmd_parser()._actions:
+        if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction):
+            for flag in a.option_strings:
+                assert flag.replace("-", "\\-") in daemon_page, flag
+    for name in ("cnm.1", "cnmd.8"):
+        shown = subprocess.run(["nroff", "-man", str(tmp_path / name)], capture_output=True,
+                               text=True, check=True)
+        assert shown.stderr == "" and "NAME" in shown.stdout.replace("\b", "").replace(
+            "NNAAMMEE", "NAME")

@@ -292,3 +292,30 @@ def test_the_socket_speaks_dockers_http(served: str) -> None:
     status, _, body = post(served, "IpamDriver.GetDefaultAddressSpaces", b"null")
     assert body == {"LocalDefaultAddressSpace": "cnm-local",
                     "GlobalDefaultAddressSpace": "cnm-global"}
+
+
+def test_ip_range_and_aux_addresses_reach_cnms_ipam(plugin_ctl: Controller) -> None:
+    # docker network create --subnet 10.11.0.0/24 --ip-range 10.11.0.128/25
+    #   --aux-address router=10.11.0.200: Docker asks for the pool with its sub-pool, the
+    # gateway and the aux address before CreateNetwork.
+    p = DockerPlugin(plugin_ctl)
+    assert "not inside subnet" in call(p, "IpamDriver.RequestPool", {
+        "Pool": "10.11.0.0/24", "SubPool": "10.12.0.0/25"})["Error"]
+    pool = call(p, "IpamDriver.RequestPool", {"Pool": "10.11.0.0/24",
+                                               "SubPool": "10.11.0.128/25"})
+    assert pool["PoolID"] == "cnm-local/10.11.0.0/24/10.11.0.128/25"
+    call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Options": {
+        wire.REQUEST_TYPE: wire.GATEWAY_TYPE}})
+    assert call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"],
+                                                  "Address": "10.11.0.200"}) == {
+        "Address": "10.11.0.200/24", "Data": {}}
+    call(p, "NetworkDriver.CreateNetwork", {
+        "NetworkID": "r" * 64, "Options": {}, "IPv4Data": [{
+            "Pool": "10.11.0.0/24", "Gateway": "10.11.0.1/24",
+            "AuxAddresses": {"router": "10.11.0.200/24"}}]})
+    net = p.network("r" * 64)
+    assert (net.subnets[0].ip_range, net.subnets[0].aux_addresses) == (
+        "10.11.0.128/25", {"router": "10.11.0.200"})
+    # A container's address comes from the range.
+    got = call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"]})["Address"]
+    assert got.endswith("/24") and int(got.split("/")[0].split(".")[3]) >= 128, got
