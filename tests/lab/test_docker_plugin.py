@@ -79,6 +79,10 @@ def lab(dockerd: Dockerd, cnmd: Daemon, host_ns: HostNs) -> Iterator[Lab]:
     lab = Lab(dockerd, cnmd, host_ns)
     lab.start_cnmd()
     dockerd.start()
+    # As next to a dockerd that found forwarding off (REFERENCE §4), whatever this one
+    # found: frames cnm's bridges forward pass only through cnm's DOCKER-USER accepts.
+    in_ns(host_ns.path, "iptables", "-P", "FORWARD", "DROP")
+    assert "policy DROP" in in_ns(host_ns.path, "iptables", "-L", "FORWARD", "-n").stdout
     lab.img = dockerd.image()
     yield lab
 
