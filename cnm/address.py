@@ -1,4 +1,5 @@
-"""The address of cnmd's API: ``unix://PATH``, the one form cnmd listens on and cnm dials."""
+"""The address of cnmd's API on its unix socket, ``unix://PATH`` (light: the CNI plugin
+imports it; ``tcp://`` addresses are cnm.hostaddr's)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,6 @@ def parse_unix_address(text: str, error: type[CnmError] = InvalidArgument) -> st
     path = text[len(_SCHEME):] if text.startswith(_SCHEME) else ""
     if not path:
         raise error(f"unsupported address {text!r}: expected unix://PATH",
-                    hint="cnm and cnmd talk over a unix socket; TCP with mutual TLS is not "
-                         "available yet")
+                    hint="cnm and cnmd talk over a unix socket, or over tcp://HOST:PORT "
+                         "with --tlsverify and certificates")
     return path

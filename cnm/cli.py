@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
+    from cnm.tls import TlsFiles
+
 API_VERSION = "v1"
 
 
@@ -476,6 +478,53 @@ def version(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+EVENT_KEYS = ("type", "action", "name", "id")
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    """docker's: time, type, action, id, then (attributes, name)."""
+    import datetime
+
+    stamp = datetime.datetime.fromtimestamp(e["time_nano"] // 10**9, datetime.UTC)
+    attrs = ", ".join(f"{k}={v}" for k, v in sorted({**e["attributes"],
+                                                      "name": e["name"]}.items()))
+    return (f"{stamp.strftime('%Y-%m-%dT%H:%M:%S')}.{e['time_nano'] % 10**9:09d}Z "
+            f"{e['type']} {e['action']} {e['id']} ({attrs})")
+
+
+def events(c: Client, a: argparse.Namespace) -> int:
+    """Follow the changes (GET /v1/events) until --until, or Ctrl-C."""
+    from cnm import filters
+
+    query: list[tuple[str, str]] = []
+    for flag, value in (("since", a.since), ("until", a.until)):
+        if value is not None:
+            query.append((flag, repr(filters.until(value))))
+    for f in a.filter:
+        key, sep, value = f.partition("=")
+        if not sep or key not in EVENT_KEYS:
+            raise InvalidArgument(f"invalid filter {f!r}",
+                                  hint="filters: " + ", ".join(f"{k}=VALUE" for k in EVENT_KEYS))
+        query.append((key, value))
+    from cnm.client import quote
+
+    path = "/v1/events" + ("?" + "&".join(f"{k}={quote(v)}" for k, v in query) if query
+                           else "")
+    template = None
+    if a.format not in ("json", "table"):
+        from cnm.gotemplate import Template, records
+
+        template = Template(a.format)
+    for e in c.stream(path):
+        if a.format == "json":
+            print(json.dumps(e), flush=True)
+        elif template is not None:
+            print(template.render(records(e)), flush=True)
+        else:
+            print(_event_line(e), flush=True)
+    return 0
+
+
 def _version_text(d: dict[str, Any]) -> str:
     out = ["Client:", f" Version:      {d['client']['version']}",
            f" API version:  {d['client']['api_version']}",
@@ -527,7 +576,16 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
     p = _Parser(prog="cnm", description="Container networks, endpoints and sandboxes: a "
                 "client of cnmd.", epilog="Run 'cnm COMMAND --help' for a command's flags.")
     p.add_argument("-H", "--host", default=os.environ.get("CNM_HOST", DEFAULT_HOST),
-                   help="daemon socket, unix://PATH (default: $CNM_HOST, else %(default)s)")
+                   help="daemon address, unix://PATH or tcp://HOST:PORT with --tlsverify "
+                        "(default: $CNM_HOST, else %(default)s)")
+    p.add_argument("--tlsverify", action="store_true",
+                   default=bool(os.environ.get("CNM_TLS_VERIFY")),
+                   help="talk mutual TLS to a daemon whose certificate the CA signed for "
+                        "HOST (env CNM_TLS_VERIFY)")
+    for flag, name in (("--tlscacert", "ca.pem"), ("--tlscert", "cert.pem"),
+                       ("--tlskey", "key.pem")):
+        p.add_argument(flag, metavar="FILE",
+                       help=f"default: $CNM_CERT_PATH/{name} (CNM_CERT_PATH: ~/.cnm)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--version", action="version", version=f"cnm {__version__}",
                    help="print the client's version and exit")
@@ -723,6 +781,16 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
     fmt(sp, "table", short=True)
     sp = leaf(groups, "version", version, "show the client's and the daemon's versions")
     fmt(sp, "table", short=True)
+    sp = leaf(groups, "events", events, "follow the changes as they happen (one line each)")
+    sp.add_argument("--since", metavar="TIME",
+                    help="first the kept events (the last 1,024) from TIME: RFC 3339, Unix "
+                         "seconds, or a duration before now (10m) (default: only new ones)")
+    sp.add_argument("--until", metavar="TIME",
+                    help="stop at TIME (same forms) (default: follow until Ctrl-C)")
+    sp.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                    help="only these: type=network|endpoint|sandbox|port, action=…, name=…, "
+                         "id=… (repeatable)")
+    fmt(sp, "table", short=True)
     groups.add_parser("daemon", help="run the daemon (same as cnmd)", add_help=False)
     return p
 
@@ -734,7 +802,7 @@ def _command_of(argv: Sequence[str]) -> tuple[str, str]:
     i = 0
     while i < len(argv) and len(words) < 2:
         a = argv[i]
-        if a in ("-H", "--host"):
+        if a in ("-H", "--host", "--tlscacert", "--tlscert", "--tlskey"):
             i += 1
         elif a.startswith("-"):
             if words:
@@ -764,6 +832,26 @@ def _parse(args_list: list[str]) -> argparse.Namespace:
     return args
 
 
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The client's TLS files (Docker's rules): with --tlsverify, each flag or else its file
+    in CNM_CERT_PATH (~/.cnm). A tcp:// host without --tlsverify is refused: the daemon
+    serves TCP with mutual TLS only."""
+    if not args.tlsverify:
+        if args.host.startswith("tcp://"):
+            raise InvalidArgument(f"{args.host} needs --tlsverify: cnmd serves TCP with "
+                                  "mutual TLS only",
+                                  hint="add --tlsverify (or CNM_TLS_VERIFY=1) and the "
+                                       "certificates (--tlscacert/--tlscert/--tlskey or "
+                                       "CNM_CERT_PATH)")
+        return None
+    from cnm.tls import TlsFiles  # ssl is for TLS only: not in every command's start-up
+
+    base = TlsFiles.from_dir(os.environ.get("CNM_CERT_PATH")
+                             or os.path.expanduser("~/.cnm"))
+    return TlsFiles(args.tlscacert or base.ca, args.tlscert or base.cert,
+                    args.tlskey or base.key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
@@ -775,7 +863,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 return run(args_list[i + 1:])
         args = _parse(args_list)
-        client = Client(args.host)
+        files = tls_files(args)
+        client = Client(args.host) if files is None else Client(args.host, tls=files)
         try:
             rc: int = args.fn(client, args)
             return rc

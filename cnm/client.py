@@ -1,4 +1,5 @@
-"""A client of the cnmd API over its unix socket. Errors come back as the same CnmError.
+"""A client of the cnmd API over its unix socket (or tcp:// with mutual TLS, through
+cnm.tlsclient). Errors come back as the same CnmError.
 
 Built on cnm-cni's minimal HTTP/1.1 client (``cnm.cni.wire``, over ``_socket``), not on
 http.client: the CLI is a process per command, and http.client (with the email package it
@@ -15,16 +16,32 @@ from cnm.errors import Unavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Iterator
+    from typing import Any, NoReturn
+
+    from cnm.tls import TlsFiles
 
 
 class Client(Api):
-    """One keep-alive connection; not for use by several threads at once."""
+    """One keep-alive connection; not for use by several threads at once.
 
-    def __init__(self, host: str = DEFAULT_HOST, timeout: float = 60.0) -> None:
+    ``tls`` (the CA, certificate and key files) is required for ``tcp://HOST:PORT``: the
+    daemon's certificate must be signed by the CA and name HOST (cnm.tlsclient)."""
+
+    def __init__(self, host: str = DEFAULT_HOST, timeout: float = 60.0,
+                 tls: TlsFiles | None = None) -> None:
+        self._tls = None
+        if tls is not None and host.startswith("tcp://"):
+            from cnm.tlsclient import TlsDialer  # ssl only for TLS: not in every start-up
+
+            self._tls = TlsDialer(host, tls)
+            super().__init__(str(self._tls.address), timeout)
+            return
         super().__init__(parse_unix_address(host, Unavailable), timeout)
 
     def _connect(self) -> _socket.socket:
+        if self._tls is not None:
+            return self._tls.connect(self.timeout)  # type: ignore[return-value]
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         s.settimeout(self.timeout)
         try:
@@ -114,8 +131,62 @@ class Client(Api):
         return self.call("DELETE", f"/v1/sandboxes/{quote(sandbox, safe='')}/ports/"
                                    f"{quote(proto, safe='')}/{port}")
 
+    def stream(self, path: str) -> Iterator[Any]:
+        """GET a stream of JSON lines (the event stream) on a connection of its own; blank
+        lines (keep-alives) are skipped, an error line or answer raises its CnmError."""
+        import contextlib
+        import json
+
+        s = self._connect()
+        try:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: cnmd\r\n\r\n".encode())
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += _recv(s, self.path)
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            if status >= 400:
+                while True:
+                    try:
+                        buf += _recv(s, self.path)
+                    except Unavailable:
+                        break
+                    with contextlib.suppress(ValueError):
+                        json.loads(buf)
+                        break
+                _raise(json.loads(buf).get("error", {}), status)
+            while True:
+                while b"\n" in buf:
+                    line, _, buf = buf.partition(b"\n")
+                    if line.strip():
+                        item = json.loads(line)
+                        if "error" in item:
+                            _raise(item["error"], status)
+                        yield item
+                try:
+                    buf += _recv(s, self.path)
+                except Unavailable:
+                    return  # the stream ended (until, or cnmd stopped)
+        finally:
+            s.close()
+
     def reload_firewall(self) -> Any:
         return self.call("POST", "/v1/firewall/reload")
+
+
+def _recv(s: _socket.socket, path: str) -> bytes:
+    chunk = s.recv(65536)
+    if not chunk:
+        raise Unavailable(f"cnmd at {path} closed the connection")
+    return chunk
+
+
+def _raise(err: dict[str, Any], status: int) -> NoReturn:
+    from cnm.errors import CnmError, from_dict
+
+    if isinstance(err, dict) and err:
+        raise from_dict(err)
+    raise CnmError(f"cnmd answered {status}")
 
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from cnm import __version__, wiring
-from cnm.address import parse_unix_address
-from cnm.api.server import claim_socket, serve
+from cnm.api import listen
+from cnm.api.server import claim_socket
 from cnm.cluster import ClusterConfig
 from cnm.core import Config
 from cnm.dns.server import is_address
@@ -31,6 +31,7 @@ from cnm.errors import CnmError, InvalidArgument, exit_code
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
 from cnm.store.etcdclient import Tls, parse_endpoints
+from cnm.tls import TlsFiles
 
 log = logging.getLogger("cnmd")
 # Where dockerd looks for plugins: the socket's name is the plugin's (`-d cnm`).
@@ -43,8 +44,17 @@ def parser() -> argparse.ArgumentParser:
                    help="manage this network namespace instead of the daemon's own")
     p.add_argument("--state-dir", default="/var/lib/cnm", metavar="DIR")
     p.add_argument("--run-dir", default="/run/cnm", metavar="DIR")
-    p.add_argument("-H", "--host", default=None, metavar="unix://PATH",
-                   help="API socket (default: unix://RUN_DIR/cnm.sock)")
+    p.add_argument("-H", "--host", action="append", default=[], metavar="ADDRESS",
+                   help="listen on unix://PATH or tcp://HOST:PORT (mutual TLS only), "
+                        "repeatable (default: unix://RUN_DIR/cnm.sock)")
+    p.add_argument("--tlsverify", action="store_true",
+                   help="serve tcp:// listeners only to clients with a certificate the CA "
+                        "signed (required for tcp://)")
+    p.add_argument("--tlscacert", metavar="FILE", help="the CA that signs client certificates")
+    p.add_argument("--tlscert", metavar="FILE", help="the daemon's certificate")
+    p.add_argument("--tlskey", metavar="FILE", help="the daemon's key (mode 0600)")
+    p.add_argument("--group", metavar="NAME",
+                   help="group of the unix sockets (mode 0660; default: root's)")
     p.add_argument("--default-address-pool", action="append", default=[],
                    metavar="base=CIDR,size=N",
                    help="replaces the default pools for automatic subnets (repeatable)")
@@ -182,12 +192,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         config = config_from(args)
         cluster = cluster_from(args)
-        path = parse_unix_address(
-            args.host or f"unix://{os.path.join(config.run_dir, 'cnm.sock')}")
         lock = _lock_state(config.state_dir)
         # Before reconcile: a daemon already serving this socket may manage this very
-        # namespace, and reconcile would delete its links as stale.
-        claim_socket(path)
+        # namespace, and reconcile would delete its links as stale; and a TLS mistake
+        # stops the start before anything changed.
+        tls = (TlsFiles(args.tlscacert, args.tlscert, args.tlskey)
+               if args.tlscacert and args.tlscert and args.tlskey else None)
+        listeners = listen.plan(args.host, f"unix://{os.path.join(config.run_dir, 'cnm.sock')}",
+                                tlsverify=args.tlsverify, tls=tls, group=args.group)
         plugin_path = None if args.docker_plugin == "none" else os.path.abspath(
             args.docker_plugin)
         if plugin_path is not None:
@@ -197,7 +209,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         # Reconciles (and, in a cluster, resyncs from the store) before it serves.
         stack = wiring.build(config, upstreams=args.dns, cluster=cluster, drivers=drivers)
         # Listening only after reconcile: a client that connects sees a consistent daemon.
-        server = serve(stack.controller, path)
+        listeners.start(stack.controller)
         plugin = None
         if plugin_path is not None:
             from cnm.docker.plugin import DockerPlugin
@@ -209,19 +221,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return exit_code(e)
-    worker = threading.Thread(target=server.serve_forever, name="cnm-api", daemon=True)
-    worker.start()
     if plugin is not None:
         threading.Thread(target=plugin.serve_forever, name="cnm-docker", daemon=True).start()
         log.info("Docker plugin 'cnm' (NetworkDriver, IpamDriver) on %s", plugin_path)
-    log.info("cnmd %s ready on %s (host namespace: %s)", __version__, path,
+    log.info("cnmd %s ready on %s (host namespace: %s)", __version__, listeners,
              config.host_netns or "own")
     stop.wait()
     log.info("stopping; networks and sandboxes stay as they are")
-    server.shutdown()
-    server.server_close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    listeners.close()
     if plugin is not None and plugin_path is not None:
         plugin.shutdown()
         plugin.server_close()

@@ -107,6 +107,12 @@ class Internal(CnmError):
     code = "internal"
 
 
+class MethodNotAllowed(InvalidArgument):
+    """A method the path does not have (the HTTP answer says which it has: Allow)."""
+
+    code = "method-not-allowed"
+
+
 class Partial(CnmError):
     """Teardown tried every step; some failed. ``errors`` holds them all."""
 
@@ -139,6 +145,7 @@ _TABLE: dict[str, Mapping_] = {
     PermissionDenied.code: Mapping_(403, 1, 999),
     KernelError.code: Mapping_(500, 1, 999),
     TooLarge.code: Mapping_(413, 2, 7),
+    MethodNotAllowed.code: Mapping_(405, 2, 7),
     Unavailable.code: Mapping_(503, 3, 11),
     StoreUnavailable.code: Mapping_(503, 1, 11),
     Partial.code: Mapping_(500, 1, 999),
@@ -150,7 +157,7 @@ _BY_CODE: dict[str, type[CnmError]] = {
     for cls in (
         InvalidArgument, NotFound, AlreadyExists, Conflict, InUse, Exhausted,
         Unsupported, PermissionDenied, KernelError, TooLarge, Unavailable, StoreUnavailable,
-        Internal, Partial,
+        Internal, Partial, MethodNotAllowed,
     )
 }
 

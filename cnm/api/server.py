@@ -33,6 +33,7 @@ from cnm.errors import (
     CnmError,
     Internal,
     InvalidArgument,
+    MethodNotAllowed,
     NotFound,
     TooLarge,
     Unavailable,
@@ -270,6 +271,31 @@ def _reload_firewall(c: Controller, r: Request) -> Response:
     return 200, c.reload_firewall()
 
 
+class EventStream:
+    """The answer of GET /v1/events: the handler writes its events a line each."""
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+
+
+def _number(r: Request, name: str) -> float | None:
+    values = r.query.get(name)
+    if not values:
+        return None
+    try:
+        return float(values[-1])
+    except ValueError:
+        raise InvalidArgument(f"query parameter {name}={values[-1]!r} is not a Unix time",
+                              hint="seconds since 1970, e.g. 1764680000 or 1764680000.5"
+                              ) from None
+
+
+def _events(c: Controller, r: Request) -> Response:
+    since, until = _number(r, "since"), _number(r, "until")
+    filters = {k: v for k, v in r.query.items() if k in ("type", "action", "name", "id")}
+    return 200, EventStream(c.events.stream(since, until, filters))
+
+
 def _openapi(c: Controller, r: Request) -> Response:
     return 200, openapi_document()
 
@@ -299,6 +325,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/sandboxes/{ref}/ports", _publish),
     ("DELETE", "/v1/sandboxes/{ref}/ports/{proto}/{port}", _unpublish),
     ("POST", "/v1/firewall/reload", _reload_firewall),
+    ("GET", "/v1/events", _events),
 ]
 
 _COMPILED = [
@@ -308,16 +335,61 @@ _COMPILED = [
 
 
 def route(method: str, path: str) -> tuple[Handler, dict[str, str]]:
-    allowed = False
-    for m, rx, _, fn in _COMPILED:
+    fn, params, _ = _match(method, path)
+    return fn, params
+
+
+# ------------------------------------------------------------------ the HTTP contract
+# (issue 14) A method a path does not have is 405 with Allow; HEAD is GET without the
+# body; a query parameter the document does not list for the route is refused by name; the
+# Server header names cnm and its version.
+def _match(method: str, path: str) -> tuple[Handler, dict[str, str], str]:
+    """The handler, path parameters and route template of a request."""
+    for m, rx, template, fn in _COMPILED:
         match = rx.match(path)
-        if match:
-            if m == method:
-                return fn, {k: unquote(v) for k, v in match.groupdict().items()}
-            allowed = True
-    if allowed:
-        raise InvalidArgument(f"method {method} is not allowed on {path}")
+        if match and m == method:
+            return fn, {k: unquote(v) for k, v in match.groupdict().items()}, template
+    allow = allowed(path)
+    if allow:
+        raise MethodNotAllowed(f"method {method} is not allowed on {path}",
+                               hint="allowed: " + ", ".join(allow))
     raise NotFound(f"no such API path: {method} {path}")
+
+
+def allowed(path: str) -> list[str]:
+    """The methods ``path`` answers (HEAD wherever GET is); none for an unknown path."""
+    methods = {m for m, rx, _, _ in _COMPILED if rx.match(path)}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _query_parameters() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(method, template) -> the query parameters the document lists for it."""
+    doc = openapi_document()
+    shared = doc["components"]["parameters"]
+    out: dict[tuple[str, str], tuple[str, ...]] = {}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            params = [shared[p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p
+                      for p in item.get("parameters", []) + op.get("parameters", [])]
+            out[(method.upper(), path)] = tuple(p["name"] for p in params
+                                                if p["in"] == "query")
+    return out
+
+
+QUERY = _query_parameters()
+
+
+def check_query(method: str, template: str, query: dict[str, list[str]]) -> None:
+    known = QUERY.get((method, template), ())
+    for name in query:
+        if name not in known:
+            raise InvalidArgument(
+                f"unknown query parameter {name!r} on {method} {template}",
+                hint=("parameters: " + ", ".join(known)) if known else "it takes none")
 
 
 def _depth(raw: bytes) -> int:
@@ -355,13 +427,15 @@ def dispatch(c: Controller, method: str, target: str, raw: bytes) -> Response:
     """Route one request and turn every outcome into (status, JSON payload)."""
     try:
         parts = urlsplit(target)
-        fn, params = route(method, parts.path)
+        fn, params, template = _match(method, parts.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        check_query(method, template, query)
         body: Any = None
         if raw:
             body = _json(raw)
         elif method == "POST":
             body = {}
-        return fn(c, Request(params, parse_qs(parts.query), body))
+        return fn(c, Request(params, query, body))
     except CnmError as e:
         return http_status(e), {"error": e.to_dict()}
     except OSError as e:  # the system's limits (files, memory), not a bug of ours
@@ -428,7 +502,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(http_status(e), {"error": e.to_dict()})
             return
         status, payload = dispatch(self.server.controller, self.command, self.path, raw)
+        if isinstance(payload, EventStream):
+            self._stream(payload)
+            return
         self._reply(status, payload)
+
+    def _stream(self, stream: EventStream) -> None:
+        """Events a line each, flushed as they come, until the stream ends or the client
+        goes (seen at the next write; the stream writes a newline every second it has
+        nothing, for that)."""
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for event in stream.events:
+                self.wfile.write(b"\n" if event is None else json.dumps(event).encode() + b"\n")
+                self.wfile.flush()
+        except OSError:  # the client went away
+            pass
+        finally:
+            stream.events.close()
 
     def _reply(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
@@ -437,10 +532,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            allow = allowed(urlsplit(getattr(self, "path", "") or "").path)
+            if allow:
+                self.send_header("Allow", ", ".join(allow))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(data)
+
+    def do_HEAD(self) -> None:
+        """GET's status and headers (its Content-Length too), without the body."""
+        path = urlsplit(self.path).path
+        if "GET" not in allowed(path):
+            self._serve()  # 404 or 405 with Allow, in headers only
+            return
+        status, payload = dispatch(self.server.controller, "GET", self.path, b"")
+        self._reply(status, payload)
+
+    def version_string(self) -> str:
+        return f"cnm/{__version__}"
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
@@ -539,6 +651,55 @@ class _Server(_Limits, socketserver.ThreadingMixIn, socketserver.UnixStreamServe
             log.debug("connection error: %s", err)
         else:
             log.exception("error serving a connection")
+
+
+class _TlsServer(_Server):
+    """The API over TCP, mutual TLS only. The handshake runs on the connection's own
+    thread (bounded like any connection, under the idle timeout), never in the accept
+    loop; a client the CA did not sign is refused there and the reason logged."""
+
+    address_family = socket.AF_INET
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, controller: Controller,
+                 context: ssl.SSLContext) -> None:
+        self.context = context
+        self.controller = controller
+        self._init_limits()
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        socketserver.TCPServer.__init__(self, (host, port), _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.idle_timeout)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, ssl.CertificateError, OSError) as e:
+            log.warning("refused a TLS client %s: %s", client_address[0], _why(e))
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                tls.close()
+
+
+def _why(err: BaseException) -> str:
+    from cnm.tls import explain
+
+    if isinstance(err, ssl.SSLError | ssl.CertificateError):
+        return explain(err)
+    return str(err)
+
+
+def serve_tls(controller: Controller, host: str, port: int,
+              context: ssl.SSLContext) -> _Server:
+    """Bind the API on tcp://HOST:PORT, serving only clients with a certificate signed by
+    ``context``'s CA (cnm.tls.server_context)."""
+    try:
+        return _TlsServer(host, port, controller, context)
+    except OSError as e:
+        raise from_errno(e.errno or 0, f"listen on tcp://{host}:{port}") from None
 
 
 def claim_socket(path: str) -> None:

@@ -34,6 +34,7 @@ from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context, Driver
 from cnm.errors import InvalidArgument
+from cnm.events import EventBus
 from cnm.ipam import Taken
 from cnm.model import (
     ConnectSpec,
@@ -69,6 +70,8 @@ class Controller:
         self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
         # What other hosts of a cluster did (cnm.cluster calls it under the lock).
         self.remote = Remote(s, self._dns, self._pub)
+        # One event per change a call made, published when it is done (GET /v1/events).
+        self.events = EventBus()
         if netfilter is not None:
             netfilter.repair = self._pub.rebuild_table
         os.makedirs(os.path.join(config.run_dir, "netns"), mode=0o755, exist_ok=True)
@@ -107,7 +110,11 @@ class Controller:
         """Run ``op`` (a call of this controller) against recorders: the plan of what it
         would do, with nothing changed."""
         with self.lock:
-            return dry_run(self.state, self._pub, op)
+            self.events.muted += 1
+            try:
+                return dry_run(self.state, self._pub, op)
+            finally:
+                self.events.muted -= 1
 
     # ----------------------------------------------------------------------- start
     def start(self) -> None:
@@ -179,12 +186,15 @@ class Controller:
     def create_network(self, spec: NetworkSpec) -> Network:
         limits.check_spec("network create", spec)
         with self.lock:
-            return self._nets.create(spec)
+            net = self._nets.create(spec)
+            self.events.publish("network", "create", net.id, net.name, driver=net.driver)
+            return net
 
     def remove_network(self, ref: str) -> Network:
         with self.lock:
             net = self.state.network(ref)
             self._nets.remove(net)
+            self.events.publish("network", "remove", net.id, net.name, driver=net.driver)
             return net
 
     # A runtime's IPAM (Docker's IpamDriver) asks for pools before the network exists and
@@ -219,56 +229,84 @@ class Controller:
 
     def prune_networks(self) -> list[str]:
         with self.lock:
-            return self._nets.prune()
+            before = {n.name: n for n in self.state.networks.values()}
+            removed = self._nets.prune()
+            for name in removed:
+                net = before[name]
+                self.events.publish("network", "remove", net.id, net.name,
+                                    driver=net.driver)
+            return removed
 
     # ----------------------------------------------------------------------- sandboxes
     def create_sandbox(self, spec: SandboxSpec) -> Sandbox:
         limits.check_spec("sandbox create", spec)
         with self.lock:
-            return self._sbx.create(spec)
+            sb = self._sbx.create(spec)
+            self.events.publish("sandbox", "create", sb.id, sb.name, network=spec.network)
+            return sb
 
     def create_handover_sandbox(self, name: str, labels: dict[str, str]) -> Sandbox:
         """A sandbox the runtime plumbs itself (Docker's): its joins hand the link over in
         the host namespace (``Sandboxes.create_handover``)."""
         with self.lock:
-            return self._sbx.create_handover(name, labels)
+            sb = self._sbx.create_handover(name, labels)
+            self.events.publish("sandbox", "create", sb.id, sb.name)
+            return sb
 
     def remove_sandbox(self, ref: str, force: bool = False) -> Sandbox:
         with self.lock:
             sb = self.state.sandbox(ref)
             self._sbx.remove(sb, force)
+            self.events.publish("sandbox", "remove", sb.id, sb.name)
             return sb
+
+    def _endpoint_event(self, action: str, ep: Endpoint, sandbox: str | None = None) -> None:
+        net = self.state.networks.get(ep.network_id)
+        self.events.publish("endpoint", action, ep.id, ep.name,
+                            network=net.name if net else None, sandbox=sandbox)
 
     # ----------------------------------------------------------------------- endpoints
     def create_endpoint(self, spec: EndpointSpec) -> Endpoint:
         limits.check_spec("endpoint create", spec)
         with self.lock:
-            return self._eps.create(spec.network, spec.name, ip=spec.ip, ip6=spec.ip6,
-                                    mac=spec.mac, aliases=spec.aliases, ports=spec.ports)
+            ep = self._eps.create(spec.network, spec.name, ip=spec.ip, ip6=spec.ip6,
+                                  mac=spec.mac, aliases=spec.aliases, ports=spec.ports)
+            self._endpoint_event("create", ep)
+            return ep
 
     def join(self, endpoint: str, sandbox: str, ifname: str = "") -> Endpoint:
         limits.check_field("join", "ifname", ifname)
         with self.lock:
-            return self._eps.join(endpoint, sandbox, ifname)
+            ep = self._eps.join(endpoint, sandbox, ifname)
+            self._endpoint_event("join", ep, self.state.sandbox(sandbox).name)
+            return ep
 
     def leave(self, endpoint: str) -> Endpoint:
         with self.lock:
-            return self._eps.leave(endpoint)
+            ep = self._eps.leave(endpoint)
+            self._endpoint_event("leave", ep)
+            return ep
 
     def delete_endpoint(self, endpoint: str) -> Endpoint:
         with self.lock:
-            return self._eps.delete(endpoint)
+            ep = self._eps.delete(endpoint)
+            self._endpoint_event("remove", ep)
+            return ep
 
     def connect(self, spec: ConnectSpec) -> Endpoint:
         limits.check_spec("connect", spec)
         with self.lock:
-            return self._eps.connect(spec.network, spec.sandbox, ip=spec.ip, ip6=spec.ip6,
-                                     mac=spec.mac, aliases=spec.aliases, ports=spec.ports,
-                                     ifname=spec.ifname)
+            ep = self._eps.connect(spec.network, spec.sandbox, ip=spec.ip, ip6=spec.ip6,
+                                   mac=spec.mac, aliases=spec.aliases, ports=spec.ports,
+                                   ifname=spec.ifname)
+            self._endpoint_event("connect", ep, self.state.sandbox(spec.sandbox).name)
+            return ep
 
     def disconnect(self, network: str, sandbox: str) -> Endpoint:
         with self.lock:
-            return self._eps.disconnect(network, sandbox)
+            ep = self._eps.disconnect(network, sandbox)  # (its errors first, as before)
+            self._endpoint_event("disconnect", ep, self.state.sandbox(sandbox).name)
+            return ep
 
     # ----------------------------------------------------------------------- ports
     def publish(self, sandbox: str, specs: Sequence[str],
@@ -276,7 +314,11 @@ class Controller:
         limits.check_field("publish", "ports", list(specs))
         with self.lock:
             sb = self._sbx.live(self.state.sandbox(sandbox))
-            return self._pub.publish(sb, specs, network)
+            done = self._pub.publish(sb, specs, network)
+            for m in done:
+                self.events.publish("port", "publish", sb.id, sb.name, proto=m.proto,
+                                    host_port=m.host_port, container_port=m.container_port)
+            return done
 
     def publishing_network(self, sandbox: str, network: str | None = None) -> str:
         with self.lock:
@@ -284,7 +326,12 @@ class Controller:
 
     def unpublish(self, sandbox: str, host_port: int, proto: str = "tcp") -> list[PortMapping]:
         with self.lock:
-            return self._pub.unpublish(self.state.sandbox(sandbox), host_port, proto)
+            sb = self.state.sandbox(sandbox)
+            done = self._pub.unpublish(sb, host_port, proto)
+            for m in done:
+                self.events.publish("port", "unpublish", sb.id, sb.name, proto=m.proto,
+                                    host_port=m.host_port, container_port=m.container_port)
+            return done
 
     def ports(self, sandbox: str) -> list[tuple[str, PortMapping]]:
         with self.lock:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
@@ -187,6 +187,20 @@ class Sandboxes:
         if sb.kind == "handover":
             return  # the runtime sets its routes, resolver and files itself
         want, had = default_routes(eps), default_routes(before)
+        errors: list[CnmError] = []
+
+        def step(fn: Callable[[], None]) -> None:
+            # Without an undo stack (bringing a sandbox up to date after a leave, when the
+            # endpoint is gone already) every part runs whatever another did: a failed
+            # route must not leave the files naming an address the sandbox no longer has.
+            if undo is not None:
+                fn()
+                return
+            try:
+                fn()
+            except CnmError as e:
+                errors.append(e)
+
         # A second network's connect (or its disconnect) changes no route: no trip into the
         # sandbox at all (each costs a hop to the visitor thread, ~0.1 ms).
         if sb.kind != "host" and (force or want != had):
@@ -194,12 +208,15 @@ class Sandboxes:
             if undo is not None:
                 # Registered first: a call that fails half way (IPv4 set, IPv6 not) is undone.
                 undo.callback(quietly(self.s.ctx.sandbox.set_default_routes, path, had))
-            self.s.ctx.sandbox.set_default_routes(path, want, None if force else had)
-        self.dns.sync_listener(sb, eps, before, undo)
+            step(lambda: self.s.ctx.sandbox.set_default_routes(path, want,
+                                                               None if force else had))
+        step(lambda: self.dns.sync_listener(sb, eps, before, undo))
         if undo is not None:
             # Before the write: a half-written file is put back too.
             undo.callback(quietly(self.write_files, sb, before))
-        self.write_files(sb, eps)
+        step(lambda: self.write_files(sb, eps))
+        if errors:
+            raise errors[0]
 
     def write_files(self, sb: Sandbox, eps: Iterable[Endpoint]) -> None:
         d = self.s.files_dir(sb)

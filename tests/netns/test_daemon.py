@@ -569,3 +569,65 @@ def test_inspect_names_the_real_host_links(daemon: Daemon, host_ns: HostNs) -> N
     mac_in_sandbox = json.loads(in_ns(inspect(daemon, "sandbox", "a")[0]["netns"], "ip", "-j",
                                       "link", "show", "eth0").stdout)[0]["address"]
     assert mac_in_sandbox == c["mac_address"]
+
+
+def test_a_real_cnmds_answers_match_the_document(daemon: Daemon) -> None:
+    """The real daemon on the real kernel: each answer of a scripted session (successes and
+    errors) validated against openapi.yaml's schema for its route and status."""
+    from tests.unit.test_http_contract import request
+    from tests.unit.test_http_limits import Daemon as Raw
+    from tests.unit.test_openapi import _template, response_schema, violations
+
+    raw = Raw(daemon.address.removeprefix("unix://"), None)
+    script: list[tuple[str, str, Any]] = [
+        ("GET", "/v1/_ping", None), ("GET", "/v1/info", None),
+        ("POST", "/v1/networks", {"name": "web", "subnets": ["10.47.0.0/24"]}),
+        ("POST", "/v1/networks", {"name": "web"}),
+        ("POST", "/v1/sandboxes", {"name": "a", "network": "web", "ports": ["8080:80"]}),
+        ("POST", "/v1/networks/web/connect?dry_run=true", {"sandbox": "a"}),
+        ("GET", "/v1/networks/web", None), ("GET", "/v1/sandboxes/a", None),
+        ("GET", "/v1/endpoints", None), ("GET", "/v1/sandboxes/a/ports", None),
+        ("DELETE", "/v1/networks/web", None), ("POST", "/v1/firewall/reload", None),
+        ("DELETE", "/v1/sandboxes/a", None), ("DELETE", "/v1/networks/web", None),
+        ("GET", "/v1/networks/web", None),
+    ]
+    statuses = []
+    for method, path, body in script:
+        status, _, answer = request(raw, method, path, body)
+        problems = violations(json.loads(answer),
+                              response_schema(method, _template(method, path), status))
+        assert problems == [], (method, path, status)
+        statuses.append(status)
+    assert statuses[:4] == [200, 200, 201, 409] and statuses[-1] == 404
+
+
+def test_cnm_events_follows_a_real_cnmd_in_order(daemon: Daemon) -> None:
+    """`cnm events` (a separate process, following live) sees each change of a scripted
+    sequence on the real kernel, in order, in docker's line format; --until ends it."""
+    import time
+
+    env = {**os.environ, "CNM_HOST": daemon.address}
+    start = time.time()
+    follower = subprocess.Popen([sys.executable, "-m", "cnm", "events", "--since", str(start),
+                                 "--format", "{{.Type}} {{.Action}} {{.Name}}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+    try:
+        ok(daemon, "network", "create", "--subnet", "10.48.0.0/24", "web")
+        ok(daemon, "sandbox", "create", "--network", "web", "a")
+        ok(daemon, "port", "add", "a", "8080:80")
+        ok(daemon, "network", "disconnect", "web", "a")
+        ok(daemon, "sandbox", "rm", "a")
+        ok(daemon, "network", "rm", "web")
+        want = ["network create web", "sandbox create a", "port publish a",
+                "endpoint disconnect a", "sandbox remove a", "network remove web"]
+        assert follower.stdout is not None
+        got = [follower.stdout.readline().strip() for _ in want]
+        assert got == want
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    # The same from the kept events, in docker's text form, ended by --until.
+    lines = ok(daemon, "events", "--since", str(start), "--until", "0s").splitlines()
+    assert len(lines) == len(want)
+    assert lines[0].endswith(" (driver=bridge, name=web)") and " network create " in lines[0]

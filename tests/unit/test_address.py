@@ -26,3 +26,26 @@ def test_anything_else_is_refused_with_the_callers_error(text: str) -> None:
     assert e.value.hint and "unix socket" in e.value.hint
     with pytest.raises(Unavailable, match=message):
         Client(text)
+
+
+@pytest.mark.parametrize("text,want", [
+    ("tcp://127.0.0.1:2376", ("tcp", "", "127.0.0.1", 2376)),
+    ("tcp://[::1]:2376", ("tcp", "", "::1", 2376)),
+    ("tcp://cnm.example:1/", ("tcp", "", "cnm.example", 1)),
+    ("unix:///run/x.sock", ("unix", "/run/x.sock", "", 0)),
+])
+def test_listen_addresses(text: str, want: tuple[str, str, str, int]) -> None:
+    from cnm.hostaddr import parse_address
+
+    a = parse_address(text)
+    assert (a.scheme, a.path, a.host, a.port) == want
+    assert parse_address(str(a)) == a
+
+
+@pytest.mark.parametrize("text", ["tcp://127.0.0.1", "tcp://:2376", "tcp://h:0",
+                                  "tcp://h:65536", "tcp://h:x", "http://h:1", "unix://", ""])
+def test_bad_listen_addresses_are_refused(text: str) -> None:
+    from cnm.hostaddr import parse_address
+
+    with pytest.raises(InvalidArgument, match="unsupported address"):
+        parse_address(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from cnm.api.server import (
     PUBLISH,
     ROUTES,
     SANDBOX_CREATE,
+    EventStream,
     check_body,
     dispatch,
     openapi_document,
@@ -122,7 +124,10 @@ def response_schema(method: str, path: str, status: int) -> dict[str, Any]:
     responses = operation(method, path)["responses"]
     assert str(status) in responses, f"{method} {path} answers {status}, not documented"
     response = resolve(responses[str(status)])
-    schema: dict[str, Any] = response["content"]["application/json"]["schema"]
+    content = response["content"]
+    # The event stream documents one line's schema.
+    schema: dict[str, Any] = (content.get("application/json") or
+                              content["application/x-ndjson"])["schema"]
     return schema
 
 
@@ -151,6 +156,30 @@ def test_checker_reports_what_is_wrong() -> None:
 
 
 # --------------------------------------------------------------------------- the document
+def test_the_document_is_valid_openapi() -> None:
+    """openapi-spec-validator, not only this file's own checker: a YAML slip (an unquoted
+    `description: name, id or unique id prefix` parsed as a mapping) is invalid OpenAPI
+    that every other tool rejects."""
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    problems = [f"{'/'.join(map(str, e.path))}: {e.message[:200]}"
+                for e in OpenAPIV30SpecValidator(DOC).iter_errors()]
+    assert problems == []
+
+
+def test_the_validator_rejects_what_the_issue_found() -> None:
+    import copy
+
+    import yaml
+    from openapi_spec_validator import OpenAPIV30SpecValidator
+
+    bad = copy.deepcopy(DOC)
+    bad["components"]["parameters"]["Ref"] = yaml.safe_load(
+        "{name: ref, in: path, required: true, schema: {type: string}, "
+        "description: name, id or unique id prefix}")
+    assert list(OpenAPIV30SpecValidator(bad).iter_errors())
+
+
 def test_every_route_is_documented_and_every_documented_operation_routed() -> None:
     routed = {(method, path) for method, path, _ in ROUTES}
     assert len(routed) == len(ROUTES), "a route is listed twice"
@@ -227,6 +256,15 @@ class Api:
                  expect: int | None = 200) -> Any:
         raw = json.dumps(body).encode() if body is not None else b""
         status, payload = dispatch(self.controller, method, path, raw)
+        if isinstance(payload, EventStream):  # a line each: check every one
+            payload = [e for e in payload.events if e is not None]
+            template = _template(method, path)
+            for line in payload:
+                problems = violations(json.loads(json.dumps(line)),
+                                      response_schema(method, template, status))
+                assert problems == [], f"{method} {path} -> {line}"
+            self.seen.add((method, template))
+            return payload
         # The handler serialises the payload with json.dumps: check the wire form.
         payload = json.loads(json.dumps(payload))
         assert status == expect if expect is not None else 200 <= status < 300, payload
@@ -325,6 +363,13 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
     api("DELETE", "/v1/sandboxes/h?force=true")
     api("DELETE", "/v1/networks/db")
     assert api("POST", "/v1/networks/prune")["removed"] == ["web"]
+    # Every change above is an event, in order (the kept ones, since the start).
+    events = api("GET", f"/v1/events?since=0&until={time.time()}")
+    assert [(e["type"], e["action"], e["name"]) for e in events][:3] == [
+        ("network", "create", "web"), ("network", "create", "db"),
+        ("sandbox", "create", "a")]
+    assert tuple(
+        events[-1][k] for k in ("type", "action", "name")) == ("network", "remove", "web")
 
     # Every route answered once with a documented body.
     assert api.seen == {(m, p) for m, p, _ in ROUTES}
@@ -379,8 +424,10 @@ def test_documented_error_responses_use_the_error_schema(method: str, path: str,
 def test_an_unknown_path_and_a_bad_json_body_are_errors(api: Api) -> None:
     status, payload = dispatch(api.controller, "GET", "/v1/nothing", b"")
     assert (status, payload["error"]["code"]) == (404, "not-found")
+    # A method the path does not have: 405 (the HTTP layer adds Allow), not a 400.
     status, payload = dispatch(api.controller, "PUT", "/v1/networks", b"")
-    assert (status, payload["error"]["code"]) == (400, "invalid-argument")
+    assert (status, payload["error"]["code"]) == (405, "method-not-allowed")
+    assert payload["error"]["hint"] == "allowed: GET, HEAD, POST"
     status, payload = dispatch(api.controller, "POST", "/v1/networks", b"{not json")
     assert (status, payload["error"]["code"]) == (400, "invalid-argument")
     assert "not valid JSON" in payload["error"]["message"]
@@ -490,6 +537,9 @@ CLI_RUN = [
     ["firewall", "reload"], ["info"], ["info", "--format", "json"],
     ["info", "-f", "{{.Networks}} {{join .Drivers \",\"}}"],
     ["version"], ["version", "-f", "{{.Server.Version}}"],
+    ["events", "--since", "0", "--until", "0s", "--filter", "type=network", "--filter",
+     "action=create", "--format", "{{.Type}} {{.Action}} {{.Name}}"],
+    ["events", "--since", "1h", "--until", "0s"],
     ["sandbox", "rm", "-f", "web", "lone"],
     ["network", "rm", "--dry-run", "lan"], ["network", "rm", "lan"],
     ["network", "prune", "-f", "--filter", "label=nope", "--filter", "until=1s"],
@@ -547,11 +597,16 @@ def test_every_cli_flag_goes_through_the_documented_contract(
             sent.append((method, template, body))
             return api(method, path, body, expect=None)
 
+        def stream(self, path: str) -> Any:
+            sent.append(("GET", _template("GET", path), None))
+            return iter(api("GET", path, None, expect=None))
+
     monkeypatch.setattr(cli, "Client", Documented)
     used: set[tuple[str, str, str]] = set()
     for argv in CLI_RUN:
         assert cli.main(argv) == 0, (argv, capsys.readouterr().err)
-        used |= {(argv[0], argv[1] if len(argv) > 1 and argv[0] != "info" else "", a)
+        top = argv[0] in ("info", "version", "events")  # commands with no sub-command
+        used |= {(argv[0], argv[1] if len(argv) > 1 and not top else "", a)
                  for a in argv if a.startswith("-")}
     flags = {f for f in _cli_flags() if f[2] not in CLI_LOCAL_FLAGS}
     missing = {f for f in flags if f not in used and (f[0], f[1]) != ("sandbox", "exec")}
