@@ -120,7 +120,6 @@ class RemoteDriver(BaseDriver[RemoteOptions]):
         self.name = name
         self.plugin = Plugin(name, path)
         self._caps: Capabilities | None = None
-        self._src: dict[str, str] = {}  # endpoint id -> the plugin's name for its link
 
     # Read at run time: a property where cnm's drivers have a constant.
     @property
@@ -220,7 +219,6 @@ class RemoteDriver(BaseDriver[RemoteOptions]):
         except CnmError:
             self.plugin.call("NetworkDriver.Leave", ids)
             raise
-        self._src[ep.id] = src
         gateways: list[tuple[int, str]] = []
         for version, key in ((4, "Gateway"), (6, "GatewayIPv6")):
             if gw := str(answer.get(key) or ""):
@@ -231,7 +229,6 @@ class RemoteDriver(BaseDriver[RemoteOptions]):
         self._real(ctx, "a leave")
         # Out of the sandbox first (the plugin cannot reach into it), then the plugin.
         ctx.sandbox.remove(netns, ep.ifname)
-        self._src.pop(ep.id, None)
         self.plugin.call("NetworkDriver.Leave", {"NetworkID": net.id, "EndpointID": ep.id})
 
 

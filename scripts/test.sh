@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, unit tier, root tier (throwaway namespaces), lab tier
-# (a real dockerd beside cnm, a real podman driving cnm-cni), then the VM tier for tests
+# (a real dockerd beside cnm and driving it as its network and IPAM plugin, a real podman
+# driving cnm-cni), then the VM tier for tests
 # that need kernel features this machine lacks (netns-lab/vm/run). Run as root on Debian 12. It installs what it needs
 # first: cnm (scripts/install.sh), then the Debian packages of the steps test, lab and vm in
 # scripts/packages.txt (bind9-dnsutils; docker.io, containerd, runc, podman, netavark, the CNI

@@ -21,7 +21,7 @@ from cnm.docker import wire
 from cnm.docker.plugin import DockerPlugin
 from cnm.docker.server import serve
 from cnm.netfilter import Netfilter
-from cnm.testing import HOST, FakeKernel, FakeNft
+from cnm.testing import HOST, FakeHostLinks, FakeKernel, FakeNft
 from tests.unit.conftest import MakeController
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
@@ -319,3 +319,22 @@ def test_ip_range_and_aux_addresses_reach_cnms_ipam(plugin_ctl: Controller) -> N
     # A container's address comes from the range.
     got = call(p, "IpamDriver.RequestAddress", {"PoolID": pool["PoolID"]})["Address"]
     assert got.endswith("/24") and int(got.split("/")[0].split(".")[3]) >= 128, got
+
+
+def test_ipvlan_l3_gets_an_on_link_default_route(plugin_ctl: Controller,
+                                                  host: FakeHostLinks) -> None:
+    # ipvlan L3 has no gateway: Join gives Docker a default route out of the interface.
+    host.add_parent("eth1")
+    p = DockerPlugin(plugin_ctl)
+    ids = {"NetworkID": "i" * 64, "EndpointID": "e" * 64}
+    assert call(p, "NetworkDriver.CreateNetwork", {
+        "NetworkID": "i" * 64, "IPv4Data": [{"Pool": "10.20.0.0/24",
+                                             "Gateway": "10.20.0.1/24"}],
+        "Options": {wire.GENERIC: {"cnm.driver": "ipvlan", "parent": "eth1",
+                                   "ipvlan_mode": "l3"}}}) == {}
+    call(p, "NetworkDriver.CreateEndpoint", {**ids, "Interface": {"Address": "10.20.0.5/24"}})
+    answer = call(p, "NetworkDriver.Join", {**ids, "SandboxKey": "/x/netns/ipv"})
+    assert "Gateway" not in answer
+    assert answer["StaticRoutes"] == [{"Destination": "0.0.0.0/0", "RouteType": 1}]
+    # The slave is in the host namespace, named for Docker to move.
+    assert answer["InterfaceName"]["SrcName"] in host.kernel.namespaces[HOST].links

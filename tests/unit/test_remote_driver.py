@@ -184,3 +184,12 @@ def test_a_dry_run_never_asks_the_plugin(pair: Pair) -> None:
     assert not [m for m, _ in pair.calls if m == "NetworkDriver.CreateNetwork"]
     assert c.list_networks() == []
     assert {n.name for n in pair.plugin.list_networks()} == {"bridge", "host", "none"}
+
+
+def test_cnmd_never_drives_its_own_plugin(pair: Pair) -> None:
+    own = str(pair.plugin_dir / "cnm.sock")
+    drivers = Drivers(builtin(), str(pair.plugin_dir), own=own)
+    with pytest.raises(InvalidArgument, match="driver 'cnm' is this cnmd's own Docker plugin"):
+        drivers.find("cnm")
+    assert drivers.find("bridge") is drivers["bridge"]
+    assert drivers.find("../cnm") is None  # a name, never a path
