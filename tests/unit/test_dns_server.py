@@ -47,13 +47,7 @@ class Fake:
     _stop: bool = False
 
     def __post_init__(self) -> None:
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((LOOP, 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((LOOP, self.port))
-        self.tcp.listen(8)
+        self.udp, self.tcp, self.port = listener_sockets()  # one port for both
         self.udp.settimeout(0.2)
         self.tcp.settimeout(0.2)
         threading.Thread(target=self._serve_udp, daemon=True).start()
