@@ -1,6 +1,6 @@
 """Docker's plugin protocol as data (no I/O): the names Docker uses, its port bindings in
 cnm's -p grammar and back, and the answer shapes, as Docker 20.10 sends and reads them
-(``../shared/fixtures/docker-remote-driver-trace.json`` is a capture)."""
+(``tests/fixtures/docker-remote-driver-trace.json`` is a capture)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """cnm's remote driver driving cnm's own Docker plugin over a real unix socket, each side
 with its own core, both over one fake kernel (the plugin makes the link in the host
 namespace, the remote driver moves it into the sandbox). The requests the remote driver
-sends are checked against what a real dockerd sent (the capture in ../shared/fixtures)."""
+sends are checked against what a real dockerd sent (the capture in tests/fixtures)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from cnm.model import NetworkSpec, SandboxSpec
 from cnm.netfilter import Netfilter
 from cnm.testing import HOST, FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 
-TRACE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / \
-    "docker-remote-driver-trace.json"
+# A real dockerd's capture, kept in the repo (tests/fixtures/).
+TRACE = Path(__file__).resolve().parents[1] / "fixtures" / "docker-remote-driver-trace.json"
 
 
 @dataclass
@@ -115,7 +115,6 @@ def shape(body: Any) -> Any:
     return type(body).__name__
 
 
-@pytest.mark.skipif(not TRACE.exists(), reason=f"no capture at {TRACE}")
 def test_the_requests_are_dockers(pair: Pair) -> None:
     c = pair.client
     c.create_network(NetworkSpec(name="r", driver="cnm", subnets=("10.77.0.0/24",)))
