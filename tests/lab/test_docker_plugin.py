@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,19 @@ def busybox_get(lab: Lab, url: str) -> subprocess.CompletedProcess[str]:
                  check=False, timeout=15)
 
 
+def served(get: Callable[[], subprocess.CompletedProcess[str]], want: str,
+           within: float = 10.0) -> subprocess.CompletedProcess[str]:
+    """``get`` again until it answers ``want`` or ``within`` seconds pass: a container's
+    server that was just (re)started may not listen yet. (A check that must fail never
+    goes through here: it would only take longer to fail.)"""
+    deadline = time.monotonic() + within
+    while True:
+        r = get()
+        if r.stdout == want or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
 # --------------------------------------------------------------------------- tests
 def test_docker_containers_on_a_cnm_network(lab: Lab) -> None:
     net = web(lab)
@@ -144,12 +157,13 @@ def test_published_port_is_cnms_firewall_element(lab: Lab) -> None:
     ws_ip = lab.ip("ws", "web")
     table = in_ns(lab.ns.path, "nft", "list", "table", "inet", "cnm").stdout
     assert f"8081 : {ws_ip} . 80" in table
-    got = busybox_get(lab, "http://127.0.0.1:8081/")
+    got = served(lambda: busybox_get(lab, "http://127.0.0.1:8081/"), "hello from docker\n")
     assert got.stdout == "hello from docker\n", got.stderr
     # A cnm sandbox reaches it through the host's port too (hairpin through the gateway).
     lab.cnm("sandbox", "create", "--network", "web", "sbx")
-    r = lab.cn.cli("sandbox", "exec", "sbx", "--", "timeout", "5", "/bin/busybox", "wget",
-                   "-q", "-O-", f"http://{ws_ip}:80/")
+    r = served(lambda: lab.cn.cli("sandbox", "exec", "sbx", "--", "timeout", "5",
+                                  "/bin/busybox", "wget", "-q", "-O-", f"http://{ws_ip}:80/"),
+               "hello from docker\n")
     assert r.stdout == "hello from docker\n", r.stderr
     lab.cnm("sandbox", "rm", "sbx")
     # stop revokes it: the element goes, the port answers no more; start programs it again.
@@ -157,7 +171,8 @@ def test_published_port_is_cnms_firewall_element(lab: Lab) -> None:
     assert "8081" not in in_ns(lab.ns.path, "nft", "list", "table", "inet", "cnm").stdout
     assert busybox_get(lab, "http://127.0.0.1:8081/").returncode != 0
     lab.docker("start", "ws")
-    assert busybox_get(lab, "http://127.0.0.1:8081/").stdout == "hello from docker\n"
+    got = served(lambda: busybox_get(lab, "http://127.0.0.1:8081/"), "hello from docker\n")
+    assert got.stdout == "hello from docker\n", got.stderr
     # A second container cannot take the same host port: refused, with the holder named.
     err = lab.refused("run", "-d", "--name", "w2", "--network", "web", "-p", "8081:80",
                       lab.img, "sleep", "100000")
