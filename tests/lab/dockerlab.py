@@ -62,14 +62,21 @@ containerd --config "$dir/containerd.toml" >"$dir/containerd.log" 2>&1 &
 cpid=$!
 echo $cpid >"$dir/containerd.pid"
 for _ in $(seq 300); do [ -S "$dir/containerd.sock" ] && break; sleep 0.1; done
-dockerd --containerd "$dir/containerd.sock" --data-root "$dir/data" \\
-  --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" -H "unix://$dir/docker.sock" \\
-  --config-file "$dir/daemon.json" --iptables=true >"$dir/dockerd.log" 2>&1 &
-dpid=$!
-stop() {{ kill -TERM $dpid 2>/dev/null; wait $dpid; kill -TERM $cpid 2>/dev/null; wait $cpid;
-         exit 0; }}
+start_dockerd() {{
+  dockerd --containerd "$dir/containerd.sock" --data-root "$dir/data" \\
+    --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" -H "unix://$dir/docker.sock" \\
+    --config-file "$dir/daemon.json" --iptables=true >>"$dir/dockerd.log" 2>&1 &
+  dpid=$!
+}}
+start_dockerd
+stop() {{ kill -TERM $dpid 2>/dev/null; wait $dpid || true; kill -TERM $cpid 2>/dev/null;
+         wait $cpid || true; exit 0; }}
+# SIGUSR1: dockerd alone stops and starts again (containerd and, with live-restore, the
+# containers keep running).
+restart() {{ kill -TERM $dpid 2>/dev/null; wait $dpid || true; start_dockerd; }}
 trap stop TERM INT
-wait
+trap restart USR1
+while kill -0 $cpid 2>/dev/null; do wait $cpid || true; done
 """
 
 
@@ -154,6 +161,22 @@ class Dockerd:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"dockerd did not answer `docker info` in {ready_s} s\n{self.logs()}")
+
+    def restart_dockerd(self, ready_s: float = 60) -> None:
+        """Stop dockerd alone and start it again (containerd stays); return when the new
+        one answers `docker info`."""
+        assert self.proc is not None and self.proc.poll() is None
+        old = (self.dir / "dockerd.pid").read_text().strip()
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + ready_s
+        while time.monotonic() < deadline:
+            pid = self.dir / "dockerd.pid"
+            new = pid.read_text().strip() if pid.exists() else ""
+            if new and new != old and self.docker("info", "--format", "{{.ServerVersion}}",
+                                                  timeout=10).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"dockerd did not come back in {ready_s} s\n{self.logs()}")
 
     def stop(self) -> None:
         """Stop dockerd, then containerd; kill them by pid if they do not stop in time."""

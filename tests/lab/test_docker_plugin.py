@@ -327,3 +327,30 @@ def test_an_ipv6_network_through_docker(lab: Lab) -> None:
     lab.docker("rm", "-f", "v1", "v2")
     lab.docker("network", "rm", "v6")
     assert cnm_links(lab) == set()
+
+
+def test_dockerd_restart_with_live_restore_keeps_containers_as_they_are(lab: Lab) -> None:
+    # Docker's way to restart itself under running containers: live-restore. dockerd
+    # alone restarts (containerd and the containers stay); cnm is asked nothing again.
+    lab.dk.stop()
+    lab.dk.config = {"live-restore": True}
+    lab.dk.start()
+    web(lab)
+    try:
+        lab.run("l1", "web")
+        lab.run("l2", "web", "-p", "8082:80", cmd=("httpd", "-f", "-p", "80", "-h", "/www"))
+        before = (lab.ip("l1", "web"), lab.ip("l2", "web"))
+        eps = sorted(e["id"] for e in lab.cnm_json("endpoint", "ls"))
+        links = lab.links()
+        lab.dk.restart_dockerd()
+        assert (lab.ip("l1", "web"), lab.ip("l2", "web")) == before
+        assert sorted(e["id"] for e in lab.cnm_json("endpoint", "ls")) == eps
+        assert lab.links() == links
+        assert lab.pings("l1", before[1])
+        got = busybox_get(lab, "http://127.0.0.1:8082/")
+        assert got.stdout == "hello from docker\n", got.stderr
+    finally:
+        lab.dk.docker("rm", "-f", "l1", "l2", timeout=60)
+    lab.docker("network", "rm", "web")
+    assert cnm_links(lab) == set()
+    assert lab.cnm_json("endpoint", "ls") == [] and lab.cnm_json("sandbox", "ls") == []
