@@ -238,25 +238,28 @@ def test_a_second_networks_connect_and_disconnect_touch_no_route(
 
 
 # --------------------------------------------------------------------------- shared store
+def shared_store_host(tmp_path: Path,
+                      name: str) -> tuple[wiring.Stack, FakeHostLinks, FakeSandboxLinks]:
+    """A core with a fake kernel of its own on the SQLite store every such core shares:
+    two of them stand in for two hosts on a global store."""
+    resolv = tmp_path / "resolv.conf"
+    if not resolv.exists():
+        resolv.write_text("")
+    kernel = FakeKernel()
+    (tmp_path / f"{name}-netns").touch()
+    cfg = Config(state_dir=str(tmp_path / "shared-state"), run_dir=str(tmp_path / name),
+                 host_netns=str(tmp_path / f"{name}-netns"), resolv_conf=str(resolv))
+    links, sbx = FakeHostLinks(kernel), FakeSandboxLinks(kernel)
+    return wiring.build(cfg, wiring.Adapters(links, sbx)), links, sbx
 
 
 def test_two_hosts_sharing_one_store_never_hand_out_one_address(tmp_path: Path) -> None:
     """Two cores on one SQLite store stand in for two hosts on a global one: each picks
     addresses from its own view, and the store's commit is where a race is lost."""
-    (tmp_path / "resolv.conf").write_text("")
-
-    def host(name: str) -> tuple[wiring.Stack, FakeSandboxLinks]:
-        kernel = FakeKernel()
-        (tmp_path / f"{name}-netns").touch()
-        cfg = Config(state_dir=str(tmp_path / "shared-state"), run_dir=str(tmp_path / name),
-                     host_netns=str(tmp_path / f"{name}-netns"),
-                     resolv_conf=str(tmp_path / "resolv.conf"))
-        sbx = FakeSandboxLinks(kernel)
-        return wiring.build(cfg, wiring.Adapters(FakeHostLinks(kernel), sbx)), sbx
-
-    a, _ = host("a")
+    a, _, _ = shared_store_host(tmp_path, "a")
     a.controller.create_network(NetworkSpec("shared", subnets=("10.70.0.0/24",)))
-    b, b_sbx = host("b")  # it loads the network; its view of the addresses is empty
+    # b loads the network; its view of the addresses is empty.
+    b, _, b_sbx = shared_store_host(tmp_path, "b")
     try:
         a.controller.create_sandbox(SandboxSpec("on-a", network="shared"))
         assert a.controller.endpoint("on-a").ipv4 == "10.70.0.2/24"
@@ -287,19 +290,9 @@ def test_two_hosts_sharing_one_store_never_hold_one_subnet_name_or_bridge(
     """Subnets, names and the drivers' claims are held by the store too: a host whose view
     is stale loses at the commit, before it touches its kernel, and picks again when it
     chose the subnet itself."""
-    (tmp_path / "resolv.conf").write_text("")
-
-    def host(name: str) -> tuple[wiring.Stack, FakeHostLinks]:
-        kernel = FakeKernel()
-        (tmp_path / f"{name}-netns").touch()
-        cfg = Config(state_dir=str(tmp_path / "shared-state"), run_dir=str(tmp_path / name),
-                     host_netns=str(tmp_path / f"{name}-netns"),
-                     resolv_conf=str(tmp_path / "resolv.conf"))
-        links = FakeHostLinks(kernel)
-        return wiring.build(cfg, wiring.Adapters(links, FakeSandboxLinks(kernel))), links
-
-    a, _ = host("a")
-    b, b_links = host("b")  # loaded now: it will never hear of a's networks below
+    a, _, _ = shared_store_host(tmp_path, "a")
+    # b is loaded now: it will never hear of a's networks below.
+    b, b_links, _ = shared_store_host(tmp_path, "b")
     try:
         one = a.controller.create_network(
             NetworkSpec("one", options={"bridge_name": "br-one"}))
