@@ -56,3 +56,28 @@ def test_a_wheel_holds_the_tree_and_installs_into_a_clean_venv(tmp_path: Path) -
                             "import cnm.cli; print(cnm.cli.__file__)"], capture_output=True,
                            text=True, check=True, cwd=tmp_path).stdout
     assert where.startswith(str(venv))
+
+
+def test_pipx_install_of_the_tree_gives_working_cnm_and_cnmd(tmp_path: Path) -> None:
+    """What the README's users of pipx run: ``pipx install .`` from a copy of the tree, with
+    its dependencies, into a pipx home of its own; both commands run from there."""
+    src = tmp_path / "src"
+    shutil.copytree(TOP, src, ignore=shutil.ignore_patterns(
+        "build", ".venv", "*.egg-info", "__pycache__", ".git", ".mypy_cache", ".ruff_cache"))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin")}
+    r = subprocess.run(["pipx", "install", str(src)], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-1500:]
+    bin_dir = tmp_path / "bin"
+    from cnm import __version__
+
+    out = subprocess.run([str(bin_dir / "cnm"), "--version"], capture_output=True, text=True,
+                         check=True, env=env).stdout
+    assert out.strip() == f"cnm {__version__}"
+    # cnmd imports the daemon side (pyroute2, dnslib, ...): it runs only if pipx installed
+    # the dependencies too.
+    helped = subprocess.run([str(bin_dir / "cnmd"), "--help"], capture_output=True, text=True,
+                            env=env)
+    assert helped.returncode == 0, helped.stderr[-1500:]
+    assert "--cluster-store" in helped.stdout
