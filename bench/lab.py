@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,7 @@ def cnm_lab(n: int, janitor: Janitor) -> dict[str, Any]:
         for dst_path, dst in hosts:
             if dst_path == src:
                 continue
-            r = subprocess.run(["nsenter", f"--net={src}", "ping", "-c1", "-W1", "-q", dst],
+            r = subprocess.run(["nsenter", f"--net={src}", "ping", "-n", "-c1", "-W1", "-q", dst],
                                capture_output=True)
             failed += r.returncode != 0
     check = time.perf_counter() - t_check
@@ -150,6 +151,10 @@ def main() -> int:
         return 2
     if not need_peers("lab.py", "mn", "mnexec", "brctl", "ifconfig", "ping"):
         return 2
+    # Cleanup on SIGTERM, and on Ctrl-C even when started in the background by a shell
+    # (which starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     janitor = Janitor()
     try:
         progress(f"cnm: {a.n} sandboxes, up + pingall + down")
