@@ -31,7 +31,7 @@ BUILDER = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 BOOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "overlay",
                 "9pnet_virtio", "9p"]
 NET_MODULES = ["veth", "bridge", "br_netfilter", "macvlan", "ipvlan", "8021q", "dummy",
-               "vxlan", "nf_tables", "nf_conntrack", "nf_nat", "nft_ct", "nft_nat",
+               "vxlan", "sch_netem", "nf_tables", "nf_conntrack", "nf_nat", "nft_ct", "nft_nat",
                "nft_masq", "nft_redir", "nft_chain_nat", "nft_fib_inet", "nft_reject_inet"]
 # Also in the initramfs, for the kernel to load on demand through /sbin/modprobe (nft
 # expressions, conntrack helpers, ...): every module of these directories.
