@@ -2,7 +2,8 @@
 # Install the peers bench/*.py run beside cnm, on a Debian 12 machine as root; idempotent.
 # cnm first (scripts/install.sh), then the Debian packages of the step "bench" in
 # scripts/packages.txt: containernetworking-plugins (CNI bridge, host-local, portmap,
-# macvlan), podman, netavark, aardvark-dns, dnsperf, docker.io, containerd, runc,
+# macvlan), podman, netavark, aardvark-dns, dnsperf, docker.io, containerd, runc, mininet,
+# bridge-utils, net-tools (bench/lab.py),
 # busybox-static (the image Docker runs), bind9-dnsutils, git; and py-spy in the venv
 # (bench/dns.py --profile).
 set -euo pipefail
