@@ -29,11 +29,14 @@ from cnm.client import Client
 from cnm.errors import AlreadyExists, CnmError, PermissionDenied, Unsupported
 from cnm.lab import model as m
 
+# Where labs keep their state, and the first word of their namespaces' names: a test
+# suite sets both so its labs never meet a learner's (or another suite's) of the same name.
 ROOT = Path(os.environ.get("CNM_LAB_DIR", "/run/cnm-lab"))
+PREFIX = os.environ.get("CNM_LAB_PREFIX", "lab")
 
 
 def netns_name(lab: str, node: str) -> str:
-    return f"lab-{lab}-{node}"
+    return f"{PREFIX}-{lab}-{node}"
 
 
 def netns_path(lab: str, node: str) -> str:
