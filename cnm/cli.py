@@ -803,6 +803,8 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
               "print a shell completion script: source <(cnm completion bash)")
     sp.add_argument("shell", choices=("bash", "zsh"), help="bash or zsh")
     groups.add_parser("daemon", help="run the daemon (same as cnmd)", add_help=False)
+    groups.add_parser("lab", help="network labs from YAML files (cnm lab --help)",
+                      add_help=False)
     return p
 
 
@@ -867,6 +869,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     try:
+        if args_list[:1] == ["lab"]:  # not an API client: its own command table
+            from cnm.lab.cli import main as lab_main
+
+            return lab_main(args_list[1:])
         if "daemon" in args_list:
             i = args_list.index("daemon")
             if all(a.startswith("-") for a in args_list[:i]):

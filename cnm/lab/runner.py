@@ -1,0 +1,399 @@
+"""Bring a lab up and down: namespaces, switches, links, a cnmd per host, networks,
+sandboxes, the programs they run.
+
+`up` is a list of steps (`STEPS`), each timed and shown; everything made is recorded in
+the lab's state file as it is made, so `down` (and Ctrl-C during `up`, and a crash) finds
+it. `down` is idempotent: it removes what the state file and the lab file name, whatever
+is already gone. Nothing here touches the machine's own namespace: every command names a
+lab namespace (``ip -n``, ``nsenter --net``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnm.client import Client
+from cnm.errors import AlreadyExists, CnmError, PermissionDenied, Unsupported
+from cnm.lab import model as m
+
+# Where labs keep their state, and the first word of their namespaces' names: a test
+# suite sets both so its labs never meet a learner's (or another suite's) of the same name.
+ROOT = Path(os.environ.get("CNM_LAB_DIR", "/run/cnm-lab"))
+PREFIX = os.environ.get("CNM_LAB_PREFIX", "lab")
+
+
+def netns_name(lab: str, node: str) -> str:
+    return f"{PREFIX}-{lab}-{node}"
+
+
+def netns_path(lab: str, node: str) -> str:
+    return f"/run/netns/{netns_name(lab, node)}"
+
+
+def state_dir(lab: str) -> Path:
+    return ROOT / lab
+
+
+def need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionDenied(f"cnm lab {what} needs root (it makes network namespaces)",
+                               hint=f"sudo cnm lab {what} …")
+
+
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise CnmError(f"{' '.join(cmd)}: {r.stderr.strip() or 'exit ' + str(r.returncode)}")
+    return r
+
+
+@dataclass
+class State:
+    """What a lab has made, written after every step (state.json)."""
+
+    name: str
+    file: str
+    namespaces: list[str] = field(default_factory=list)
+    daemons: dict[str, int] = field(default_factory=dict)  # host -> cnmd pid
+    processes: list[int] = field(default_factory=list)  # process group leaders
+    up: bool = False
+
+    @property
+    def path(self) -> Path:
+        return state_dir(self.name) / "state.json"
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=1))
+        tmp.replace(self.path)
+
+    @classmethod
+    def read(cls, name: str) -> State | None:
+        try:
+            data = json.loads((state_dir(name) / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(**data)
+
+
+def socket_of(lab: str, host: str) -> str:
+    return f"unix://{state_dir(lab) / host / 'cnm.sock'}"
+
+
+def client(lab: str, host: str) -> Client:
+    return Client(socket_of(lab, host), timeout=60)
+
+
+Step = Callable[["Up"], None]
+
+
+class Up:
+    """One `up`: the lab, its state, and the steps that make it."""
+
+    def __init__(self, lab: m.Lab, say: Callable[[str], None]) -> None:
+        self.lab, self.say = lab, say
+        self.state = State(lab.name, os.path.abspath(lab.path))
+
+    def run(self) -> None:
+        for title, step in STEPS:
+            t0 = time.monotonic()
+            step(self)
+            self.state.save()
+            self.say(f"  {title:<12} {time.monotonic() - t0:6.2f} s")
+        self.state.up = True
+        self.state.save()
+
+    def ns(self, node: str) -> str:
+        return netns_name(self.lab.name, node)
+
+
+def _namespaces(u: Up) -> None:
+    nodes = [h.name for h in u.lab.hosts] + [s.name for s in u.lab.switches]
+    for n in nodes:
+        name = u.ns(n)
+        u.state.namespaces.append(name)
+        u.state.save()
+        sh("ip", "netns", "add", name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+    for sw in u.lab.switches:
+        sh("ip", "-n", u.ns(sw.name), "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", u.ns(sw.name), "link", "set", "br0", "up")
+
+
+def _links(u: Up) -> None:
+    switches = {s.name: s for s in u.lab.switches}
+    for lk in u.lab.links:
+        a, b = lk.ends
+        sh("ip", "-n", u.ns(a.node), "link", "add", a.ifname,
+           *(("mtu", str(lk.mtu)) if lk.mtu else ()), "type", "veth", "peer", "name",
+           b.ifname, *(("mtu", str(lk.mtu)) if lk.mtu else ()), "netns", u.ns(b.node))
+        for end in lk.ends:
+            ns = u.ns(end.node)
+            for addr in end.addresses:
+                sh("ip", "-n", ns, "addr", "add", addr, "dev", end.ifname)
+            if end.node in switches:
+                sh("ip", "-n", ns, "link", "set", end.ifname, "master", "br0")
+                if end.hairpin or switches[end.node].hairpin:
+                    sh("bridge", "-n", ns, "link", "set", "dev", end.ifname, "hairpin", "on")
+            sh("ip", "-n", ns, "link", "set", end.ifname, "up")
+    for h in u.lab.hosts:
+        if h.forwarding:
+            for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
+                sh("nsenter", f"--net={netns_path(u.lab.name, h.name)}", "sysctl", "-qw",
+                   f"{key}=1")
+        for r in h.routes:
+            sh("ip", "-n", u.ns(h.name), "route", "add", r.to, "via", r.via)
+
+
+def _daemons(u: Up) -> None:
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for h in u.lab.hosts:
+        if not h.cnmd:
+            continue
+        d = state_dir(u.lab.name) / h.name
+        d.mkdir(parents=True, exist_ok=True)
+        resolv = d / "resolv.conf"
+        # No nameserver: the embedded DNS never asks the machine's real resolvers.
+        resolv.write_text("# a lab host has no upstream resolver\n")
+        cmd = [sys.executable, "-m", "cnm", "daemon", "--netns", netns_path(u.lab.name, h.name),
+               "--state-dir", str(d / "state"), "--run-dir", str(d / "run"),
+               "--resolv-conf", str(resolv), "-H", socket_of(u.lab.name, h.name),
+               "--docker-plugin", "none"]
+        with open(d / "cnmd.log", "ab") as log:
+            # A session of its own: a Ctrl-C at the terminal reaches `up`, which tears
+            # down in order, not the daemons directly.
+            p = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        procs[h.name] = p
+        u.state.daemons[h.name] = p.pid
+        u.state.save()
+    deadline = time.monotonic() + 30
+    for host, p in procs.items():
+        while True:
+            if p.poll() is not None:
+                tail = (state_dir(u.lab.name) / host / "cnmd.log").read_text()[-1500:]
+                raise CnmError(f"cnmd of host {host} exited {p.returncode}: {tail}")
+            try:
+                c = client(u.lab.name, host)
+                c.call("GET", "/v1/_ping")
+                c.close()
+                break
+            except CnmError:
+                if time.monotonic() > deadline:
+                    raise CnmError(f"cnmd of host {host} did not become ready in 30 s"
+                                   ) from None
+                time.sleep(0.05)
+
+
+def _networks(u: Up) -> None:
+    for net in u.lab.networks:
+        for host in net.hosts:
+            c = client(u.lab.name, host)
+            try:
+                c.create_network(name=net.name, driver=net.driver, subnets=list(net.subnets),
+                                 gateways=list(net.gateways), ip_ranges=list(net.ip_ranges),
+                                 aux_addresses=dict(net.aux_addresses), ipv6=net.ipv6,
+                                 internal=net.internal, options=dict(net.options))
+            finally:
+                c.close()
+
+
+def _attach_body(a: m.Attachment) -> dict[str, Any]:
+    body: dict[str, Any] = {"ip": a.ip, "ip6": a.ip6, "mac_address": a.mac,
+                            "aliases": list(a.aliases) or None, "ifname": a.ifname or None}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _sandboxes(u: Up) -> None:
+    by_host: dict[str, list[m.Sandbox]] = {}
+    for sb in u.lab.sandboxes:
+        by_host.setdefault(sb.host, []).append(sb)
+
+    def make(host: str) -> None:
+        c = client(u.lab.name, host)
+        try:
+            for sb in by_host[host]:
+                first, *rest = sb.attachments
+                c.create_sandbox(name=sb.name, network=first.network, hostname=sb.hostname,
+                                 ports=list(sb.ports) or None, **_attach_body(first))
+                for a in rest:
+                    c.connect(a.network, sb.name, **_attach_body(a))
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(max(1, len(by_host))) as pool:
+        for f in [pool.submit(make, h) for h in by_host]:
+            f.result()
+
+
+def sandbox_netns(lab: str, sb: m.Sandbox) -> str:
+    c = client(lab, sb.host)
+    try:
+        return str(c.sandbox(sb.name)["netns"])
+    finally:
+        c.close()
+
+
+def _programs(u: Up) -> None:
+    waiting: list[tuple[Path, subprocess.Popen[bytes], str]] = []
+    for sb in u.lab.sandboxes:
+        argvs = []
+        if sb.serve:
+            argvs.append([sys.executable, "-m", "cnm.lab.echo",
+                          *(f"{s.proto}/{s.port}" for s in sb.serve)])
+        if sb.run:
+            argvs.append(list(sb.run))
+        if not argvs:
+            continue
+        path = sandbox_netns(u.lab.name, sb)
+        for i, argv in enumerate(argvs):
+            log = state_dir(u.lab.name) / f"{sb.name}.{i}.log"
+            with open(log, "wb") as out:
+                p = subprocess.Popen(["nsenter", f"--net={path}", *argv], stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+            u.state.processes.append(p.pid)
+            u.state.save()
+            if argv[2:3] == ["cnm.lab.echo"]:
+                waiting.append((log, p, sb.name))
+    deadline = time.monotonic() + 20
+    for log, p, name in waiting:
+        while "ready" not in log.read_text():
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise CnmError(f"the echo server of {name} did not start: "
+                               f"{log.read_text()[-500:]}")
+            time.sleep(0.02)
+
+
+STEPS: list[tuple[str, Step]] = [
+    ("namespaces", _namespaces),
+    ("links", _links),
+    ("cnmd", _daemons),
+    ("networks", _networks),
+    ("sandboxes", _sandboxes),
+    ("programs", _programs),
+]
+
+
+def unsupported(lab: m.Lab) -> str | None:
+    """What of the lab this runner cannot make yet (refused before anything runs)."""
+    if lab.cluster is not None:
+        return "cluster (etcd) labs"
+    if any(h.docker for h in lab.hosts) or any(s.docker for s in lab.sandboxes):
+        return "docker hosts and sandboxes"
+    if "netem" in lab.features:
+        return "impairments (netem)"
+    return None
+
+
+def up(lab: m.Lab, say: Callable[[str], None]) -> None:
+    need_root("up")
+    missing = unsupported(lab)
+    if missing:
+        raise Unsupported(f"{lab.path}: {missing} are not supported by this cnm lab runner")
+    old = State.read(lab.name)
+    if old is not None:
+        raise AlreadyExists(f"lab {lab.name} is already up (from {old.file})",
+                            hint=f"cnm lab down {old.file}")
+    ROOT.mkdir(parents=True, exist_ok=True)
+    u = Up(lab, say)
+    t0 = time.monotonic()
+    say(f"lab {lab.name}: up")
+    try:
+        with _interrupts_as_keyboard():
+            u.run()
+    except BaseException:
+        say(f"lab {lab.name}: up failed, tearing down what it made")
+        down(lab.name, lab)
+        raise
+    say(f"lab {lab.name}: up in {time.monotonic() - t0:.2f} s")
+
+
+@contextmanager
+def _interrupts_as_keyboard() -> Iterator[None]:
+    """SIGTERM during up is a Ctrl-C too: either way up undoes what it made."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _kill(pid: int, group: bool, wait: float) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:  # not ours (another `up` started it): poll for it
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+        time.sleep(0.02)
+    try:
+        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def down(name: str, lab: m.Lab | None = None) -> bool:
+    """Remove everything of lab ``name``; False if nothing was there. Tries every step."""
+    need_root("down")
+    st = State.read(name)
+    names = set(st.namespaces if st else ())
+    if lab is not None:
+        names |= {netns_name(name, n) for n in [*(h.name for h in lab.hosts),
+                                                 *(s.name for s in lab.switches)]}
+    found = st is not None
+    errors: list[str] = []
+    for pid in st.processes if st else ():
+        _kill(pid, group=True, wait=2)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda pid: _kill(pid, group=False, wait=15),
+                      st.daemons.values() if st else ()))
+    d = state_dir(name)
+    for ns_dir in d.glob("*/run/netns"):
+        for entry in ns_dir.iterdir():
+            subprocess.run(["umount", "-l", str(entry)], capture_output=True)
+            entry.unlink(missing_ok=True)
+    for ns in sorted(names):
+        if os.path.exists(f"/run/netns/{ns}"):
+            found = True
+            r = sh("ip", "netns", "del", ns, check=False)
+            if r.returncode != 0:
+                errors.append(f"{ns}: {r.stderr.strip()}")
+    if d.exists():
+        found = True
+        shutil.rmtree(d, ignore_errors=True)
+    if errors:
+        raise CnmError(f"lab {name}: down could not remove " + "; ".join(errors))
+    return found
+
+
+def labs_up() -> list[State]:
+    if not ROOT.is_dir():
+        return []
+    out = [State.read(p.name) for p in sorted(ROOT.iterdir())]
+    return [s for s in out if s is not None]
