@@ -9,6 +9,7 @@ import pytest
 
 from cnm.errors import NotFound
 from cnm.lab import netem
+from cnm.lab.model import Impairment
 from cnm.model import NetworkSpec, SandboxSpec
 from cnm.testing.netns import Stack, can_ping, in_ns
 
@@ -38,7 +39,7 @@ def tc_qdisc(netns: str) -> str:
 
 def test_delay_on_a_sandbox_interface_shows_in_the_round_trip(stack: Stack) -> None:
     a, _ = two_sandboxes(stack)
-    netem.apply(a, "eth0", netem.parse("impair", {"delay_ms": 300}))
+    netem.apply(a, "eth0", Impairment(delay_ms=300))
     assert "netem" in tc_qdisc(a) and "delay 300ms" in tc_qdisc(a)
     assert rtt_min_ms(a, "10.66.0.3") >= 300.0
     netem.clear(a, "eth0")
@@ -48,9 +49,9 @@ def test_delay_on_a_sandbox_interface_shows_in_the_round_trip(stack: Stack) -> N
 
 def test_total_loss_stops_pings_and_clearing_brings_them_back(stack: Stack) -> None:
     a, b = two_sandboxes(stack)
-    netem.apply(b, "eth0", netem.parse("impair", {"loss_pct": 100}))
+    netem.apply(b, "eth0", Impairment(loss_pct=100))
     assert not can_ping(a, "10.66.0.3")  # echoes reach b, its replies are all dropped
-    netem.apply(b, "eth0", netem.parse("impair", {"loss_pct": 100}))  # replace: idempotent
+    netem.apply(b, "eth0", Impairment(loss_pct=100))  # replace: idempotent
     netem.clear(b, "eth0")
     netem.clear(b, "eth0")  # nothing left to clear: no error
     assert can_ping(a, "10.66.0.3")
@@ -58,8 +59,7 @@ def test_total_loss_stops_pings_and_clearing_brings_them_back(stack: Stack) -> N
 
 def test_rate_and_jitter_are_what_tc_shows(stack: Stack) -> None:
     a, _ = two_sandboxes(stack)
-    netem.apply(a, "eth0", netem.parse("impair", {"delay_ms": 20, "jitter_ms": 5,
-                                                  "rate": "1mbit"}))
+    netem.apply(a, "eth0", Impairment(delay_ms=20, jitter_ms=5, rate="1mbit"))
     shown = tc_qdisc(a)
     assert "delay 20ms  5ms" in shown or "delay 20ms 5ms" in shown, shown
     assert "rate 1Mbit" in shown, shown
@@ -68,4 +68,4 @@ def test_rate_and_jitter_are_what_tc_shows(stack: Stack) -> None:
 def test_an_interface_that_is_not_there_is_named(stack: Stack) -> None:
     a, _ = two_sandboxes(stack)
     with pytest.raises(NotFound, match="no interface 'eth9'"):
-        netem.apply(a, "eth9", netem.parse("impair", {"delay_ms": 1}))
+        netem.apply(a, "eth9", Impairment(delay_ms=1))
