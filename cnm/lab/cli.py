@@ -53,7 +53,11 @@ def cmd_check(a: argparse.Namespace) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from cnm.lab import checks, runner
 
-    lab = _load(a.file)
+    lab = _load(a.file)  # a malformed file is refused here, before a VM boots
+    if a.vm:
+        from cnm.lab import vm
+
+        return vm.run("run", a.file)
     runner.up(lab, _say)
     try:
         results = checks.run(lab)
@@ -97,6 +101,10 @@ def parser() -> argparse.ArgumentParser:
                            ("run", cmd_run, "up, check, down (down even on failure)")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("file", metavar="FILE", help="the lab's YAML file")
+        if name == "run":
+            sp.add_argument("--vm", action="store_true",
+                            help="run it in the qemu VM of netns-lab/vm/run (Debian's "
+                                 "kernel: ipvlan, 802.1q, netem)")
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("ls", help="the labs that are up")
     sp.set_defaults(fn=cmd_ls)

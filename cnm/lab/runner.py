@@ -28,6 +28,7 @@ from typing import Any
 from cnm.client import Client
 from cnm.errors import AlreadyExists, CnmError, PermissionDenied, Unsupported
 from cnm.lab import model as m
+from cnm.lab import netem
 
 # Where labs keep their state, and the first word of their namespaces' names: a test
 # suite sets both so its labs never meet a learner's (or another suite's) of the same name.
@@ -278,12 +279,36 @@ def _programs(u: Up) -> None:
             time.sleep(0.02)
 
 
+def _impairments(u: Up) -> None:
+    """netem on the link ends and sandbox interfaces that ask for it (VM tier); they go
+    with their namespaces at down."""
+    for lk in u.lab.links:
+        for end in lk.ends:
+            imp = end.impair or lk.impair  # an end's own wins over the link's
+            if imp is not None:
+                netem.apply(netns_path(u.lab.name, end.node), end.ifname, imp)
+    for sb in u.lab.sandboxes:
+        wanted = [a for a in sb.attachments if a.impair is not None]
+        if not wanted:
+            continue
+        c = client(u.lab.name, sb.host)
+        try:
+            info = c.sandbox(sb.name)
+        finally:
+            c.close()
+        ifname = {e["network"]: e["ifname"] for e in info["endpoints"]}
+        for a in wanted:
+            assert a.impair is not None
+            netem.apply(str(info["netns"]), a.ifname or ifname[a.network], a.impair)
+
+
 STEPS: list[tuple[str, Step]] = [
     ("namespaces", _namespaces),
     ("links", _links),
     ("cnmd", _daemons),
     ("networks", _networks),
     ("sandboxes", _sandboxes),
+    ("impairments", _impairments),
     ("programs", _programs),
 ]
 
@@ -294,8 +319,6 @@ def unsupported(lab: m.Lab) -> str | None:
         return "cluster (etcd) labs"
     if any(h.docker for h in lab.hosts) or any(s.docker for s in lab.sandboxes):
         return "docker hosts and sandboxes"
-    if "netem" in lab.features:
-        return "impairments (netem)"
     return None
 
 
