@@ -10,7 +10,9 @@ from cnm.lab import model as m
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string; a newline becomes DOT's centred line break."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
 
 
 def dot(lab: m.Lab) -> str:
