@@ -11,8 +11,6 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cnm.errors import CnmError, exit_code
-
 
 def _say(text: str) -> None:
     print(text, flush=True)
@@ -117,21 +115,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    debug = "--debug" in argv
-    argv = [x for x in argv if x != "--debug"]
+    """``cnm lab ARGS``; called from ``cnm.cli.main``, which turns a CnmError into its message
+    and exit code (the one place that does, as for every other command)."""
+    argv = [x for x in argv if x != "--debug"]  # cnm.cli.main has read it
     try:
         a = parser().parse_args(argv)
         rc: int = a.fn(a)
         return rc
-    except CnmError as e:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
-        return exit_code(e)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
