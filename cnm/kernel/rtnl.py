@@ -28,7 +28,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_SETLINK = 24, 25, 19
 AF_BRIDGE, IFLA_PROTINFO, IFLA_BRPORT_MODE, NLA_F_NESTED = 7, 12, 4, 0x8000
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_GETADDR, RTM_GETROUTE = 22, 26
+RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
@@ -160,6 +160,55 @@ class Rtnl:
                         return
                     yield mtype, data, offset + _HDR.size, offset + length
                 offset += (length + 3) & ~3
+
+    def link_state(self, index: int) -> tuple[int, int | None] | None:
+        """(flags, master index or None) of link ``index``, or None when there is none."""
+        self._seq += 1
+        seq = self._seq
+        body = _IFINFO.pack(0, 0, index, 0, 0)
+        self.sock.send(_HDR.pack(_HDR.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0)
+                       + body)
+        while True:
+            data = self.sock.recv(1 << 16)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
+                if length < _HDR.size:
+                    break
+                if mseq == seq:
+                    start = offset + _HDR.size
+                    if mtype == NLMSG_ERROR:
+                        code = struct.unpack_from("=i", data, start)[0]
+                        if code in (-errno.ENODEV, 0):
+                            return None
+                        raise NetlinkError(-code, os.strerror(-code))
+                    if mtype == RTM_NEWLINK:
+                        _, _, _, flags, _ = _IFINFO.unpack_from(data, start)
+                        attrs = _attrs(data, start + _IFINFO.size, offset + length)
+                        master = attrs.get(IFLA_MASTER)
+                        return flags, struct.unpack("=I", master[:4])[0] if master else None
+                offset += (length + 3) & ~3
+
+    def links(self) -> list[tuple[int, str, str, str | None, int | None]]:
+        """Every link: (index, name, kind, alias, master index), as ``ip -d link``."""
+        out = []
+        for mtype, data, start, end in self._dump(RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0)):
+            if mtype != RTM_NEWLINK:
+                continue
+            _, _, index, _, _ = _IFINFO.unpack_from(data, start)
+            attrs = _attrs(data, start + _IFINFO.size, end)
+            kind = ""
+            if IFLA_LINKINFO in attrs:
+                info = attrs[IFLA_LINKINFO]
+                kind_raw = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND)
+                kind = kind_raw.rstrip(b"\0").decode() if kind_raw else ""
+            name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode()
+            alias = attrs.get(IFLA_IFALIAS)
+            master = attrs.get(IFLA_MASTER)
+            out.append((index, name, kind,
+                        alias.rstrip(b"\0").decode() if alias else None,
+                        struct.unpack("=I", master[:4])[0] if master else None))
+        return out
 
     def addresses(self) -> list[AddressRecord]:
         """Every address of every link (both families), as ``ip addr`` lists them."""

@@ -107,8 +107,10 @@ class Daemon:
     def address(self) -> str:
         return f"unix://{self.socket}"
 
-    def start(self, *extra: str, prefix: tuple[str, ...] = ()) -> None:
-        """Start cnmd (``prefix``: a command to run it under, like prlimit)."""
+    def start(self, *extra: str, prefix: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> None:
+        """Start cnmd (``prefix``: a command to run it under, like prlimit; ``env``: added
+        to its environment, like NOTIFY_SOCKET)."""
         # A resolver file of the test's own (no nameserver), so the embedded DNS never
         # asks the machine's real resolvers; a later --resolv-conf in ``extra`` wins.
         resolv = self.state_dir.parent / "host-resolv-none.conf"
@@ -119,7 +121,8 @@ class Daemon:
                # Not on the machine's /run/docker/plugins unless a test asks for it.
                *(() if "--docker-plugin" in extra else ("--docker-plugin", "none")), *extra]
         logf = open(self.log, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf)
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=logf,
+                                     env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
