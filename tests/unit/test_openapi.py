@@ -23,6 +23,7 @@ from cnm.api.server import (
     PUBLISH,
     ROUTES,
     SANDBOX_CREATE,
+    TRACE,
     EventStream,
     check_body,
     dispatch,
@@ -31,6 +32,7 @@ from cnm.api.server import (
 from cnm.core import Config, Controller
 from cnm.errors import InvalidArgument
 from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
+from cnm.trace import Observed, Target, TracePath
 
 DOC: dict[str, Any] = openapi_document()
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -44,6 +46,7 @@ BODIES = {
     ("POST", "/v1/endpoints/{ref}/join"): JOIN,
     ("POST", "/v1/sandboxes"): SANDBOX_CREATE,
     ("POST", "/v1/sandboxes/{ref}/ports"): PUBLISH,
+    ("POST", "/v1/sandboxes/{ref}/trace"): TRACE,
 }
 
 
@@ -356,6 +359,14 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
     assert [m["host_port"] for m in api("GET", "/v1/sandboxes/p/ports")] == [8080, 5353]
     assert api("POST", "/v1/firewall/reload") == {"networks": 3, "ports": 2}
     assert api("DELETE", "/v1/sandboxes/p/ports/udp/5353")[0]["container_port"] == 53
+    # A trace: refused without the kernel's side (the fakes have none), then with a fixed
+    # observation standing in for it (tests/netns/test_trace.py traces for real).
+    assert api("POST", "/v1/sandboxes/p/trace", {"destination": "10.1.0.9"},
+               expect=501)["error"]["code"] == "unsupported"
+    api("POST", "/v1/sandboxes/p/trace", {"destination": "10.1.0.9:80/tcpp"}, expect=400)
+    api.controller.tracer = _fixed_trace
+    done = api("POST", "/v1/sandboxes/p/trace", {"destination": "10.1.0.9:80"})
+    assert (done["verdict"], done["by"]["meaning"]) == ("dropped", "inter-network isolation")
     api("DELETE", "/v1/sandboxes/p")
 
     api("POST", "/v1/networks/db/disconnect", {"sandbox": "a"})
@@ -373,6 +384,16 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
 
     # Every route answered once with a documented body.
     assert api.seen == {(m, p) for m, p, _ in ROUTES}
+
+
+def _fixed_trace(path: TracePath, target: Target, nft: object) -> Observed:
+    lines = ('trace id 1 inet cnm forward packet: iif "a" oif "b" ip saddr 10.1.0.2 '
+             "ip daddr 10.1.0.9 tcp dport 80\n"
+             "trace id 1 inet cnm forward rule iifname @bridges oifname @bridges drop "
+             'comment "inter-network isolation" (verdict drop)\n')
+    route = {"dst": target.addr, "dev": "eth0", "prefsrc": "10.1.0.2"}
+    return Observed(path.sandbox, target, route, None, "eth0", "web", "veth0", "br0",
+                    target.addr, None, None, lines, "trace_x", "no answer")
 
 
 @pytest.mark.parametrize("method, path, body, status", [
