@@ -93,6 +93,8 @@ def trace_chain(chain: str, hook: str, iifname: str | None, source: str, t: Targ
     match += f"{ip} saddr {source} {ip} daddr {t.addr} meta l4proto {l4} "
     if t.port:
         match += f"th dport {t.port} "
+    if t.proto == "tcp":  # the SYN only, not the rest of the probe's handshake
+        match += "tcp flags & (syn | ack) == syn "
     return (f"add chain inet cnm {chain} {{ type filter hook {hook} priority "
             f"{TRACE_PRIORITY}; policy accept; }}\n"
             f'add rule inet cnm {chain} {match}meta nftrace set 1 comment "{TRACE_COMMENT}"\n')
@@ -149,6 +151,10 @@ def parse_event(line: str) -> Event | None:
         if rm:
             return Event(tid, family, table, chain, "rule", rm.group(1), rm.group(2))
         return Event(tid, family, table, chain, "rule", rest[len("rule "):])
+    if rest.startswith("unknown rule handle "):  # a rule newer than the monitor's cache
+        rm = re.match(r"unknown rule (handle \d+) \(verdict ([^)]*)\)$", rest)
+        if rm:
+            return Event(tid, family, table, chain, "rule", rm.group(1), rm.group(2))
     for kind in ("verdict", "policy"):
         if rest.startswith(kind + " "):
             return Event(tid, family, table, chain, kind, "", rest[len(kind) + 1:].strip())
@@ -226,9 +232,10 @@ def hops(events: list[Event]) -> list[Hop]:
                 continue
         hop = out[-1]
         if e.kind == "rule":
-            hop.rules.append({"rule": e.text, "verdict": e.verdict,
-                              "meaning": e.comment or ""})
-            if e.verdict and e.verdict != "continue":
+            rule = re.sub(r'\s*comment "[^"]*"', "", e.text)
+            hop.rules.append({"rule": rule, "verdict": e.verdict, "meaning": e.comment or ""})
+            # A jump or goto goes on in the next chain: not this chain's end.
+            if e.verdict and e.verdict.split()[0] not in ("continue", "jump", "goto"):
                 out[-1] = Hop(hop.chain, hop.packet, hop.rules, e.verdict)
         else:
             out[-1] = Hop(hop.chain, hop.packet, hop.rules,
@@ -241,20 +248,26 @@ def _endpoint(p: dict[str, str]) -> str:
     return f"{addr}:{p['dport']}" if "dport" in p else addr
 
 
+_DNAT = re.compile(r"\bdnat (ip6? )?to\b")
+_SNAT = re.compile(r"\b(masquerade|snat (ip6? )?to)\b")
+
+
 def nat(path: list[Hop]) -> list[str]:
     """The translations seen: a DNAT rule and the address it led to, masquerade or SNAT."""
     out = []
     first = next((h.packet for h in path if h.packet), {})
     for i, h in enumerate(path):
         for r in h.rules:
-            if "dnat" in r["rule"] and r["verdict"] == "accept":
+            if r["verdict"] != "accept":
+                continue
+            why = r["meaning"] or r["rule"]
+            if _DNAT.search(r["rule"]):
                 after = next((x.packet for x in path[i + 1:] if x.packet), {})
                 to = _endpoint(after) if after else "?"
-                out.append(f"DNAT {_endpoint(first)} -> {to} ({r['meaning'] or r['rule']})")
-            elif ("masquerade" in r["rule"] or "snat" in r["rule"]) and r["verdict"] == "accept":
-                kind = "masquerade" if "masquerade" in r["rule"] else "SNAT"
-                out.append(f"{kind} of source {first.get('saddr', '?')} "
-                           f"({r['meaning'] or r['rule']})")
+                out.append(f"DNAT {_endpoint(first)} -> {to} ({why})")
+            elif m := _SNAT.search(r["rule"]):
+                kind = "masquerade" if m.group(1) == "masquerade" else "SNAT"
+                out.append(f"{kind} of source {first.get('saddr', '?')} ({why})")
     return out
 
 
@@ -271,7 +284,8 @@ def _drop(path: list[Hop]) -> dict[str, str] | None:
 def verdict(o: Observed, path: list[Hop]) -> dict[str, Any]:
     """delivered, dropped (by which rule), no-route, no-neighbour or no-answer."""
     if o.route_error is not None:
-        return {"verdict": "no-route", "reason": o.route_error}
+        return {"verdict": "no-route",
+                "reason": f"{o.sandbox} has no route to {o.target.addr}: {o.route_error}"}
     drop = _drop(path)
     if drop is not None:
         why = f" ({drop['meaning']})" if drop["meaning"] else ""

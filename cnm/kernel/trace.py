@@ -178,20 +178,21 @@ def _traced(p: trace.TracePath, t: trace.Target, nft: NftApi, chain: str, bridge
             source: str) -> tuple[str, str]:
     hook = "output" if p.same_namespace else "prerouting"
     iif = None if p.same_namespace else bridge
-    monitor = _monitor(p.host_netns)
     try:
-        try:
-            nft.run(trace.trace_chain(chain, hook, iif, source, t))
-        except NotFound as e:
-            raise Unavailable("cnm's nftables table is missing: cannot trace",
-                              hint="cnm firewall reload") from e
+        nft.run(trace.trace_chain(chain, hook, iif, source, t))
+    except NotFound as e:
+        raise Unavailable("cnm's nftables table is missing: cannot trace",
+                          hint="cnm firewall reload") from e
+    try:
+        # Started after the chain exists, so the monitor knows its rules by name.
+        monitor = _monitor(p.host_netns)
         try:
             result = probe(p.netns, t)
             time.sleep(0.2)  # the last events of the probe reach the monitor
         finally:
-            # Gone already is fine (a table rebuilt meanwhile); anything else is raised.
-            with contextlib.suppress(NotFound):
-                nft.run(f"flush chain inet cnm {chain}\ndelete chain inet cnm {chain}\n")
+            events = _stop(monitor)
     finally:
-        events = _stop(monitor)
+        # Gone already is fine (a table rebuilt meanwhile); anything else is raised.
+        with contextlib.suppress(NotFound):
+            nft.run(f"flush chain inet cnm {chain}\ndelete chain inet cnm {chain}\n")
     return events, result
