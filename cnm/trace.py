@@ -243,9 +243,14 @@ def hops(events: list[Event]) -> list[Hop]:
     return out
 
 
+def _hostport(addr: str, port: str | None) -> str:
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def _endpoint(p: dict[str, str]) -> str:
-    addr = p.get("daddr", "?")
-    return f"{addr}:{p['dport']}" if "dport" in p else addr
+    return _hostport(p.get("daddr", "?"), p.get("dport"))
 
 
 _DNAT = re.compile(r"\bdnat (ip6? )?to\b")
@@ -334,8 +339,7 @@ def _packet_text(p: dict[str, str]) -> str:
         out.append(f"in {p['iif']}")
     if "oif" in p:
         out.append(f"out {p['oif']}")
-    src = p.get("saddr", "?") + (f":{p['sport']}" if "sport" in p else "")
-    out.append(f"{src} -> {_endpoint(p)}")
+    out.append(f"{_hostport(p.get('saddr', '?'), p.get('sport'))} -> {_endpoint(p)}")
     return ", ".join(out)
 
 

@@ -151,6 +151,10 @@ def run(p: trace.TracePath, t: trace.Target, nft: NftApi) -> trace.Observed:
     ifname = route.get("dev") if route else None
     link = next((x for x in p.links if x[0] == ifname), None)
     network, host_link, bridge = (link[1], link[2], link[3]) if link else (None, None, None)
+    if host_link and bridge:
+        # The bridge the kernel has the host end on, which is what the packet meets.
+        found, _ = _ip(p.host_netns, "link", "show", host_link)
+        bridge = (found[0].get("master") if found else None) or None
     source = (route or {}).get("prefsrc")
     next_hop = (route or {}).get("gateway") or t.addr
     chain = f"trace_{secrets.token_hex(4)}"

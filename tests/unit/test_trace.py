@@ -1,6 +1,7 @@
 """`cnm trace` on fixed inputs: real observations, captured from the isolation and ports
-labs (tests/unit/golden/trace_NAME.json: the route, neighbour, FDB entry, the `nft monitor
-trace` lines and the probe's outcome), rendered against tests/unit/golden/trace_NAME.txt.
+labs and from two dual-stack bridges (tests/unit/golden/trace_NAME.json: the route,
+neighbour, FDB entry, the `nft monitor trace` lines and the probe's outcome), rendered
+against tests/unit/golden/trace_NAME.txt.
 After an intended change to the rendering, regenerate and review the diff:
 
     CNM_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_trace.py
@@ -39,6 +40,9 @@ EXPECTED: dict[str, tuple[str, str, list[str]]] = {
     "published_from_another_network": (
         "delivered", "", ["DNAT 192.168.60.1:8080 -> 10.42.0.10:80 (published port)"]),
     "no_neighbour": ("no-neighbour", "", []),
+    # Captured from a lab of two dual-stack bridges (the labs have no IPv6 network yet).
+    "ipv6_isolation": ("dropped", "inter-network isolation", []),
+    "ipv6_same_network_tcp": ("delivered", "", []),
 }
 
 
