@@ -349,6 +349,10 @@ class Controller:
         target = parse_target(destination)
         with self.lock:
             sb = self._sbx.live(self.state.sandbox(sandbox))
+            if sb.kind == "handover":
+                raise Unsupported(f'sandbox "{sb.name}" belongs to its runtime (handover): '
+                                  "cnm never enters its namespace, so it cannot probe from it",
+                                  hint="trace from the runtime's side (nsenter, ping)")
             links = []
             for ep in self.state.endpoints_of(sandbox=sb.id):
                 net = self.state.networks[ep.network_id]

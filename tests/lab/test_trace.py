@@ -125,6 +125,10 @@ def test_an_internal_network(isolation: Lab, clean: None) -> None:
     assert "Network is unreachable" in d["reason"]
     rc, d = isolation.json("safe2", "10.53.0.2:80")
     assert (rc, d["verdict"]) == (0, "delivered")
+    # From the host itself (a sandbox on the host network): the output hook, and in.
+    rc, d = isolation.json("echo", "10.53.0.2:80")
+    assert (rc, d["verdict"], d["probe"]) == (0, "delivered", "answered")
+    assert d["nftables"][0]["chain"] == "inet cnm output"
 
 
 @pytest.mark.parametrize("clean", ["isolation"], indirect=True)

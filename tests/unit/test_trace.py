@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from cnm import trace
-from cnm.errors import InvalidArgument
+from cnm.core import Controller
+from cnm.errors import InvalidArgument, NotFound, Unsupported
 from cnm.trace import Observed, Target
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -172,3 +173,20 @@ def test_the_trace_rule_marks_exactly_the_probe_flow() -> None:
     six = trace.trace_chain("trace_ab", "output", None, "fd00::2", trace.parse_target("fd00::1"))
     assert "ip6 saddr fd00::2 ip6 daddr fd00::1 meta l4proto icmpv6 meta nftrace" in six
     assert "iifname" not in six and "hook output" in six
+
+
+# ------------------------------------------------------------------ the core's refusals
+def test_the_core_refuses_before_it_touches_anything(ctl: Controller) -> None:
+    from cnm.model import SandboxSpec
+
+    ctl.create_sandbox(SandboxSpec(name="s"))
+    with pytest.raises(InvalidArgument, match="invalid port"):
+        ctl.trace("s", "10.0.0.2:0")
+    with pytest.raises(NotFound, match="nosuch"):
+        ctl.trace("nosuch", "10.0.0.2")
+    ctl.create_handover_sandbox("docker-x", {})
+    with pytest.raises(Unsupported, match="handover"):
+        ctl.trace("docker-x", "10.0.0.2")
+    # Over the fakes there is no kernel side to probe with.
+    with pytest.raises(Unsupported, match="real kernel"):
+        ctl.trace("s", "10.0.0.2")
