@@ -384,7 +384,9 @@ def render_text(d: dict[str, Any]) -> str:
             lines.append(f"      rule {r['rule']} -> {r['verdict'] or 'continue'}{meaning}")
         if h["verdict"]:
             lines.append(f"      = {h['verdict']}")
-    if d.get("route") and not hops_:
+    if d.get("interface") == "lo":
+        lines.append("  loopback   an address of the sandbox itself: the packet never leaves it")
+    elif d.get("route") and not hops_:
         lines.append("  nftables   the host's firewall did not see the packet")
     for x in d.get("nat") or []:
         lines.append(f"  nat        {x}")

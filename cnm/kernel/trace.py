@@ -174,7 +174,8 @@ def run(p: trace.TracePath, t: trace.Target, nft: NftApi) -> trace.Observed:
         fdb = next((e for e in entries or [] if e.get("mac") == mac
                     and e.get("master") == bridge), None)
     return trace.Observed(p.sandbox, t, route, route_error, ifname, network, host_link,
-                          bridge, next_hop if route else None, neighbour, fdb, events, chain,
+                          bridge, next_hop if route and ifname != "lo" else None, neighbour,
+                          fdb, events, chain,
                           result)
 
 

@@ -105,6 +105,9 @@ def test_the_same_network_is_delivered(isolation: Lab, clean: None) -> None:
     # The next hop is the peer itself, learnt on its own bridge port.
     assert d["next_hop"] == "10.50.0.2"
     assert d["fdb"]["ifname"] not in (d["bridge"], d["host_link"])
+    # Its own address: loopback inside the sandbox, nothing for the host to see.
+    rc, d = isolation.json("red1", "10.50.0.2:80")
+    assert (rc, d["verdict"], d["interface"], d["nftables"]) == (0, "delivered", "lo", [])
 
 
 @pytest.mark.parametrize("clean", ["isolation"], indirect=True)

@@ -92,6 +92,18 @@ def test_the_trace_chain_itself_is_not_part_of_the_path() -> None:
                       "inet cnm postrouting"]
 
 
+def test_the_sandbox_own_address_never_leaves_it() -> None:
+    route = {"dst": "10.45.0.2", "dev": "lo", "prefsrc": "10.45.0.2"}
+    o = Observed("web1", Target("10.45.0.2", "icmp"), route, None, "lo", None, None, None,
+                 None, None, None, "", "trace_x", "answered")
+    assert trace.render_text(trace.result(o)) == (
+        "trace web1 -> 10.45.0.2 (icmp)\n"
+        "  route      in web1: 10.45.0.2 dev lo src 10.45.0.2\n"
+        "  loopback   an address of the sandbox itself: the packet never leaves it\n"
+        "  probe      answered\n"
+        "verdict: delivered: the probe was answered\n")
+
+
 # ------------------------------------------------------------------ parsing lines
 def test_monitor_lines_parse_into_events() -> None:
     p = trace.parse_event('trace id 1a2b inet cnm forward packet: iif "br0" oif "br1" '
