@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from cnm.errors import InvalidArgument
@@ -124,6 +124,7 @@ class Event:
     kind: str  # packet, rule, verdict, policy
     text: str = ""  # the packet's fields, or the rule
     verdict: str = ""  # of a rule, a chain's verdict or its policy
+    line: str = field(default="", compare=False)  # as nft printed it
 
     @property
     def comment(self) -> str | None:
@@ -167,7 +168,7 @@ def parse_events(lines: str, trace_chain_name: str) -> list[Event]:
     for line in lines.splitlines():
         e = parse_event(line)
         if e is not None and not (e.table == "cnm" and e.chain == trace_chain_name):
-            out.append(e)
+            out.append(replace(e, line=line.strip()))
     return out
 
 
@@ -193,7 +194,7 @@ def packet_fields(text: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ the result
-@dataclass(frozen=True)
+@dataclass
 class Hop:
     """One chain that saw the packet: its packet line's fields and what it did."""
 
@@ -224,6 +225,7 @@ class Observed:
 
 
 def hops(events: list[Event]) -> list[Hop]:
+    """The chains in the order they saw the packet; a jump's chain is a hop of its own."""
     out: list[Hop] = []
     for e in events:
         if e.kind == "packet" or not out or out[-1].chain != e.where:
@@ -236,10 +238,9 @@ def hops(events: list[Event]) -> list[Hop]:
             hop.rules.append({"rule": rule, "verdict": e.verdict, "meaning": e.comment or ""})
             # A jump or goto goes on in the next chain: not this chain's end.
             if e.verdict and e.verdict.split()[0] not in ("continue", "jump", "goto"):
-                out[-1] = Hop(hop.chain, hop.packet, hop.rules, e.verdict)
+                hop.verdict = e.verdict
         else:
-            out[-1] = Hop(hop.chain, hop.packet, hop.rules,
-                          f"policy {e.verdict}" if e.kind == "policy" else e.verdict)
+            hop.verdict = f"policy {e.verdict}" if e.kind == "policy" else e.verdict
     return out
 
 
@@ -310,7 +311,8 @@ def verdict(o: Observed, path: list[Hop]) -> dict[str, Any]:
 
 def result(o: Observed) -> dict[str, Any]:
     """The trace as the API answers it."""
-    path = hops(parse_events(o.events, o.chain))
+    events = parse_events(o.events, o.chain)
+    path = hops(events)
     return {
         "sandbox": o.sandbox, "destination": str(o.target),
         "target": asdict(o.target),
@@ -318,6 +320,7 @@ def result(o: Observed) -> dict[str, Any]:
         "network": o.network, "host_link": o.host_link, "bridge": o.bridge,
         "next_hop": o.next_hop, "neighbour": o.neighbour, "fdb": o.fdb,
         "nftables": [asdict(h) for h in path], "nat": nat(path), "probe": o.probe,
+        "monitor": [e.line for e in events],
         **verdict(o, path),
     }
 

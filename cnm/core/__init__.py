@@ -45,7 +45,7 @@ from cnm.model import (
     Sandbox,
     SandboxSpec,
 )
-from cnm.netfilter import Netfilter
+from cnm.netfilter import Netfilter, NftApi
 from cnm.portspec import PortMapping
 from cnm.store import Store
 from cnm.trace import Observed, Target, TracePath, parse_target
@@ -54,7 +54,7 @@ __all__ = ["Config", "Controller", "Plan", "Tracer"]
 
 T = TypeVar("T")
 # The kernel side of a trace (cnm.kernel.trace.run), given by the composition root.
-Tracer = Callable[[TracePath, Target, Any], Observed]
+Tracer = Callable[[TracePath, Target, NftApi], Observed]
 
 
 class Controller:

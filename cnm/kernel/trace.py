@@ -17,13 +17,15 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from cnm import trace
 from cnm.errors import KernelError, NotFound, Unavailable
 from cnm.kernel.netns import setns
 from cnm.netfilter import NftApi
 
+T = TypeVar("T")
 _LOCK = threading.Lock()
 PROBE_TIMEOUT = 1.0
 # NFNLGRP_NFTRACE (9): its bit in /proc/net/netlink's Groups column.
@@ -81,7 +83,7 @@ def _stop(p: subprocess.Popen[str]) -> str:
     return out or ""
 
 
-def _in_netns(netns: str, fn: Any) -> Any:
+def _in_netns(netns: str, fn: Callable[[], T]) -> T:
     """Run ``fn`` on a thread of its own that entered ``netns`` and then ends (never a
     shared thread)."""
     box: dict[str, Any] = {}
@@ -102,7 +104,8 @@ def _in_netns(netns: str, fn: Any) -> Any:
     t.join()
     if "err" in box:
         raise box["err"]
-    return box["ok"]
+    result: T = box["ok"]
+    return result
 
 
 def _probe_socket(t: trace.Target) -> str:
@@ -138,8 +141,7 @@ def probe(netns: str, t: trace.Target) -> str:
             return "answered"
         err = done.stderr.strip().rpartition("ping: ")[2] if done.stderr.strip() else ""
         return err or "no answer"
-    result: str = _in_netns(netns, lambda: _probe_socket(t))
-    return result
+    return _in_netns(netns, lambda: _probe_socket(t))
 
 
 def run(p: trace.TracePath, t: trace.Target, nft: NftApi) -> trace.Observed:

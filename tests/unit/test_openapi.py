@@ -31,6 +31,7 @@ from cnm.api.server import (
 )
 from cnm.core import Config, Controller
 from cnm.errors import InvalidArgument
+from cnm.netfilter import NftApi
 from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
 from cnm.trace import Observed, Target, TracePath
 
@@ -386,7 +387,7 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
     assert api.seen == {(m, p) for m, p, _ in ROUTES}
 
 
-def _fixed_trace(path: TracePath, target: Target, nft: object) -> Observed:
+def _fixed_trace(path: TracePath, target: Target, nft: NftApi) -> Observed:
     lines = ('trace id 1 inet cnm forward packet: iif "a" oif "b" ip saddr 10.1.0.2 '
              "ip daddr 10.1.0.9 tcp dport 80\n"
              "trace id 1 inet cnm forward rule iifname @bridges oifname @bridges drop "
