@@ -182,3 +182,20 @@ def test_an_unpublished_port_of_the_host_is_refused_there(ports: Lab, clean: Non
     assert r.returncode == 0, r.stdout + r.stderr
     assert "nothing listens on that port" in r.stdout
     assert "inet cnm input" in r.stdout and "nat " not in r.stdout
+
+
+@pytest.mark.parametrize("clean", ["isolation"], indirect=True)
+def test_traces_at_once_each_see_their_own_probe(isolation: Lab, clean: None) -> None:
+    """The monitor sees every traced packet of the namespace: traces run one at a time,
+    so two asked together still answer each its own path."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asks = [("red2", "10.51.0.2"), ("red1", "10.50.0.3"), ("lone2", "10.52.0.2"),
+            ("blue1", "10.51.0.1")]
+    with ThreadPoolExecutor(len(asks)) as pool:
+        got = list(pool.map(lambda a: isolation.json(*a), asks))
+    assert [(rc, d["verdict"]) for rc, d in got] == [
+        (1, "dropped"), (0, "delivered"), (1, "dropped"), (0, "delivered")]
+    for (sandbox, dest), (_, d) in zip(asks, got, strict=True):
+        first = d["nftables"][0]["packet"]
+        assert (first["daddr"], d["sandbox"]) == (dest, sandbox)
