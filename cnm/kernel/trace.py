@@ -64,23 +64,23 @@ def _monitor(host_netns: str) -> subprocess.Popen[str]:
     deadline = time.monotonic() + 5
     while not _subscribed(p.pid):
         if p.poll() is not None or time.monotonic() > deadline:
-            _stop(p)
-            err = (p.stderr.read() if p.stderr else "").strip()
+            _, err = _stop(p)
             raise KernelError(f"nft monitor trace did not start in {host_netns}: "
-                              f"{err or 'no subscription after 5 s'}")
+                              f"{err.strip() or 'no subscription after 5 s'}")
         time.sleep(0.01)
     return p
 
 
-def _stop(p: subprocess.Popen[str]) -> str:
+def _stop(p: subprocess.Popen[str]) -> tuple[str, str]:
+    """Stop the monitor: what it printed, and its errors."""
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
     try:
-        out, _ = p.communicate(timeout=5)
+        out, err = p.communicate(timeout=5)
     except subprocess.TimeoutExpired:
         p.kill()
-        out, _ = p.communicate()
-    return out or ""
+        out, err = p.communicate()
+    return out or "", err or ""
 
 
 def _in_netns(netns: str, fn: Callable[[], T]) -> T:
@@ -197,7 +197,7 @@ def _traced(p: trace.TracePath, t: trace.Target, nft: NftApi, chain: str, bridge
             result = probe(p.netns, t)
             time.sleep(0.2)  # the last events of the probe reach the monitor
         finally:
-            events = _stop(monitor)
+            events, _ = _stop(monitor)
     finally:
         # Gone already is fine (a table rebuilt meanwhile); anything else is raised.
         with contextlib.suppress(NotFound):

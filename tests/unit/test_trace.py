@@ -202,3 +202,11 @@ def test_the_core_refuses_before_it_touches_anything(ctl: Controller) -> None:
     # Over the fakes there is no kernel side to probe with.
     with pytest.raises(Unsupported, match="real kernel"):
         ctl.trace("s", "10.0.0.2")
+
+
+def test_a_monitor_that_cannot_start_is_an_error_naming_why(tmp_path: Path) -> None:
+    from cnm.errors import KernelError
+    from cnm.kernel.trace import _monitor
+
+    with pytest.raises(KernelError, match="nft monitor trace did not start in .*nope"):
+        _monitor(str(tmp_path / "nope"))
