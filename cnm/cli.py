@@ -6,25 +6,27 @@ found), as docker's.
 ``main`` is the one place that turns errors into messages; a traceback shows only with
 --debug.
 
-A process per command: it imports only what a client needs (argparse, json, the client on
-``_socket``, the errors), nothing of the daemon side; ``--format`` templates, filters and
-``sandbox exec``'s namespace code are imported when a command uses them.
+A process per command: it imports only what a client needs (the client on ``_socket`` and
+cnm.jsonlite, the errors), nothing of the daemon side; argv is read by cnm.argv from the
+commands declared here, and argparse (with the re, enum and gettext it imports) builds
+parsers only for --help, usage errors and the forms cnm.argv leaves to it; json, ``--format``
+templates, filters and ``sandbox exec``'s namespace code are imported when a command uses
+them.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
-from cnm import __version__
+from cnm import __version__, argv
 from cnm.address import DEFAULT_HOST
 from cnm.client import Client
 from cnm.errors import CnmError, InvalidArgument, exit_code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Sequence
     from typing import Any
 
@@ -40,36 +42,6 @@ class UsageError(Exception):
     def __init__(self, prog: str, message: str) -> None:
         super().__init__(f"{prog}: {message}")
         self.prog = prog
-
-
-class _Formatter(argparse.HelpFormatter):
-    """argparse's, told the terminal's width: left to find it, it imports shutil (and bz2,
-    lzma, fnmatch with it) at every add_argument, ~2 ms of every command."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:
-            try:
-                width = int(os.environ.get("COLUMNS", "")) - 2
-            except ValueError:
-                try:
-                    width = os.get_terminal_size(sys.stdout.fileno()).columns - 2
-                except (OSError, ValueError):
-                    width = 78
-        super().__init__(prog, indent_increment, max_help_position, max(width, 20))
-
-
-class _Parser(argparse.ArgumentParser):
-    """No abbreviated flags (``--sub`` is not ``--subnet``: scripts break when a flag is
-    added), and errors that name the command."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> Any:
-        raise UsageError(self.prog, message)
 
 
 def _pairs(values: Sequence[str], flag: str) -> dict[str, str]:
@@ -108,6 +80,8 @@ def _emit(data: Any, fmt: str, table: Callable[[Any], str],
     """``--format``: json, table (the command's own layout) or a Go template, applied to
     each object (a list's items, or the one object)."""
     if fmt == "json":
+        import json
+
         print(json.dumps(data, indent=2))
     elif fmt == "table" or not fmt:
         text = table(data)
@@ -522,6 +496,8 @@ def events(c: Client, a: argparse.Namespace) -> int:
 
     path = "/v1/events" + ("?" + "&".join(f"{k}={quote(v)}" for k, v in query) if query
                            else "")
+    import json
+
     template = None
     if a.format not in ("json", "table"):
         from cnm.gotemplate import Template, records
@@ -582,6 +558,48 @@ def _each(names: Sequence[str], fn: Callable[[str], str]) -> int:
 
 
 # ------------------------------------------------------------------------------ argv
+_PARSER: Any = None
+
+
+def _parser_class() -> Any:
+    """argparse's parser, with cnm's rules (built on first use: argparse costs ~5 ms)."""
+    global _PARSER
+    if _PARSER is not None:
+        return _PARSER
+    import argparse
+
+    class _Formatter(argparse.HelpFormatter):
+        """argparse's, told the terminal's width: left to find it, it imports shutil (and bz2,
+        lzma, fnmatch with it) at every add_argument, ~2 ms of every command."""
+
+        def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                     width: int | None = None) -> None:
+            if width is None:
+                try:
+                    width = int(os.environ.get("COLUMNS", "")) - 2
+                except ValueError:
+                    try:
+                        width = os.get_terminal_size(sys.stdout.fileno()).columns - 2
+                    except (OSError, ValueError):
+                        width = 78
+            super().__init__(prog, indent_increment, max_help_position, max(width, 20))
+
+    class _Parser(argparse.ArgumentParser):
+        """No abbreviated flags (``--sub`` is not ``--subnet``: scripts break when a flag is
+        added), and errors that name the command."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("allow_abbrev", False)
+            kwargs.setdefault("formatter_class", _Formatter)
+            super().__init__(*args, **kwargs)
+
+        def error(self, message: str) -> Any:
+            raise UsageError(self.prog, message)
+
+    _PARSER = _Parser
+    return _Parser
+
+
 class _Skipped:
     """Stands in for the parser of a command this run does not parse."""
 
@@ -591,8 +609,22 @@ class _Skipped:
 
 def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser:
     """Every command and flag, each with its help and default; with ``only`` (group,
-    command), that command alone (what one run parses: building all ~30 parsers was ~4 ms
-    of every command; ``_parse`` falls back to the whole parser)."""
+    command), that command alone (building all ~30 parsers was ~4 ms of a command;
+    ``_parse`` falls back to the whole parser)."""
+    parser: argparse.ArgumentParser = _declare(_parser_class(), only)
+    return parser
+
+
+def recorded(only: tuple[str, str] | None = None) -> argv.Command:
+    """The same declarations, recorded for cnm.argv (no argparse)."""
+    cmd: argv.Command = _declare(argv.Command, only)
+    return cmd
+
+
+def _declare(parser_class: Any, only: tuple[str, str] | None) -> Any:
+    """Every command and flag, declared with ArgumentParser's calls on ``parser_class``:
+    argparse's (build_parser) or cnm.argv's recorder (recorded)."""
+    _Parser = parser_class
     p = _Parser(prog="cnm", description="Container networks, endpoints and sandboxes: a "
                 "client of cnmd.", epilog="Run 'cnm COMMAND --help' for a command's flags.")
     p.add_argument("-H", "--host", default=os.environ.get("CNM_HOST", DEFAULT_HOST),
@@ -777,7 +809,7 @@ def build_parser(only: tuple[str, str] | None = None) -> argparse.ArgumentParser
     sp = leaf(sbx, "exec", sandbox_exec, "run a command inside a sandbox (exit status: the "
               "command's; 125 entering the sandbox failed, 126 cannot run, 127 not found)")
     sp.add_argument("name", help="the sandbox")
-    sp.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
+    sp.add_argument("command", nargs=argv.REMAINDER, metavar="-- CMD [ARG...]",
                     help="the command and its arguments")
 
     prt = group("port", "published ports of a sandbox")
@@ -857,6 +889,9 @@ def _parse(args_list: list[str]) -> argparse.Namespace:
     try:
         if whole:
             raise UsageError("", "")
+        fast = argv.parse(recorded(_command_of(args_list)), args_list)
+        if fast is not None:
+            return fast  # type: ignore[return-value]
         args, extra = build_parser(_command_of(args_list)).parse_known_args(args_list)
     except UsageError:
         args, extra = build_parser().parse_known_args(args_list)
@@ -890,6 +925,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     try:
+        if args_list == ["--version"]:  # argparse's answer, without building argparse
+            print(f"cnm {__version__}")
+            return 0
         if args_list[:1] == ["lab"]:  # not an API client: its own command table
             from cnm.lab.cli import main as lab_main
 

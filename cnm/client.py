@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _socket
 
+from cnm import jsonlite
 from cnm.address import DEFAULT_HOST, parse_unix_address
 from cnm.cni.wire import Api
 from cnm.errors import Unavailable
@@ -135,7 +136,6 @@ class Client(Api):
         """GET a stream of JSON lines (the event stream) on a connection of its own; blank
         lines (keep-alives) are skipped, an error line or answer raises its CnmError."""
         import contextlib
-        import json
 
         s = self._connect()
         try:
@@ -152,14 +152,14 @@ class Client(Api):
                     except Unavailable:
                         break
                     with contextlib.suppress(ValueError):
-                        json.loads(buf)
+                        jsonlite.loads(buf)
                         break
-                _raise(json.loads(buf).get("error", {}), status)
+                _raise(jsonlite.loads(buf).get("error", {}), status)
             while True:
                 while b"\n" in buf:
                     line, _, buf = buf.partition(b"\n")
                     if line.strip():
-                        item = json.loads(line)
+                        item = jsonlite.loads(line)
                         if "error" in item:
                             _raise(item["error"], status)
                         yield item

@@ -9,8 +9,8 @@ CNI call. _socket is the same socket object without the enum wrappers.
 from __future__ import annotations
 
 import _socket
-import json
 
+from cnm import jsonlite
 from cnm.errors import CnmError, Internal, Unavailable, from_dict
 
 TYPE_CHECKING = False
@@ -50,7 +50,7 @@ class Api:
         return s
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else b""
+        data = jsonlite.dumps(body).encode() if body is not None else b""
         head = (f"{method} {path} HTTP/1.1\r\nHost: cnmd\r\n"
                 f"Content-Length: {len(data)}\r\n")
         if data:
@@ -66,7 +66,7 @@ class Api:
                               f"{e.strerror or type(e).__name__}",
                               hint="try again") from None
         try:
-            payload = json.loads(raw) if raw else None
+            payload = jsonlite.loads(raw) if raw else None
         except ValueError:
             raise Internal(f"cnmd answered {status} with a body that is not JSON") from None
         if status >= 400:

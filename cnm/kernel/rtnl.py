@@ -16,6 +16,8 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import netaddr
 
@@ -25,14 +27,15 @@ NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_SETLINK = 24, 25, 19
 AF_BRIDGE, IFLA_PROTINFO, IFLA_BRPORT_MODE, NLA_F_NESTED = 7, 12, 4, 0x8000
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_GETADDR, RTM_GETROUTE = 22, 26
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_OIF, RTA_GATEWAY = 4, 5
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 IFF_UP = 1
 IFA_F_NODAD = 0x02
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
@@ -42,6 +45,42 @@ _HDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBi")
 _RTMSG = struct.Struct("=BBBBBBBBI")
+_RTATTR = struct.Struct("=HH")
+
+
+@dataclass(frozen=True)
+class AddressRecord:
+    """One address of a dump: the link's index, the address and its prefix length."""
+
+    index: int
+    address: str
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class RouteRecord:
+    """One route of a dump (main table): destination (None: default), prefix length and
+    the outgoing link's index (None when the kernel gave none)."""
+
+    dst: str | None
+    dst_len: int
+    oif: int | None
+
+
+def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
+    """The attributes of one message (type without its flag bits -> payload)."""
+    out: dict[int, bytes] = {}
+    while offset + 4 <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < 4:
+            break
+        out[kind & 0x3FFF] = data[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def _ip(family: int, packed: bytes) -> str:
+    return socket.inet_ntop(family, packed)
 
 
 def _attr(kind: int, data: bytes) -> bytes:
@@ -98,6 +137,62 @@ class Rtnl:
                 if length == 0:
                     break
 
+    def _dump(self, kind: int, body: bytes) -> Iterator[tuple[int, bytes, int, int]]:
+        """Every message of a dump request, as (type, buffer, body offset, end)."""
+        self._seq += 1
+        seq = self._seq
+        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP,
+                                 seq, 0) + body)
+        while True:
+            data = self.sock.recv(1 << 20)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
+                if length < _HDR.size:
+                    return
+                if mseq == seq:
+                    if mtype == NLMSG_DONE:
+                        return
+                    if mtype == NLMSG_ERROR:
+                        code = struct.unpack_from("=i", data, offset + _HDR.size)[0]
+                        if code:
+                            raise NetlinkError(-code, os.strerror(-code))
+                        return
+                    yield mtype, data, offset + _HDR.size, offset + length
+                offset += (length + 3) & ~3
+
+    def addresses(self) -> list[AddressRecord]:
+        """Every address of every link (both families), as ``ip addr`` lists them."""
+        out = []
+        for mtype, data, start, end in self._dump(RTM_GETADDR, _IFADDR.pack(0, 0, 0, 0, 0)):
+            if mtype != RTM_NEWADDR:
+                continue
+            family, prefixlen, _, _, index = _IFADDR.unpack_from(data, start)
+            attrs = _attrs(data, start + _IFADDR.size, end)
+            raw = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
+            if raw is not None and family in (socket.AF_INET, socket.AF_INET6):
+                out.append(AddressRecord(index, _ip(family, raw), prefixlen))
+        return out
+
+    def routes(self, family: int, table: int = RT_TABLE_MAIN) -> list[RouteRecord]:
+        """The routes of ``table`` of one family (unicast or not), as ``ip route`` lists."""
+        out = []
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for mtype, data, start, end in self._dump(RTM_GETROUTE, body):
+            if mtype != RTM_NEWROUTE:
+                continue
+            fam, dst_len, _, _, tab, _, _, _, _ = _RTMSG.unpack_from(data, start)
+            attrs = _attrs(data, start + _RTMSG.size, end)
+            if RTA_TABLE in attrs:
+                tab = struct.unpack("=I", attrs[RTA_TABLE][:4])[0]
+            if tab != table or fam != family:
+                continue
+            dst = attrs.get(RTA_DST)
+            oif = attrs.get(RTA_OIF)
+            out.append(RouteRecord(_ip(fam, dst) if dst is not None else None, dst_len,
+                                   struct.unpack("=i", oif[:4])[0] if oif else None))
+        return out
+
     def add_veth(self, name: str, peer: str, peer_netns_fd: int, peer_mac: str,
                  master: int | None, mtu: int | None) -> None:
         """A veth pair, down, whose peer is created directly in another namespace."""
@@ -117,7 +212,7 @@ class Rtnl:
 
     def add_link(self, name: str, kind: str, *, link: int | None = None,
                  netns_fd: int | None = None, mac: str | None = None,
-                 data: bytes = b"") -> None:
+                 mtu: int | None = None, data: bytes = b"") -> None:
         """A link of ``kind``, down; ``data`` is its IFLA_INFO_DATA. With ``netns_fd`` it is
         created directly in that namespace while its ``link`` (the parent) stays here."""
         attrs = _str(IFLA_IFNAME, name)
@@ -125,6 +220,8 @@ class Rtnl:
             attrs += _u32(IFLA_LINK, link)
         if mac:
             attrs += _attr(IFLA_ADDRESS, _mac(mac))
+        if mtu:
+            attrs += _u32(IFLA_MTU, mtu)
         if netns_fd is not None:
             attrs += _u32(IFLA_NET_NS_FD, netns_fd)
         info = _str(IFLA_INFO_KIND, kind)

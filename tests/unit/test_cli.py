@@ -464,3 +464,27 @@ def test_man_pages_are_generated_from_the_parsers(tmp_path: Path) -> None:
                                text=True, check=True)
         assert shown.stderr == "" and "NAME" in shown.stdout.replace("\b", "").replace(
             "NNAAMMEE", "NAME")
+
+
+def test_install_puts_man_pages_and_completion_where_man_and_shells_look(
+        tmp_path: Path) -> None:
+    """scripts/install-docs.sh (what scripts/install.sh runs), staged under --root."""
+    import os
+    import subprocess
+    import sys
+
+    top = Path(__file__).resolve().parents[2]
+    subprocess.run(["bash", str(top / "scripts" / "install-docs.sh"), "--root", str(tmp_path)],
+                   check=True, capture_output=True, env={**os.environ, "PYTHON": sys.executable})
+    share = tmp_path / "usr" / "local" / "share"
+    assert "network create" in (share / "man" / "man1" / "cnm.1").read_text()
+    assert "\\-\\-state\\-dir" in (share / "man" / "man8" / "cnmd.8").read_text()
+    shown = subprocess.run(["man", "-l", "-P", "cat", str(share / "man" / "man1" / "cnm.1")],
+                           capture_output=True, text=True, check=True, env={
+                               **os.environ, "MANWIDTH": "80"})
+    assert "cnm network create" in shown.stdout.replace("\b", "")
+    script = (share / "bash-completion" / "completions" / "cnm").read_text()
+    assert _complete(script, ["cnm", "network", "c"]) == ["connect", "create"]
+    assert (share / "zsh" / "site-functions" / "_cnm").read_text().startswith("#compdef cnm")
+    for f in (share / "man" / "man1" / "cnm.1", share / "bash-completion" / "completions" / "cnm"):
+        assert f.stat().st_mode & 0o777 == 0o644
