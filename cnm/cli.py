@@ -424,6 +424,8 @@ def trace(c: Client, a: argparse.Namespace) -> int:
     """One probe's path; exit 0 only if it was delivered."""
     done = c.trace(a.sandbox, a.destination)
     if a.format == "json":
+        import json
+
         print(json.dumps(done, indent=2))
     else:
         from cnm.trace import render_text
