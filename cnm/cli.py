@@ -420,6 +420,20 @@ def firewall_reload(c: Client, a: argparse.Namespace) -> int:
     return 0
 
 
+def trace(c: Client, a: argparse.Namespace) -> int:
+    """One probe's path; exit 0 only if it was delivered."""
+    done = c.trace(a.sandbox, a.destination)
+    if a.format == "json":
+        import json
+
+        print(json.dumps(done, indent=2))
+    else:
+        from cnm.trace import render_text
+
+        print(render_text(done), end="")
+    return 0 if done["verdict"] == "delivered" else 1
+
+
 def _lines(d: dict[str, Any]) -> str:
     """``key: value`` lines; a list is its items joined with ", "."""
     return "\n".join(f"{k}: {', '.join(map(_text, v)) if isinstance(v, list) else _text(v)}"
@@ -817,6 +831,15 @@ def _declare(parser_class: Any, only: tuple[str, str] | None) -> Any:
     fw = group("firewall", "cnm's nftables table")
     leaf(fw, "reload", firewall_reload, "rebuild the table from the store (after a flush)")
 
+    sp = leaf(groups, "trace", trace, "send one probe from a sandbox and show its path: "
+              "route, neighbour, bridge, each nftables rule that saw it, NAT, verdict (exit "
+              "0 delivered, 1 dropped or unreachable)")
+    sp.add_argument("--format", choices=("text", "json"), default="text",
+                    help="text (hop by hop) or json (default: %(default)s)")
+    sp.add_argument("sandbox", help="the sandbox to send from")
+    sp.add_argument("destination", metavar="DEST[:PORT[/PROTO]]",
+                    help="an IP address ([IPv6]:PORT with a port); a port is tcp unless "
+                         "/udp; no port: icmp (ping)")
     sp = leaf(groups, "info", info, "show daemon information")
     fmt(sp, "table", short=True)
     sp = leaf(groups, "version", version, "show the client's and the daemon's versions")

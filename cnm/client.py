@@ -170,6 +170,10 @@ class Client(Api):
         finally:
             s.close()
 
+    def trace(self, sandbox: str, destination: str) -> Any:
+        return self.call("POST", f"/v1/sandboxes/{quote(sandbox, safe='')}/trace",
+                         {"destination": destination})
+
     def reload_firewall(self) -> Any:
         return self.call("POST", "/v1/firewall/reload")
 

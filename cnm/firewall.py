@@ -23,7 +23,7 @@ DOCKER_COMMENT = "cnm"
 # The DNAT rules, one per map; a port mapping needs a transport protocol match first.
 _PUBLISHED = "".join(
     f"        meta l4proto {{ tcp, udp, sctp }} dnat {fam} to meta l4proto . {key} map "
-    f"@pub{v}_{kind}\n"
+    f'@pub{v}_{kind} comment "published port"\n'
     for v, fam, addr in ((4, "ip", "ip daddr"), (6, "ip6", "ip6 daddr"))
     for kind, key in (("addr", f"{addr} . th dport"), ("any", "th dport"),
                       ("range", f"{addr} . th dport"))
@@ -47,37 +47,37 @@ table inet cnm {
     map pub6_range { type inet_proto . ipv6_addr . inet_service : ipv6_addr; flags interval; }
     chain prerouting {
         type nat hook prerouting priority dstnat; policy accept;
-        fib daddr type local jump published
+        fib daddr type local jump published comment "to the host: published ports"
     }
     chain output {
         type nat hook output priority -100; policy accept;
-        fib daddr type local jump published
+        fib daddr type local jump published comment "to the host: published ports"
     }
     chain published {
 {published}    }
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
-        ip saddr 127.0.0.0/8 oifname @bridges masquerade
-        ct status dnat ip saddr . ip daddr @hairpin4 masquerade
-        ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade
-        oifname @bridges return
-        ip saddr @masq4 masquerade
-        ip6 saddr @masq6 masquerade
+        ip saddr 127.0.0.0/8 oifname @bridges masquerade comment "loopback to a published port"
+        ct status dnat ip saddr . ip daddr @hairpin4 masquerade comment "hairpin"
+        ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade comment "hairpin"
+        oifname @bridges return comment "into a bridge: no NAT"
+        ip saddr @masq4 masquerade comment "masquerade"
+        ip6 saddr @masq6 masquerade comment "masquerade"
     }
     chain input {
         type filter hook input priority filter; policy accept;
-        ct state established,related accept
-        iifname @internal drop
+        ct state established,related accept comment "replies"
+        iifname @internal drop comment "internal network: not to the host"
     }
     chain forward {
         type filter hook forward priority filter; policy accept;
-        ct state established,related accept
-        iifname . oifname @icc_off drop
-        iifname . oifname @same accept
-        iifname @internal drop
-        oifname @internal drop
-        ct status dnat accept
-        iifname @bridges oifname @bridges drop
+        ct state established,related accept comment "replies"
+        iifname . oifname @icc_off drop comment "icc=false: no traffic within the network"
+        iifname . oifname @same accept comment "same network"
+        iifname @internal drop comment "internal network: no way out"
+        oifname @internal drop comment "internal network: nothing in from outside"
+        ct status dnat accept comment "published port"
+        iifname @bridges oifname @bridges drop comment "inter-network isolation"
     }
 }
 """

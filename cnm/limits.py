@@ -49,7 +49,7 @@ FIELDS: dict[str, Bound] = {
     "ifname": NAME, "ip": ADDRESS, "ip6": ADDRESS, "mac": ADDRESS, "mac_address": ADDRESS,
     "netns": PATH, "subnets": SUBNETS, "gateways": SUBNETS, "ip_ranges": SUBNETS,
     "aux_addresses": AUX, "labels": LABELS, "options": OPTIONS, "aliases": ALIASES,
-    "ports": PORTS,
+    "ports": PORTS, "destination": ADDRESS,
 }
 
 

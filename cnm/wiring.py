@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from cnm.cluster import Cluster, ClusterConfig
-from cnm.core import Config, Controller
+from cnm.core import Config, Controller, Tracer
 from cnm.dns.records import Records
 from cnm.dns.server import DnsServer, Upstreams
 from cnm.drivers.base import Context, Driver
@@ -43,6 +43,8 @@ class Adapters:
     # The real adapters' threads (the host namespace's and the sandbox visitor), for the
     # benchmarks that time the kernel work on them.
     threads: tuple[Any, ...] = ()
+    # The kernel side of `trace` (cnm.kernel.trace.run); None: trace is unsupported.
+    tracer: Tracer | None = None
 
 
 def kernel(host_netns: str | None) -> Adapters:
@@ -50,13 +52,14 @@ def kernel(host_netns: str | None) -> Adapters:
     from cnm.kernel.link import HostLinks, SandboxLinks, host_socket_factory
     from cnm.kernel.netns import NsThread, Visitor
     from cnm.kernel.nft import Nftables
+    from cnm.kernel.trace import run as trace
 
     thread = NsThread(host_netns)
     visitor = Visitor()
     host = HostLinks(thread)
     # Closed last in, first out: the reaper's last reap needs the host thread.
     return Adapters(host, SandboxLinks(visitor), Nftables(thread), host_socket_factory(thread),
-                    [thread.stop, visitor.stop, host.close], (thread, visitor))
+                    [thread.stop, visitor.stop, host.close], (thread, visitor), trace)
 
 
 @dataclass
@@ -110,6 +113,7 @@ def build(config: Config, adapters: Adapters | None = None, *, firewall: bool = 
     netfilter = Netfilter(adapters.nft) if firewall and adapters.nft is not None else None
     controller = Controller(config, store, Context(adapters.host, adapters.sandbox),
                             drivers, netfilter, server)
+    controller.tracer = adapters.tracer
     stack = Stack(controller, config, adapters, store, server, agent)
     if agent is not None:
         agent.attach(controller, cast(ScopedStore, store))

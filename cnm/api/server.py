@@ -75,6 +75,7 @@ ENDPOINT_CREATE = _fields("EndpointCreate")
 JOIN = _fields("Join")
 PUBLISH = _fields("Publish")
 SANDBOX_CREATE = _fields("SandboxCreate")
+TRACE = _fields("TraceRequest")
 
 _PY: dict[str, type[Any]] = {"string": str, "boolean": bool, "array": list, "object": dict}
 
@@ -269,6 +270,13 @@ def _unpublish(c: Controller, r: Request) -> Response:
     return 200, [m.to_dict() for m in gone]
 
 
+def _trace(c: Controller, r: Request) -> Response:
+    from cnm import trace
+
+    b = check_body(r.body, TRACE, "trace")
+    return 200, trace.result(c.trace(r.params["ref"], b["destination"]))
+
+
 def _reload_firewall(c: Controller, r: Request) -> Response:
     return 200, c.reload_firewall()
 
@@ -326,6 +334,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/sandboxes/{ref}/ports", _list_ports),
     ("POST", "/v1/sandboxes/{ref}/ports", _publish),
     ("DELETE", "/v1/sandboxes/{ref}/ports/{proto}/{port}", _unpublish),
+    ("POST", "/v1/sandboxes/{ref}/trace", _trace),
     ("POST", "/v1/firewall/reload", _reload_firewall),
     ("GET", "/v1/events", _events),
 ]

@@ -33,7 +33,7 @@ from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context, Driver
-from cnm.errors import InvalidArgument
+from cnm.errors import InvalidArgument, Unsupported
 from cnm.events import EventBus
 from cnm.ipam import Taken
 from cnm.model import (
@@ -45,13 +45,16 @@ from cnm.model import (
     Sandbox,
     SandboxSpec,
 )
-from cnm.netfilter import Netfilter
+from cnm.netfilter import Netfilter, NftApi
 from cnm.portspec import PortMapping
 from cnm.store import Store
+from cnm.trace import Observed, Target, TracePath, parse_target
 
-__all__ = ["Config", "Controller", "Plan"]
+__all__ = ["Config", "Controller", "Plan", "Tracer"]
 
 T = TypeVar("T")
+# The kernel side of a trace (cnm.kernel.trace.run), given by the composition root.
+Tracer = Callable[[TracePath, Target, NftApi], Observed]
 
 
 class Controller:
@@ -74,6 +77,8 @@ class Controller:
         self.events = EventBus()
         if netfilter is not None:
             netfilter.repair = self._pub.rebuild_table
+        # None over fake adapters: `trace` then says it needs the real kernel.
+        self.tracer: Tracer | None = None
         os.makedirs(os.path.join(config.run_dir, "netns"), mode=0o755, exist_ok=True)
         os.makedirs(os.path.join(config.run_dir, "sandboxes"), mode=0o755, exist_ok=True)
 
@@ -336,6 +341,30 @@ class Controller:
     def ports(self, sandbox: str) -> list[tuple[str, PortMapping]]:
         with self.lock:
             return self._pub.ports(self.state.sandbox(sandbox))
+
+    # ----------------------------------------------------------------------- trace
+    def trace(self, sandbox: str, destination: str) -> Observed:
+        """The path of one real probe from the sandbox to ``destination``
+        (DEST[:PORT[/PROTO]]), through cnm's firewall (cnm.trace, cnm.kernel.trace)."""
+        target = parse_target(destination)
+        with self.lock:
+            sb = self._sbx.live(self.state.sandbox(sandbox))
+            if sb.kind == "handover":
+                raise Unsupported(f'sandbox "{sb.name}" belongs to its runtime (handover): '
+                                  "cnm never enters its namespace, so it cannot probe from it",
+                                  hint="trace from the runtime's side (nsenter, ping)")
+            links = []
+            for ep in self.state.endpoints_of(sandbox=sb.id):
+                net = self.state.networks[ep.network_id]
+                veth = self.state.driver(net).capabilities.link == "veth"
+                links.append((ep.ifname, net.name, self.host_link_of(ep),
+                              self.link_of(net) if veth else None))
+            path = TracePath(sb.name, self.state.netns_path(sb), self.state.host_netns_path(),
+                             tuple(links), same_namespace=sb.kind == "host")
+        if self.tracer is None or self.netfilter is None:
+            raise Unsupported("trace needs cnm's firewall and the real kernel")
+        # Outside the lock: the probe waits up to a second for its answer.
+        return self.tracer(path, target, self.netfilter.nft)
 
     def reload_firewall(self) -> dict[str, int]:
         with self.lock:

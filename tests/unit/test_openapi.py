@@ -23,6 +23,7 @@ from cnm.api.server import (
     PUBLISH,
     ROUTES,
     SANDBOX_CREATE,
+    TRACE,
     EventStream,
     check_body,
     dispatch,
@@ -30,7 +31,9 @@ from cnm.api.server import (
 )
 from cnm.core import Config, Controller
 from cnm.errors import InvalidArgument
+from cnm.netfilter import NftApi
 from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
+from cnm.trace import Observed, Target, TracePath
 
 DOC: dict[str, Any] = openapi_document()
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -44,6 +47,7 @@ BODIES = {
     ("POST", "/v1/endpoints/{ref}/join"): JOIN,
     ("POST", "/v1/sandboxes"): SANDBOX_CREATE,
     ("POST", "/v1/sandboxes/{ref}/ports"): PUBLISH,
+    ("POST", "/v1/sandboxes/{ref}/trace"): TRACE,
 }
 
 
@@ -356,6 +360,14 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
     assert [m["host_port"] for m in api("GET", "/v1/sandboxes/p/ports")] == [8080, 5353]
     assert api("POST", "/v1/firewall/reload") == {"networks": 3, "ports": 2}
     assert api("DELETE", "/v1/sandboxes/p/ports/udp/5353")[0]["container_port"] == 53
+    # A trace: refused without the kernel's side (the fakes have none), then with a fixed
+    # observation standing in for it (tests/netns/test_trace.py traces for real).
+    assert api("POST", "/v1/sandboxes/p/trace", {"destination": "10.1.0.9"},
+               expect=501)["error"]["code"] == "unsupported"
+    api("POST", "/v1/sandboxes/p/trace", {"destination": "10.1.0.9:80/tcpp"}, expect=400)
+    api.controller.tracer = _fixed_trace
+    done = api("POST", "/v1/sandboxes/p/trace", {"destination": "10.1.0.9:80"})
+    assert (done["verdict"], done["by"]["meaning"]) == ("dropped", "inter-network isolation")
     api("DELETE", "/v1/sandboxes/p")
 
     api("POST", "/v1/networks/db/disconnect", {"sandbox": "a"})
@@ -373,6 +385,19 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
 
     # Every route answered once with a documented body.
     assert api.seen == {(m, p) for m, p, _ in ROUTES}
+
+
+def _fixed_trace(path: TracePath, target: Target, nft: NftApi) -> Observed:
+    lines = ('trace id 1 inet cnm forward packet: iif "a" oif "b" ip saddr 10.1.0.2 '
+             "ip daddr 10.1.0.9 tcp dport 80\n"
+             "trace id 1 inet cnm forward rule iifname @bridges oifname @bridges drop "
+             'comment "inter-network isolation" (verdict drop)\n')
+    route = {"dst": target.addr, "dev": "eth0", "prefsrc": "10.1.0.2"}
+    if target.proto == "icmp":  # delivered (the CLI's exit 0)
+        lines = lines.splitlines()[0]
+    return Observed(path.sandbox, target, route, None, "eth0", "web", "veth0", "br0",
+                    target.addr, None, None, lines, "trace_x",
+                    "answered" if target.proto == "icmp" else "no answer")
 
 
 @pytest.mark.parametrize("method, path, body, status", [
@@ -534,6 +559,7 @@ CLI_RUN = [
     ["network", "create", "--internal", "gone"], ["network", "connect", "gone", "lone"],
     ["network", "rm", "-f", "gone"],
     ["sandbox", "inspect", "--format", "table", "web"],
+    ["trace", "web", "10.9.0.1"], ["trace", "--format", "json", "web", "10.9.0.1"],
     ["firewall", "reload"], ["info"], ["info", "--format", "json"],
     ["info", "-f", "{{.Networks}} {{join .Drivers \",\"}}"],
     ["version"], ["version", "-f", "{{.Server.Version}}"],
@@ -602,10 +628,11 @@ def test_every_cli_flag_goes_through_the_documented_contract(
             return iter(api("GET", path, None, expect=None))
 
     monkeypatch.setattr(cli, "Client", Documented)
+    api.controller.tracer = _fixed_trace
     used: set[tuple[str, str, str]] = set()
     for argv in CLI_RUN:
         assert cli.main(argv) == 0, (argv, capsys.readouterr().err)
-        top = argv[0] in ("info", "version", "events")  # commands with no sub-command
+        top = argv[0] in ("info", "version", "events", "trace")  # commands with no sub-command
         used |= {(argv[0], argv[1] if len(argv) > 1 and not top else "", a)
                  for a in argv if a.startswith("-")}
     flags = {f for f in _cli_flags() if f[2] not in CLI_LOCAL_FLAGS}
