@@ -13,13 +13,16 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import netaddr
 import pytest
 
 from cnm import names
-from cnm.testing.netns import Daemon, HostNs, can_ping, in_ns
+from cnm.errors import KernelError
+from cnm.kernel.ports import HostPort
+from cnm.model import EndpointSpec, NetworkSpec, SandboxSpec
+from cnm.testing.netns import Daemon, HostNs, Stack, can_ping, in_ns
 from tests.netns.statecheck import guards
 
 # Captures every frame arriving at eth0 from someone else, until a line on stdin; then
@@ -279,3 +282,39 @@ def test_the_default_bridge_is_guarded_too(daemon: Daemon, host_ns: HostNs, kind
     assert json.dumps(port) in g["ports"]
     assert any(port in e and ep["mac"] in e for e in g["macs"]), g["macs"]
     assert any(port in e and ep["ipv4"].split("/")[0] in e for e in g["addrs4"]), g["addrs4"]
+
+
+class _FailingVeth:
+    """The host adapter, with add_veth noting the guards in place and then failing."""
+
+    def __init__(self, real: Any, host_netns: str) -> None:
+        self.real, self.host_netns = real, host_netns
+        self.seen: dict[str, list[str]] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def add_veth(self, name: str, *args: Any) -> None:
+        self.seen = guards(self.host_netns)
+        raise KernelError(f"injected failure making {name}")
+
+
+def test_the_guard_is_there_before_the_link_and_gone_after_a_failed_join(
+        stack: Stack) -> None:
+    c = stack.controller
+    c.create_network(NetworkSpec(name="web", subnets=("10.74.0.0/24",)))
+    c.create_sandbox(SandboxSpec(name="peer", network="web"))
+    c.create_sandbox(SandboxSpec(name="a"))  # on the default bridge
+    ep = c.create_endpoint(EndpointSpec(network="web", name="lone"))
+    before = guards(stack.host_ns.path)
+    spy = _FailingVeth(c.ctx.host, stack.host_ns.path)
+    c.ctx.host = cast(HostPort, spy)
+    try:
+        with pytest.raises(KernelError, match="injected"):
+            c.join(ep.id, "a")
+    finally:
+        c.ctx.host = spy.real
+    assert spy.seen is not None
+    assert json.dumps(names.veth_name(ep.id)) in spy.seen["ports"]  # before the link
+    assert guards(stack.host_ns.path) == before
+    assert c.endpoint(ep.id).sandbox_id is None
