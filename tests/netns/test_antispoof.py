@@ -159,7 +159,7 @@ def _tag(f: dict[str, Any], a: Peer, b: Peer) -> str | None:
         return str(f["load"])
     if "arp" in f:
         op, hwsrc, psrc, pdst = f["arp"]
-        return {(1, a.mac, a.ip4, f["arp"][3]): "honest-arp",
+        return {(1, a.mac, a.ip4, pdst): "honest-arp",
                 (1, a.mac, "0.0.0.0", a.ip4): "honest-probe",
                 (2, a.mac, b.ip4, pdst): "spoof-arp-reply",
                 (1, a.mac, b.ip4, b.ip4): "spoof-garp",
