@@ -416,7 +416,8 @@ def port_rm(c: Client, a: argparse.Namespace) -> int:
 
 def firewall_reload(c: Client, a: argparse.Namespace) -> int:
     done = c.reload_firewall()
-    print(f"rebuilt: {done['networks']} networks, {done['ports']} published ports")
+    print(f"rebuilt: {done['networks']} networks, {done['ports']} published ports, "
+          f"{done['guards']} guarded ports")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Applies the firewall plan (cnm.firewall) to the host namespace, one transaction a change.
+"""Applies the firewall plan (cnm.firewall, and cnm.antispoof's bridge table) to the host
+namespace, one transaction a change.
 
 Also owns the host-side switches the plan needs: IP forwarding for networks that reach
 out, route_localnet on bridges (127.0.0.1 to a published port), and br_netfilter's
@@ -12,7 +13,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from cnm import firewall
+from cnm import antispoof, firewall
+from cnm.antispoof import PortGuard
 from cnm.errors import CnmError, NotFound
 from cnm.firewall import NetworkRules, PortRule
 from cnm.portspec import PortTable
@@ -39,9 +41,11 @@ class Netfilter:
         self.repair: Callable[[], object] | None = None
 
     def rebuild(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule],
-                hairpins: Iterable[tuple[str | None, str | None]] = ()) -> None:
-        """Replace the whole table (start, reload, repair after a flush)."""
-        self.nft.run(firewall.table(networks, ports, hairpins))
+                hairpins: Iterable[tuple[str | None, str | None]] = (),
+                guards: Iterable[PortGuard] = ()) -> None:
+        """Replace cnm's tables, inet and bridge, in one transaction (start, reload, repair
+        after a flush)."""
+        self.nft.run(firewall.table(networks, ports, hairpins) + antispoof.table(guards))
         for n in networks:
             self._switches(n)
         self.sync_docker(networks)
@@ -73,6 +77,12 @@ class Netfilter:
 
     def remove_hairpin(self, addr4: str | None, addr6: str | None) -> None:
         self._delete(firewall.delete_hairpin(addr4, addr6))
+
+    def add_guard(self, g: PortGuard) -> None:
+        self._add(antispoof.add(g))
+
+    def remove_guard(self, g: PortGuard) -> None:
+        self._delete(antispoof.delete(g))
 
     def remove_ports(self, rules: Sequence[PortRule]) -> None:
         self._delete(firewall.delete_ports(rules))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
+from cnm.antispoof import PortGuard
 from cnm.errors import InvalidArgument
 from cnm.firewall import NetworkRules
 from cnm.kernel.ports import HostPort, SandboxPort
@@ -150,6 +151,11 @@ class Driver(Protocol):
         """The network's part of cnm's table (publishing drivers only)."""
         ...
 
+    def guard(self, net: Network, ep: Endpoint) -> PortGuard | None:
+        """What may enter the network from the endpoint's host-side port (anti-spoofing),
+        or None when its frames are not checked there."""
+        ...
+
     def host_binding(self, net: Network) -> str:
         """The host address published ports bind to by default ("" = every address)."""
         ...
@@ -229,6 +235,9 @@ class BaseDriver(Generic[Opts]):
         return ()
 
     def firewall_rules(self, net: Network) -> NetworkRules | None:
+        return None
+
+    def guard(self, net: Network, ep: Endpoint) -> PortGuard | None:
         return None
 
     def host_binding(self, net: Network) -> str:

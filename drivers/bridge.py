@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cnm import names
+from cnm.antispoof import PortGuard
 from cnm.drivers.base import BaseDriver, Capabilities, Context, JoinInfo, parse_bool
 from cnm.errors import AlreadyExists, CnmError, InvalidArgument
 from cnm.firewall import NetworkRules
@@ -23,7 +24,7 @@ ALIASES = {
     "com.docker.network.bridge.enable_ip_masquerade": "masquerade",
     "com.docker.network.bridge.host_binding_ipv4": "host_binding_ipv4",
 }
-KEYS = ("bridge_name", "mtu", "icc", "masquerade", "host_binding_ipv4")
+KEYS = ("bridge_name", "mtu", "icc", "masquerade", "host_binding_ipv4", "anti_spoofing")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class BridgeOptions:
     icc: bool = True
     masquerade: bool = True
     host_binding_ipv4: str | None = None
+    # A sandbox may send only with its own MAC and addresses (cnm.antispoof).
+    anti_spoofing: bool = True
 
     @classmethod
     def parse(cls, raw: Mapping[str, str]) -> BridgeOptions:
@@ -63,7 +66,7 @@ class BridgeOptions:
                     f"invalid value {canon['mtu']!r} for option mtu: expected 68-65535"
                 )
             kw["mtu"] = mtu
-        for key in ("icc", "masquerade"):
+        for key in ("icc", "masquerade", "anti_spoofing"):
             if key in canon:
                 kw[key] = parse_bool(key, canon[key])
         if "host_binding_ipv4" in canon:
@@ -150,6 +153,11 @@ class BridgeDriver(BaseDriver[BridgeOptions]):
         opts = self.options(net)
         return NetworkRules(bridge=bridge_of(net), subnets=tuple(s.subnet for s in net.subnets),
                             internal=net.internal, icc=opts.icc, masquerade=opts.masquerade)
+
+    def guard(self, net: Network, ep: Endpoint) -> PortGuard | None:
+        if not self.options(net).anti_spoofing:
+            return None
+        return PortGuard(port=names.veth_name(ep.id), mac=ep.mac, ipv4=ep.ip4, ipv6=ep.ip6)
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
         # A sandbox reaching its own published port: br_netfilter DNATs the frame on the

@@ -220,7 +220,7 @@ def dry_run(state: State, publishing: Publishing, op: Callable[[], T]) -> tuple[
     plan = Plan()
     s = state
     saved = (s.ctx, s.netfilter, s.store, s.records, s.dns, s.write_file, s.networks,
-             s.sandboxes, s.endpoints, s.addresses, publishing.index)
+             s.sandboxes, s.endpoints, s.addresses, publishing.index, publishing.guards)
     s.ctx = Context(cast(HostPort, _Recorder(s.ctx.host, plan, "link", HOST_WRITES)),
                     cast(SandboxPort, _Recorder(s.ctx.sandbox, plan, "sandbox",
                                                  SANDBOX_WRITES)), dry_run=True)
@@ -240,8 +240,9 @@ def dry_run(state: State, publishing: Publishing, op: Callable[[], T]) -> tuple[
     s.endpoints = s.endpoints.copy()
     s.addresses = copy.deepcopy(s.addresses)
     publishing.index = copy.deepcopy(publishing.index)
+    publishing.guards = dict(publishing.guards)
     try:
         return op(), plan
     finally:
         (s.ctx, s.netfilter, s.store, s.records, s.dns, s.write_file, s.networks, s.sandboxes,
-         s.endpoints, s.addresses, publishing.index) = saved
+         s.endpoints, s.addresses, publishing.index, publishing.guards) = saved

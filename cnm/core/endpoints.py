@@ -176,6 +176,7 @@ class Endpoints:
                                  ifname=self._ifname(net, sb, current, ifname, ep.id),
                                  order=max((e.order for e in current), default=0) + 1)
         path = self.s.netns_path(sb)
+        self.pub.guard(net, ep, undo)
         info = driver.join(net, ep, path, self.s.ctx)
         undo.callback(quietly(driver.leave, net, ep, path, self.s.ctx))
         gw = dict(info.gateways)
@@ -247,10 +248,12 @@ class Endpoints:
     # ----------------------------------------------------------------------- leave
     def unplumb(self, ep: Endpoint, sb: Sandbox) -> Endpoint:
         """Take ``ep`` out of ``sb`` in the kernel: its ports first (no new connection may
-        reach an endpoint on its way out), then its link, then its names."""
+        reach an endpoint on its way out), then its link, then its port guard, then its
+        names."""
         net = self.s.networks[ep.network_id]
         self.pub.withdraw(ep)
         self.s.driver(net).leave(net, ep, self.s.netns_path(sb), self.s.ctx)
+        self.pub.unguard(ep)
         self.dns.withdraw(net, sb.id)
         return dataclasses.replace(ep, sandbox_id=None, ifname="", gateway4=None,
                                    gateway6=None, order=0)

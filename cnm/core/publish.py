@@ -1,9 +1,11 @@
-"""Published ports and cnm's firewall table.
+"""Published ports, anti-spoofing guards and cnm's firewall tables.
 
 An endpoint's host ports are reserved when the endpoint is created (no one else may take
 them), programmed into the table (map elements) while it is joined, withdrawn when it
 leaves, and released when it is deleted. Each endpoint's single ports are indexed by
 (proto, host port), so withdrawing one of 10,000 costs what withdrawing the first did.
+A joined endpoint's port guard (cnm.antispoof) is in the bridge table from before its link
+exists until after the link is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 
 from cnm import portspec
+from cnm.antispoof import PortGuard
 from cnm.core.state import State
 from cnm.errors import InvalidArgument, NotFound, Unsupported
 from cnm.firewall import NetworkRules, PortRule
@@ -66,6 +69,8 @@ class Publishing:
         self.s = state
         # endpoint id -> its programmed mappings (joined endpoints: what is in the table)
         self.index: dict[str, EndpointPorts] = {}
+        # endpoint id -> its port guard (what is in the bridge table)
+        self.guards: dict[str, PortGuard] = {}
 
     # ----------------------------------------------------------------------- checks
     def check(self, net: Network, specs: Sequence[str]) -> list[portspec.PortSpec]:
@@ -111,6 +116,9 @@ class Publishing:
             self.s.netfilter.ports.remove(m)
         if mappings is None:
             self.index.pop(ep.id, None)
+            # An endpoint forgotten without leaving (a sandbox removed by force) takes its
+            # guard with it.
+            self.unguard(ep)
 
     def program(self, net: Network, ep: Endpoint, mappings: Sequence[PortMapping],
                 first: bool, undo: ExitStack | None) -> None:
@@ -137,6 +145,23 @@ class Publishing:
             self.s.netfilter.remove_ports(self.rules(ep, ep.ports))
             self.s.netfilter.remove_hairpin(ep.ip4, ep.ip6)
         self.index.pop(ep.id, None)
+
+    def guard(self, net: Network, ep: Endpoint, undo: ExitStack) -> None:
+        """Let only ``ep``'s own MAC and addresses in from its port; called before its link
+        is made, so the link's first frame is already checked."""
+        nf = self.s.netfilter
+        g = self.s.driver(net).guard(net, ep)
+        if nf is None or g is None:
+            return
+        nf.add_guard(g)
+        self.guards[ep.id] = g
+        undo.callback(quietly(self.unguard, ep))
+
+    def unguard(self, ep: Endpoint) -> None:
+        """Take the guard of an endpoint whose link is gone out (none is success)."""
+        g = self.guards.pop(ep.id, None)
+        if g is not None and self.s.netfilter is not None:
+            self.s.netfilter.remove_guard(g)
 
     @staticmethod
     def rules(ep: Endpoint, mappings: Iterable[PortMapping]) -> list[PortRule]:
@@ -227,20 +252,26 @@ class Publishing:
             raise Unsupported("this daemon runs without a firewall")
         nf.ports = portspec.PortTable()
         self.index.clear()
+        self.guards.clear()
         for ep in self.s.endpoints.values():
             for m in ep.ports:
                 nf.ports.add(m, self.s.holder(ep))
             if ep.joined:
                 self.index[ep.id] = EndpointPorts(ep.ports)
+                net = self.s.networks[ep.network_id]
+                g = self.s.driver(net).guard(net, ep)
+                if g is not None:
+                    self.guards[ep.id] = g
         return self.rebuild_table()
 
     def rebuild_table(self) -> dict[str, int]:
-        """The table alone, from the records (the port index is left as it is: a repair in
-        the middle of an operation keeps that operation's reservations)."""
+        """The tables alone, from the records (the port index and the guards are left as
+        they are: a repair in the middle of an operation keeps that operation's
+        reservations and guard)."""
         assert self.s.netfilter is not None
         nets = self.all_network_rules()
         joined = [ep for ep in self.s.endpoints.values() if ep.joined]
         rules = [r for ep in joined for r in self.rules(ep, ep.ports)]
         hairpins = [(ep.ip4, ep.ip6) for ep in joined if ep.ports]
-        self.s.netfilter.rebuild(nets, rules, hairpins)
-        return {"networks": len(nets), "ports": len(rules)}
+        self.s.netfilter.rebuild(nets, rules, hairpins, self.guards.values())
+        return {"networks": len(nets), "ports": len(rules), "guards": len(self.guards)}

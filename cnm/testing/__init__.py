@@ -766,9 +766,10 @@ class FakeSandboxLinks(_Faultable):
 class FakeNft:
     """nftables for unit tests: keeps the elements of cnm's sets and maps, as the kernel
     would (a missing element on delete is NotFound, a duplicate on add is refused), and
-    records every transaction and sysctl."""
+    records every transaction and sysctl. The sets of ``table inet cnm`` are keyed by
+    their name, those of ``table bridge cnm`` (the port guards) by "bridge NAME"."""
 
-    _ELEMENT = re.compile(r"^(add|delete) element inet cnm (\w+) \{ (.*) \}$")
+    _ELEMENT = re.compile(r"^(add|delete) element (inet|bridge) cnm (\w+) \{ (.*) \}$")
 
     def __init__(self) -> None:
         self.transactions: list[str] = []
@@ -781,14 +782,16 @@ class FakeNft:
             return ""
         staged = {k: dict(v) for k, v in self.elements.items()}
         if "delete table inet cnm" in text:
-            staged = {}
+            staged = {k: v for k, v in staged.items() if k.startswith("bridge ")}
+        if "delete table bridge cnm" in text:
+            staged = {k: v for k, v in staged.items() if not k.startswith("bridge ")}
         for line in text.splitlines():
             m = self._ELEMENT.match(line.strip())
             if not m:
                 continue
-            verb, name, body = m.groups()
+            verb, family, name, body = m.groups()
             key, _, value = body.partition(" : ")
-            table = staged.setdefault(name, {})
+            table = staged.setdefault(name if family == "inet" else f"bridge {name}", {})
             if verb == "add":
                 if key in table:
                     raise KernelError("nftables refused the change: Error: Could not process "

@@ -12,7 +12,7 @@ from typing import Any
 from cnm import names
 from cnm.store.sqlite import SqliteStore
 from cnm.testing.netns import in_ns
-from tests.netns.statecheck import mounts_under
+from tests.netns.statecheck import guards, mounts_under
 
 
 def _links(netns: str) -> list[dict[str, Any]]:
@@ -27,6 +27,8 @@ def drift(host_ns: str, state_dir: Path, run_dir: Path) -> list[str]:
     - no namespace mounted under the run dir that no stored sandbox explains, and every
       stored cnm sandbox's namespace mounted;
     - in each sandbox, every joined endpoint's interface with exactly its stored addresses;
+    - exactly the veths of joined bridge endpoints guarded (anti-spoofing), but on
+      networks with anti_spoofing=false;
     - no address held twice in a network.
     """
     store = SqliteStore(str(state_dir))
@@ -55,6 +57,13 @@ def drift(host_ns: str, state_dir: Path, run_dir: Path) -> list[str]:
                 out.append(f"endpoint {e.name} of {net.name}: its veth is missing")
             elif veth.get("master") is None:
                 out.append(f"endpoint {e.name} of {net.name}: its veth is on no bridge")
+    guarded = {json.loads(p) for p in guards(host_ns).get("ports", [])}
+    want = {names.veth_name(e.id) for e in joined.values()
+            if nets[e.network_id].driver == "bridge"
+            and nets[e.network_id].options.get("anti_spoofing", "true") == "true"}
+    out += [f"port {p} of a joined endpoint is not guarded" for p in sorted(want - guarded)]
+    out += [f"port {p} is guarded but no joined endpoint has it"
+            for p in sorted(guarded - want)]
     sandboxes = {s.id: s for s in state.sandboxes}
     mounted = {os.path.basename(m) for m in mounts_under(str(run_dir / "netns"))}
     for ident in mounted - set(sandboxes):

@@ -1,6 +1,7 @@
 """Snapshots of everything cnm may change, to prove that a refused or failed request changed
-nothing: the host namespace's links and addresses, the controller's tables, the store (read
-through a fresh connection) and the files and mounts under the run dir."""
+nothing: the host namespace's links and addresses, the anti-spoofing port guards, the
+controller's tables, the store (read through a fresh connection) and the files and mounts
+under the run dir."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ def host_links(stack: Stack) -> list[dict[str, Any]]:
          for x in out),
         key=lambda d: d["name"],
     )
+
+
+def guards(host_netns: str) -> dict[str, list[str]]:
+    """The elements of cnm's bridge table (the anti-spoofing port guards), by set; {} when
+    the table does not exist."""
+    r = in_ns(host_netns, "nft", "-j", "list", "table", "bridge", "cnm", check=False)
+    if r.returncode != 0:
+        return {}
+    return {i["set"]["name"]: sorted(json.dumps(e, sort_keys=True)
+                                     for e in i["set"].get("elem", []))
+            for i in json.loads(r.stdout)["nftables"] if "set" in i}
 
 
 def stored(stack: Stack) -> dict[str, list[dict[str, Any]]]:
@@ -68,6 +80,7 @@ def snapshot(stack: Stack) -> dict[str, Any]:
     c = stack.controller
     return {
         "host_links": host_links(stack),
+        "guards": guards(stack.host_ns.path),
         "networks": [n.to_dict() for n in c.list_networks()],
         "sandboxes": [s.to_dict() for s in c.list_sandboxes()],
         "endpoints": [e.to_dict() for e in c.endpoints_of()],

@@ -167,7 +167,8 @@ def test_docker_bridge_name_alias_is_accepted(stack: Stack) -> None:
     net = c.create_network(NetworkSpec(
         name="d", subnets=("10.35.0.0/24",),
         options={"com.docker.network.bridge.name": "br-docker"}))
-    assert net.options == {"bridge_name": "br-docker", "icc": "true", "masquerade": "true"}
+    assert net.options == {"bridge_name": "br-docker", "icc": "true", "masquerade": "true",
+                           "anti_spoofing": "true"}
     assert links(stack.host_ns.path)["br-docker"]["linkinfo"]["info_kind"] == "bridge"
 
 

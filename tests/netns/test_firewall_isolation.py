@@ -31,6 +31,7 @@ from tests.netns.fwtools import (
     peer,
     ruleset,
 )
+from tests.netns.statecheck import guards
 
 
 @pytest.fixture
@@ -187,7 +188,8 @@ def test_a_flush_breaks_ports_and_isolation_and_reload_restores_both(
     # Removing what published a port still works with the table gone.
     _ok(d, "sandbox", "rm", "gone")
 
-    assert _ok(d, "firewall", "reload").strip() == "rebuilt: 3 networks, 1 published ports"
+    assert _ok(d, "firewall", "reload").strip() == ("rebuilt: 3 networks, 1 published ports, "
+                                                     "2 guarded ports")
     assert peer(out.path, "tcp", HOST4, 8080) == OUT4
     assert blocked(b1, "tcp", "10.87.0.2", 80)
     assert not can_ping(b1, "10.87.0.2")
@@ -242,7 +244,9 @@ def test_cnm_changes_no_other_table_and_leaves_only_its_defaults(
 
     assert foreign() == before
     tables = in_ns(host_ns.path, "nft", "list", "tables").stdout.split("\n")
-    assert sorted(t for t in tables if t) == ["table inet cnm", "table inet keepme"]
+    assert sorted(t for t in tables if t) == ["table bridge cnm", "table inet cnm",
+                                              "table inet keepme"]
+    assert not any(guards(host_ns.path).values())  # no port guard outlives its endpoint
     assert nft_table(host_ns) == fresh
     assert ruleset(host_ns, "table", "inet", "cnm") == fresh_text
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from cnm import names
 from cnm.client import Client
 from cnm.errors import CnmError, Unavailable
 from cnm.testing.netns import Daemon, can_ping, in_ns
@@ -152,7 +153,13 @@ def test_the_check_sees_what_the_store_does_not_explain(daemon: Daemon) -> None:
     in_ns(os.path.join(daemon.run_dir, "netns", s0["id"]), "ip", "link", "del", "eth0")
     in_ns(os.path.join(daemon.run_dir, "netns", s1["id"]), "ip", "addr", "flush", "dev",
           "eth0", "scope", "global")
+    s1_port = names.veth_name(s1["endpoints"][0]["id"])
+    in_ns(host, "nft", "delete", "element", "bridge", "cnm", "ports", f'{{ "{s1_port}" }}')
+    in_ns(host, "nft", "add", "element", "bridge", "cnm", "ports", '{ "cnmvstray" }')
     found = drift(host, daemon.state_dir, daemon.run_dir)
+    assert any(f"port {s1_port} of a joined endpoint is not guarded" in f
+               for f in found), found
+    assert any("port cnmvstray is guarded" in f for f in found), found
     assert any("cnmvdeadbeef" in f for f in found), found
     assert any("s0: interface eth0 is missing" in f for f in found), found
     assert any("its veth is missing" in f for f in found), found

@@ -8,7 +8,8 @@ from cnm.errors import InvalidArgument
 
 def test_defaults() -> None:
     assert BridgeOptions.parse({}) == BridgeOptions()
-    assert BridgeOptions.parse({}).to_dict() == {"icc": "true", "masquerade": "true"}
+    assert BridgeOptions.parse({}).to_dict() == {"icc": "true", "masquerade": "true",
+                                                  "anti_spoofing": "true"}
 
 
 def test_docker_aliases_map_to_canonical_keys() -> None:
@@ -22,13 +23,16 @@ def test_docker_aliases_map_to_canonical_keys() -> None:
     assert opts == BridgeOptions(bridge_name="br-web", mtu=1400, icc=False, masquerade=False,
                                  host_binding_ipv4="192.0.2.1")
     assert opts.to_dict() == {"bridge_name": "br-web", "mtu": "1400", "icc": "false",
-                              "masquerade": "false", "host_binding_ipv4": "192.0.2.1"}
+                              "masquerade": "false", "host_binding_ipv4": "192.0.2.1",
+                              "anti_spoofing": "true"}
 
 
 def test_canonical_keys_and_round_trip() -> None:
-    raw = {"bridge_name": "br0", "mtu": "9000", "icc": "yes", "masquerade": "off"}
+    raw = {"bridge_name": "br0", "mtu": "9000", "icc": "yes", "masquerade": "off",
+           "anti_spoofing": "false"}
     stored = BridgeDriver().parse_options(raw).to_dict()
-    assert stored == {"bridge_name": "br0", "mtu": "9000", "icc": "true", "masquerade": "false"}
+    assert stored == {"bridge_name": "br0", "mtu": "9000", "icc": "true", "masquerade": "false",
+                      "anti_spoofing": "false"}
     assert BridgeDriver().parse_options(stored).to_dict() == stored
 
 
@@ -48,6 +52,8 @@ def test_unknown_option_is_named() -> None:
     ({"com.docker.network.driver.mtu": "1e3"}, "option mtu"),
     ({"icc": "maybe"}, "option icc"),
     ({"com.docker.network.bridge.enable_ip_masquerade": "2"}, "option masquerade"),
+    ({"anti_spoofing": "sometimes"}, "option anti_spoofing"),
+    ({"anti_spoofing": ""}, "option anti_spoofing"),
     ({"bridge_name": "a-very-long-bridge"}, "option bridge_name"),
     ({"bridge_name": "br 0"}, "option bridge_name"),
     ({"bridge_name": ""}, "option bridge_name"),

@@ -123,11 +123,11 @@ def test_port_ls(client: type[FakeClient], capsys: pytest.CaptureFixture[str]) -
 
 
 def test_firewall_reload(client: type[FakeClient], capsys: pytest.CaptureFixture[str]) -> None:
-    client.replies[("POST", "/v1/firewall/reload")] = {"networks": 3, "ports": 5}
+    client.replies[("POST", "/v1/firewall/reload")] = {"networks": 3, "ports": 5, "guards": 4}
     assert cli.main(["firewall", "reload"]) == 0
     # The reload takes no body (the document declares none).
     assert client.requests == [("POST", "/v1/firewall/reload", None)]
-    assert capsys.readouterr().out == "rebuilt: 3 networks, 5 published ports\n"
+    assert capsys.readouterr().out == "rebuilt: 3 networks, 5 published ports, 4 guarded ports\n"
 
 
 def test_firewall_needs_a_command(client: type[FakeClient]) -> None:

@@ -1,4 +1,5 @@
-"""The whole `inet cnm` table, rendered from fixed plans, against golden files.
+"""The whole `inet cnm` table and the `bridge cnm` table of port guards, rendered from
+fixed plans, against golden files.
 
 Each plan's rendering must equal tests/unit/golden/NAME.nft byte for byte. After an
 intended change to the rendering, regenerate them and review the diff:
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cnm import firewall
+from cnm import antispoof, firewall
+from cnm.antispoof import PortGuard
 from cnm.firewall import NetworkRules, PortRule
 from cnm.portspec import PortMapping
 
@@ -64,6 +66,24 @@ PLANS: dict[str, tuple[list[NetworkRules], list[PortRule]]] = {
 }
 
 
+# The anti-spoofing table (cnm.antispoof): dual-stack, IPv4-only and IPv6-only endpoints.
+GUARD_PLANS: dict[str, list[PortGuard]] = {
+    "port_guards": [
+        PortGuard("cnmv0123456789a", "02:42:0a:04:00:02", "10.4.0.2", "fd00:4::2"),
+        PortGuard("cnmv0123456789b", "02:42:AC:11:00:02", "172.17.0.2", None),
+        PortGuard("cnmv0123456789c", "02:42:fd:00:00:05", None, "fd00:5::5"),
+    ],
+}
+NAMES = sorted([*PLANS, *GUARD_PLANS])
+
+
+def _render(name: str) -> str:
+    if name in GUARD_PLANS:
+        return antispoof.table(GUARD_PLANS[name])
+    networks, ports = PLANS[name]
+    return firewall.table(networks, ports)
+
+
 def _nft_check_argv() -> list[str]:
     """How to run nft's parser here, or skip saying what is missing (never as root)."""
     nft = shutil.which("nft") or next(
@@ -83,10 +103,9 @@ def _nft_check_argv() -> list[str]:
     return argv
 
 
-@pytest.mark.parametrize("name", sorted(PLANS))
+@pytest.mark.parametrize("name", NAMES)
 def test_table_matches_golden_file(name: str) -> None:
-    networks, ports = PLANS[name]
-    text = firewall.table(networks, ports)
+    text = _render(name)
     path = GOLDEN / f"{name}.nft"
     if UPDATE:
         path.write_text(text)
@@ -97,10 +116,10 @@ def test_table_matches_golden_file(name: str) -> None:
 
 
 def test_every_golden_file_has_a_plan() -> None:
-    assert sorted(p.stem for p in GOLDEN.glob("*.nft")) == sorted(PLANS)
+    assert sorted(p.stem for p in GOLDEN.glob("*.nft")) == NAMES
 
 
-@pytest.mark.parametrize("name", sorted(PLANS))
+@pytest.mark.parametrize("name", NAMES)
 def test_golden_file_is_valid_nft(name: str) -> None:
     argv = _nft_check_argv()
     path = GOLDEN / f"{name}.nft"

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from cnm import firewall
+from cnm import antispoof, firewall
 from cnm.errors import KernelError, NotFound
 from cnm.firewall import NetworkRules, PortRule
 from cnm.netfilter import Netfilter
@@ -37,7 +37,9 @@ def nf(nft: FakeNft) -> Netfilter:
 
 def test_rebuild_is_one_transaction_of_the_whole_table(nft: FakeNft, nf: Netfilter) -> None:
     nf.rebuild([DEFAULT, V6], [WEB, DNS])
-    assert nft.transactions == [firewall.table([DEFAULT, V6], [WEB, DNS])]
+    # Both of cnm's tables, inet and bridge (the port guards, none here), in one go.
+    assert nft.transactions == [firewall.table([DEFAULT, V6], [WEB, DNS])
+                                + antispoof.table([])]
     assert nft.elements == {
         "bridges": {'"cnm0"': "", '"br-v6"': ""},
         "same": {'"cnm0" . "cnm0"': "", '"br-v6" . "br-v6"': ""},
