@@ -169,6 +169,15 @@ class Lab:
     def needs_vm(self) -> bool:
         return bool(self.features)
 
+    def address_of(self, node: str) -> str:
+        """The first address of ``node``'s links, without its prefix ("" if none): what a
+        cluster's etcd member listens on and its cnmd advertises."""
+        for lk in self.links:
+            for e in lk.ends:
+                if e.node == node and e.addresses:
+                    return e.addresses[0].split("/")[0]
+        return ""
+
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
 

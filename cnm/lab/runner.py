@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from cnm.client import Client
-from cnm.errors import AlreadyExists, CnmError, PermissionDenied, Unsupported
+from cnm.errors import AlreadyExists, CnmError, NotFound, PermissionDenied, Unsupported
 from cnm.lab import model as m
 from cnm.lab import netem
+from cnm.lab.etcd import Etcd
 
 # Where labs keep their state, and the first word of their namespaces' names: a test
 # suite sets both so its labs never meet a learner's (or another suite's) of the same name.
@@ -70,6 +71,7 @@ class State:
     namespaces: list[str] = field(default_factory=list)
     daemons: dict[str, int] = field(default_factory=dict)  # host -> cnmd pid
     processes: list[int] = field(default_factory=list)  # process group leaders
+    etcd: list[int] = field(default_factory=list)  # etcd members (group leaders)
     up: bool = False
 
     @property
@@ -108,6 +110,7 @@ class Up:
     def __init__(self, lab: m.Lab, say: Callable[[str], None]) -> None:
         self.lab, self.say = lab, say
         self.state = State(lab.name, os.path.abspath(lab.path))
+        self.cluster_store = ""  # etcd://… once the cluster's etcd is up
 
     def run(self) -> None:
         for title, step in STEPS:
@@ -160,6 +163,27 @@ def _links(u: Up) -> None:
             sh("ip", "-n", u.ns(h.name), "route", "add", r.to, "via", r.via)
 
 
+def _etcd(u: Up) -> None:
+    """The cluster's etcd members, each in its host's namespace on the host's underlay
+    address, data under the lab's dir; up once a member answers a linearizable read."""
+    cl = u.lab.cluster
+    if cl is None:
+        return
+    etcd = Etcd.make([(netns_path(u.lab.name, h), u.lab.address_of(h)) for h in cl.members],
+                     base=str(state_dir(u.lab.name) / "etcd"), names=cl.members)
+    etcd.token = f"cnm-lab-{u.lab.name}"
+    try:
+        etcd.start()
+    finally:
+        u.state.etcd = [mb.proc.pid for mb in etcd.members if mb.proc is not None]
+        u.state.save()
+    try:
+        etcd.wait_healthy()
+    except RuntimeError as e:
+        raise CnmError(f"the lab's etcd cluster did not start: {e}") from None
+    u.cluster_store = etcd.url
+
+
 def _daemons(u: Up) -> None:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for h in u.lab.hosts:
@@ -174,6 +198,9 @@ def _daemons(u: Up) -> None:
                "--state-dir", str(d / "state"), "--run-dir", str(d / "run"),
                "--resolv-conf", str(resolv), "-H", socket_of(u.lab.name, h.name),
                "--docker-plugin", "none"]
+        if u.cluster_store:
+            cmd += ["--cluster-store", u.cluster_store,
+                    "--advertise-addr", u.lab.address_of(h.name)]
         with open(d / "cnmd.log", "ab") as log:
             # A session of its own: a Ctrl-C at the terminal reaches `up`, which tears
             # down in order, not the daemons directly.
@@ -204,12 +231,35 @@ def _networks(u: Up) -> None:
         for host in net.hosts:
             c = client(u.lab.name, host)
             try:
-                c.create_network(name=net.name, driver=net.driver, subnets=list(net.subnets),
-                                 gateways=list(net.gateways), ip_ranges=list(net.ip_ranges),
-                                 aux_addresses=dict(net.aux_addresses), ipv6=net.ipv6,
-                                 internal=net.internal, options=dict(net.options))
+                made = c.create_network(
+                    name=net.name, driver=net.driver, subnets=list(net.subnets),
+                    gateways=list(net.gateways), ip_ranges=list(net.ip_ranges),
+                    aux_addresses=dict(net.aux_addresses), ipv6=net.ipv6,
+                    internal=net.internal, options=dict(net.options))
             finally:
                 c.close()
+            if made.get("scope") == "global":
+                # Made once, in the cluster's store: the other hosts learn it from there.
+                _wait_seen(u, net.name, net.hosts[1:])
+                break
+
+
+def _wait_seen(u: Up, network: str, hosts: tuple[str, ...], timeout: float = 30) -> None:
+    for host in hosts:
+        deadline = time.monotonic() + timeout
+        c = client(u.lab.name, host)
+        try:
+            while True:
+                try:
+                    c.network(network)
+                    break
+                except NotFound:
+                    if time.monotonic() > deadline:
+                        raise CnmError(f"global network {network} did not reach host {host} "
+                                       f"in {timeout:g} s") from None
+                    time.sleep(0.05)
+        finally:
+            c.close()
 
 
 def _attach_body(a: m.Attachment) -> dict[str, Any]:
@@ -305,6 +355,7 @@ def _impairments(u: Up) -> None:
 STEPS: list[tuple[str, Step]] = [
     ("namespaces", _namespaces),
     ("links", _links),
+    ("etcd", _etcd),
     ("cnmd", _daemons),
     ("networks", _networks),
     ("sandboxes", _sandboxes),
@@ -315,8 +366,6 @@ STEPS: list[tuple[str, Step]] = [
 
 def unsupported(lab: m.Lab) -> str | None:
     """What of the lab this runner cannot make yet (refused before anything runs)."""
-    if lab.cluster is not None:
-        return "cluster (etcd) labs"
     if any(h.docker for h in lab.hosts) or any(s.docker for s in lab.sandboxes):
         return "docker hosts and sandboxes"
     return None
@@ -396,7 +445,11 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda pid: _kill(pid, group=False, wait=15),
                       st.daemons.values() if st else ()))
+    # After the cnmds, which may still write to the cluster's store as they stop.
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda pid: _kill(pid, group=True, wait=10), st.etcd if st else ()))
     d = state_dir(name)
+    _sweep(d)
     for ns_dir in d.glob("*/run/netns"):
         for entry in ns_dir.iterdir():
             subprocess.run(["umount", "-l", str(entry)], capture_output=True)
@@ -413,6 +466,27 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
     if errors:
         raise CnmError(f"lab {name}: down could not remove " + "; ".join(errors))
     return found
+
+
+SWEPT = {os.path.basename(sys.executable), "python3", "nsenter", "etcd", "bash", "ip",
+         "containerd", "dockerd", "containerd-shim-runc-v2"}
+
+
+def _sweep(d: Path) -> None:
+    """Kill what is left that names the lab's dir on its command line (a process started
+    in the instant before its pid was recorded, or a child that outlived its parent)."""
+    needle = str(d).encode() + b"/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # Only what the runner starts, so a learner's `tail -f` of a log is left alone.
+        if (os.path.basename(argv[0]).decode(errors="replace") in SWEPT
+                and any(needle in a + b"/" for a in argv)):
+            _kill(int(proc.name), group=False, wait=5)
 
 
 def labs_up() -> list[State]:

@@ -549,6 +549,15 @@ class _Builder:
                         for t, n in r.string_list(f["members"][1], "cluster.members"))
         if not members:
             raise r.fail(f["members"][1], "cluster.members: at least one host")
+        if len(set(members)) != len(members):
+            raise r.fail(f["members"][1], "cluster.members: a host is listed twice")
+        probe = m.Lab("", "", hosts=self.hosts, links=self.links)
+        for h in [*members, *(h.name for h in self.hosts if h.cnmd)]:
+            if not probe.address_of(h):
+                raise r.fail(self.top["cluster"][1],
+                             f"cluster: host {h!r} has no link address (an etcd member "
+                             "listens on its host's first link address, and every cnmd "
+                             "host advertises its own)")
         return m.Cluster(store, members)
 
     def checks(self) -> tuple[m.Check, ...]:
