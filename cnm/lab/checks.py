@@ -42,6 +42,9 @@ class World:
                 for sb in lab.sandboxes:
                     if sb.host != h.name:
                         continue
+                    if sb.docker:
+                        self._container(sb)
+                        continue
                     info = c.sandbox(sb.name)
                     self.netns[sb.name] = str(info["netns"])
                     self.resolv[sb.name] = str(info["resolv_conf_path"])
@@ -60,6 +63,19 @@ class World:
                                 self.gateways.setdefault(net.name, {})[fam] = sub["gateway"]
             finally:
                 c.close()
+
+    def _container(self, sb: m.Sandbox) -> None:
+        """A Docker container, as `docker inspect` sees it: its namespace is its first
+        process's, its resolv.conf Docker's (nameserver 127.0.0.11: Docker's DNS)."""
+        info = runner.container(self.lab.name, sb)
+        self.netns[sb.name] = f"/proc/{info['State']['Pid']}/ns/net"
+        self.resolv[sb.name] = str(info["ResolvConfPath"])
+        for net, ep in info["NetworkSettings"]["Networks"].items():
+            fams = {}
+            for fam, key in ((4, "IPAddress"), (6, "GlobalIPv6Address")):
+                if ep.get(key):
+                    fams[fam] = str(ep[key])
+            self.addrs[(sb.name, net)] = fams
 
     def where(self, node: str) -> str:
         """The namespace a check from ``node`` runs in."""

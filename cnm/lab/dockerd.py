@@ -226,3 +226,37 @@ class Dockerd:
                 os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
+
+
+def network_args(name: str, subnets: tuple[str, ...], gateways: tuple[str, ...],
+                 ip_ranges: tuple[str, ...], aux: dict[str, str], ipv6: bool,
+                 internal: bool, options: dict[str, str]) -> list[str]:
+    """`docker network create` of a cnm network named ``name``: the plugin makes it in cnm
+    under the same name (``cnm.name``), with cnm's IPAM."""
+    args = ["network", "create", "-d", "cnm", "--ipam-driver", "cnm", "-o", f"cnm.name={name}"]
+    for flag, values in (("--subnet", subnets), ("--gateway", gateways),
+                         ("--ip-range", ip_ranges)):
+        for v in values:
+            args += [flag, v]
+    for k, v in aux.items():
+        args += ["--aux-address", f"{k}={v}"]
+    args += ["--ipv6"] if ipv6 else []
+    args += ["--internal"] if internal else []
+    for k, v in options.items():
+        args += ["-o", f"{k}={v}"]
+    return [*args, name]
+
+
+def endpoint_args(name: str, ip: str | None, ip6: str | None,
+                  aliases: tuple[str, ...]) -> list[str]:
+    """The flags of one network of a container (for `create` and `network connect`):
+    its addresses, and its names in Docker's DNS and, through the plugin's
+    ``cnm.aliases`` option, in cnm's (connect only: `create` has no --driver-opt)."""
+    args = []
+    if ip:
+        args += ["--ip", ip]
+    if ip6:
+        args += ["--ip6", ip6]
+    for a in aliases:
+        args += ["--alias", a]
+    return [*args, "--driver-opt", f"cnm.aliases={' '.join((name, *aliases))}"]

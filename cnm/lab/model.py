@@ -11,6 +11,9 @@ PEERS = ("docker", "etcd")
 EXPECT_TRAFFIC = ("reach", "blocked")
 CHECK_KINDS = ("ping", "tcp", "udp", "http", "dns", "mtu")
 PREDEFINED_NETWORKS = ("bridge", "host", "none")
+# Images a docker sandbox may name: made on the spot (there is no registry); busybox is
+# Debian's busybox-static (cnm.lab.dockerd.Dockerd.image).
+DOCKER_IMAGES = ("busybox",)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,12 @@ class Lab:
         if any(i is not None for i in impaired):
             need.add("netem")
         return tuple(sorted(need))
+
+    def docker_networks(self, host: str) -> tuple[str, ...]:
+        """The networks of ``host`` that its Docker containers are on: made through
+        dockerd (``docker network create -d cnm``), so Docker knows them too."""
+        return tuple(dict.fromkeys(a.network for s in self.sandboxes
+                                   if s.docker and s.host == host for a in s.attachments))
 
     @property
     def needs_vm(self) -> bool:

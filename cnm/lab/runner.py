@@ -29,6 +29,7 @@ from cnm.client import Client
 from cnm.errors import AlreadyExists, CnmError, NotFound, PermissionDenied, Unsupported
 from cnm.lab import model as m
 from cnm.lab import netem
+from cnm.lab.dockerd import Dockerd, Named, endpoint_args, network_args
 from cnm.lab.etcd import Etcd
 
 # Where labs keep their state, and the first word of their namespaces' names: a test
@@ -72,6 +73,7 @@ class State:
     daemons: dict[str, int] = field(default_factory=dict)  # host -> cnmd pid
     processes: list[int] = field(default_factory=list)  # process group leaders
     etcd: list[int] = field(default_factory=list)  # etcd members (group leaders)
+    dockerd: dict[str, int] = field(default_factory=dict)  # host -> dockerd's wrapper pid
     up: bool = False
 
     @property
@@ -99,6 +101,28 @@ def socket_of(lab: str, host: str) -> str:
 
 def client(lab: str, host: str) -> Client:
     return Client(socket_of(lab, host), timeout=60)
+
+
+def dockerd(lab: str, host: str) -> Dockerd:
+    """The dockerd of a lab's host (everything it writes under the host's dir)."""
+    return Dockerd(Named(netns_name(lab, host)), state_dir(lab) / host / "docker",
+                   # Names Docker's DNS does not know go to a loopback server that is not
+                   # there: never to the machine's resolvers.
+                   config={"dns": ["127.0.0.1"]})
+
+
+def docker(lab: str, host: str, *args: str, timeout: float = 90) -> str:
+    r = dockerd(lab, host).docker(*args, timeout=timeout)
+    if r.returncode != 0:
+        raise CnmError(f"docker {' '.join(args)} (host {host}): "
+                       f"{r.stderr.strip() or 'exit ' + str(r.returncode)}")
+    return r.stdout.strip()
+
+
+def container(lab: str, sb: m.Sandbox) -> dict[str, Any]:
+    """`docker inspect` of a docker sandbox's container."""
+    out: list[dict[str, Any]] = json.loads(docker(lab, sb.host, "inspect", sb.name))
+    return out[0]
 
 
 Step = Callable[["Up"], None]
@@ -194,10 +218,15 @@ def _daemons(u: Up) -> None:
         resolv = d / "resolv.conf"
         # No nameserver: the embedded DNS never asks the machine's real resolvers.
         resolv.write_text("# a lab host has no upstream resolver\n")
+        plugin = "none"
+        if h.docker:  # where the lab's dockerd looks for plugins (its /run/docker/plugins)
+            plugins = dockerd(u.lab.name, h.name).plugins
+            plugins.mkdir(parents=True, exist_ok=True)
+            plugin = str(plugins / "cnm.sock")
         cmd = [sys.executable, "-m", "cnm", "daemon", "--netns", netns_path(u.lab.name, h.name),
                "--state-dir", str(d / "state"), "--run-dir", str(d / "run"),
                "--resolv-conf", str(resolv), "-H", socket_of(u.lab.name, h.name),
-               "--docker-plugin", "none"]
+               "--docker-plugin", plugin]
         if u.cluster_store:
             cmd += ["--cluster-store", u.cluster_store,
                     "--advertise-addr", u.lab.address_of(h.name)]
@@ -226,9 +255,38 @@ def _daemons(u: Up) -> None:
                 time.sleep(0.05)
 
 
+def _dockerds(u: Up) -> None:
+    """A dockerd (and its containerd) in each docker host, cnm its network plugin; the
+    busybox image made in each."""
+    started = []
+    for h in u.lab.hosts:
+        if h.docker:
+            d = dockerd(u.lab.name, h.name)
+            u.state.dockerd[h.name] = d.launch()
+            u.state.save()
+            started.append(d)
+
+    def ready(d: Dockerd) -> None:
+        try:
+            d.wait_ready()
+            d.image("busybox")
+        except (RuntimeError, subprocess.SubprocessError) as e:
+            raise CnmError(f"dockerd of {d.host_ns.name}: {e}") from None
+
+    with ThreadPoolExecutor(max(1, len(started))) as pool:
+        for f in [pool.submit(ready, d) for d in started]:
+            f.result()
+
+
 def _networks(u: Up) -> None:
     for net in u.lab.networks:
         for host in net.hosts:
+            if net.name in u.lab.docker_networks(host):
+                # Through dockerd, so Docker knows it; the plugin makes it in cnm.
+                docker(u.lab.name, host, *network_args(
+                    net.name, net.subnets, net.gateways, net.ip_ranges, net.aux_addresses,
+                    net.ipv6, net.internal, net.options))
+                continue
             c = client(u.lab.name, host)
             try:
                 made = c.create_network(
@@ -277,6 +335,9 @@ def _sandboxes(u: Up) -> None:
         c = client(u.lab.name, host)
         try:
             for sb in by_host[host]:
+                if sb.docker:
+                    _container(u.lab.name, sb)
+                    continue
                 first, *rest = sb.attachments
                 c.create_sandbox(name=sb.name, network=first.network, hostname=sb.hostname,
                                  ports=list(sb.ports) or None, **_attach_body(first))
@@ -290,7 +351,24 @@ def _sandboxes(u: Up) -> None:
             f.result()
 
 
+def _container(lab: str, sb: m.Sandbox) -> None:
+    """A Docker container on its networks, each through `network connect` (the only way
+    to give Docker's endpoint the ``cnm.aliases`` option that names it in cnm's DNS)."""
+    first = sb.attachments[0]
+    docker(lab, sb.host, "create", "--name", sb.name, "--hostname", sb.hostname or sb.name,
+           "--network", first.network, *(("--mac-address", first.mac) if first.mac else ()),
+           *(a for p in sb.ports for a in ("-p", p)), str(sb.docker),
+           "sleep", "2147483647")
+    docker(lab, sb.host, "network", "disconnect", first.network, sb.name)
+    for a in sb.attachments:
+        docker(lab, sb.host, "network", "connect",
+               *endpoint_args(sb.name, a.ip, a.ip6, a.aliases), a.network, sb.name)
+    docker(lab, sb.host, "start", sb.name)
+
+
 def sandbox_netns(lab: str, sb: m.Sandbox) -> str:
+    if sb.docker:
+        return f"/proc/{container(lab, sb)['State']['Pid']}/ns/net"
     c = client(lab, sb.host)
     try:
         return str(c.sandbox(sb.name)["netns"])
@@ -357,6 +435,7 @@ STEPS: list[tuple[str, Step]] = [
     ("links", _links),
     ("etcd", _etcd),
     ("cnmd", _daemons),
+    ("dockerd", _dockerds),
     ("networks", _networks),
     ("sandboxes", _sandboxes),
     ("impairments", _impairments),
@@ -366,8 +445,6 @@ STEPS: list[tuple[str, Step]] = [
 
 def unsupported(lab: m.Lab) -> str | None:
     """What of the lab this runner cannot make yet (refused before anything runs)."""
-    if any(h.docker for h in lab.hosts) or any(s.docker for s in lab.sandboxes):
-        return "docker hosts and sandboxes"
     return None
 
 
@@ -442,6 +519,10 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
     errors: list[str] = []
     for pid in st.processes if st else ():
         _kill(pid, group=True, wait=2)
+    # While the cnmds still answer the plugin's calls (Docker retries each for 15 s).
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda hp: _stop_dockerd(name, *hp),
+                      st.dockerd.items() if st else ()))
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda pid: _kill(pid, group=False, wait=15),
                       st.daemons.values() if st else ()))
@@ -470,6 +551,19 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
 
 SWEPT = {os.path.basename(sys.executable), "python3", "nsenter", "etcd", "bash", "ip",
          "containerd", "dockerd", "containerd-shim-runc-v2"}
+
+
+def _stop_dockerd(lab: str, host: str, pid: int) -> None:
+    """The containers first (killed: busybox as pid 1 ignores SIGTERM), then dockerd and
+    containerd (SIGTERM to the wrapper, which stops them in order)."""
+    if os.path.exists(f"/proc/{pid}"):
+        d = dockerd(lab, host)
+        ids = d.docker("ps", "-aq", timeout=30).stdout.split()
+        if ids:
+            d.docker("rm", "-f", *ids, timeout=60)
+    _kill(pid, group=False, wait=30)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _sweep(d: Path) -> None:

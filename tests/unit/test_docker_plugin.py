@@ -348,13 +348,13 @@ def test_the_cnm_aliases_endpoint_option_names_a_container_in_cnms_dns(
         "Options": {wire.GENERIC: {"cnm.name": "web"}}}) == {}
     ids = {"NetworkID": "n" * 64, "EndpointID": "e" * 64}
     bad = {**ids, "Interface": {"Address": "10.9.0.2/24"},
-           "Options": {wire.ALIASES_OPTION: "ok,not a name"}}
-    assert "invalid alias 'not a name'" in call(p, "NetworkDriver.CreateEndpoint", bad)["Err"]
+           "Options": {wire.ALIASES_OPTION: "ok,not_a/name"}}
+    assert "invalid alias 'not_a/name'" in call(p, "NetworkDriver.CreateEndpoint", bad)["Err"]
     assert plugin_ctl.list_endpoints() == []
     bad["Options"] = {wire.ALIASES_OPTION: ["ctr"]}
     assert "must be a string" in call(p, "NetworkDriver.CreateEndpoint", bad)["Err"]
     good = {**ids, "Interface": {"Address": "10.9.0.2/24"},
-            "Options": {wire.ALIASES_OPTION: "ctr, www"}}
+            "Options": {wire.ALIASES_OPTION: "ctr www,"}}
     assert "Err" not in call(p, "NetworkDriver.CreateEndpoint", good)
     assert plugin_ctl.endpoint("e" * 64).aliases == ("ctr", "www")
     net = plugin_ctl.network("web")
