@@ -93,6 +93,22 @@ def test_defaults_one_host_and_the_default_bridge() -> None:
     ("name: a\nhosts: {r: {cnmd: false}, h: }\nnetworks: {n: {hosts: [r]}}\n", "3:24",
      "host 'r' runs no cnmd"),
     ("name: a\ncluster: {store: consul, members: [host]}\n", "2:18", "'consul' is not"),
+    ("name: a\ncluster: {store: etcd, members: [host]}\n", "2:10",
+     "host 'host' has no link address"),
+    ("name: a\nhosts: {h1: , h2: }\nlinks: [{ends: ['h1:e0', 'h2:e0']}]\n"
+     "cluster: {store: etcd, members: [h1, h1]}\n", "4:33", "a host is listed twice"),
+    ("name: a\nhosts: {h: {docker: true, cnmd: false}, g: }\n", "2:21",
+     "the host needs cnmd"),
+    ("name: a\nhosts: {host: {docker: true}}\nnetworks: {web: }\nsandboxes:\n"
+     "  c: {docker: nginx, networks: [web]}\n", "5:15",
+     "image 'nginx' is not one the lab can make (there is no registry; allowed: busybox)"),
+    ("name: a\nnetworks: {web: }\nsandboxes:\n  c: {docker: busybox, networks: [web]}\n",
+     "4:15", "host 'host' runs no dockerd (give it docker: true)"),
+    ("name: a\nhosts: {host: {docker: true}}\nsandboxes:\n  c: {docker: busybox}\n", "4:6",
+     "a Docker container goes on the lab's cnm networks only, not 'bridge'"),
+    ("name: a\nhosts: {host: {docker: true}}\nnetworks: {web: }\nsandboxes:\n"
+     "  c: {docker: busybox, networks: [{network: web, ifname: e1}]}\n", "5:6",
+     "ifname on network 'web' is not possible for a Docker container"),
     ("name: a\nsandboxes: {s: {networks: [host, bridge]}}\n", "2:28",
      "a sandbox on 'host' can be on no other network"),
     ("name: a\nchecks:\n  - {ping: host, from: host}\n", "3:12",
