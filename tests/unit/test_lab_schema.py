@@ -142,3 +142,18 @@ def test_impairments_and_features_are_typed() -> None:
     assert link.ends[1].impair is not None and link.ends[1].impair.loss_pct == 1.0
     assert link.ends[1].hairpin
     assert lab.features == ("ipvlan", "netem")
+
+
+def test_the_shipped_peer_labs_read_as_their_parts() -> None:
+    labs = FORMAT.parent
+    ov = schema.load(str(labs / "overlay.yaml"))
+    assert ov.cluster is not None and ov.cluster.members == ("h1", "h2", "h3")
+    assert [ov.address_of(h) for h in ov.cluster.members] == [
+        "192.168.90.1", "192.168.90.2", "192.168.90.3"]
+    assert ov.network("ov").hosts == ("h1", "h2", "h3")
+    dk = schema.load(str(labs / "docker.yaml"))
+    assert dk.host("host").docker and dk.sandbox("ctr").docker == "busybox"
+    assert dk.sandbox("sbx").docker is None
+    # web is made through dockerd: its containers are on it.
+    assert dk.docker_networks("host") == ("web",)
+    assert not dk.needs_vm
