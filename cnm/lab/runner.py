@@ -1,5 +1,5 @@
-"""Bring a lab up and down: namespaces, switches, links, a cnmd per host, networks,
-sandboxes, the programs they run.
+"""Bring a lab up and down: namespaces, switches, links, the cluster's etcd, a cnmd (and a
+dockerd) per host, networks, sandboxes and containers, the programs they run.
 
 `up` is a list of steps (`STEPS`), each timed and shown; everything made is recorded in
 the lab's state file as it is made, so `down` (and Ctrl-C during `up`, and a crash) finds
@@ -10,8 +10,6 @@ lab namespace (``ip -n``, ``nsenter --net``).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 import signal
@@ -21,109 +19,25 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnm.client import Client
-from cnm.errors import AlreadyExists, CnmError, NotFound, PermissionDenied, Unsupported
+from cnm.errors import AlreadyExists, CnmError, NotFound
 from cnm.lab import model as m
-from cnm.lab import netem
-from cnm.lab.dockerd import Dockerd, Named, endpoint_args, network_args
-from cnm.lab.etcd import Etcd
-
-# Where labs keep their state, and the first word of their namespaces' names: a test
-# suite sets both so its labs never meet a learner's (or another suite's) of the same name.
-ROOT = Path(os.environ.get("CNM_LAB_DIR", "/run/cnm-lab"))
-PREFIX = os.environ.get("CNM_LAB_PREFIX", "lab")
-
-
-def netns_name(lab: str, node: str) -> str:
-    return f"{PREFIX}-{lab}-{node}"
-
-
-def netns_path(lab: str, node: str) -> str:
-    return f"/run/netns/{netns_name(lab, node)}"
-
-
-def state_dir(lab: str) -> Path:
-    return ROOT / lab
-
-
-def need_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise PermissionDenied(f"cnm lab {what} needs root (it makes network namespaces)",
-                               hint=f"sudo cnm lab {what} …")
-
-
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if check and r.returncode != 0:
-        raise CnmError(f"{' '.join(cmd)}: {r.stderr.strip() or 'exit ' + str(r.returncode)}")
-    return r
-
-
-@dataclass
-class State:
-    """What a lab has made, written after every step (state.json)."""
-
-    name: str
-    file: str
-    namespaces: list[str] = field(default_factory=list)
-    daemons: dict[str, int] = field(default_factory=dict)  # host -> cnmd pid
-    processes: list[int] = field(default_factory=list)  # process group leaders
-    etcd: list[int] = field(default_factory=list)  # etcd members (group leaders)
-    dockerd: dict[str, int] = field(default_factory=dict)  # host -> dockerd's wrapper pid
-    up: bool = False
-
-    @property
-    def path(self) -> Path:
-        return state_dir(self.name) / "state.json"
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=1))
-        tmp.replace(self.path)
-
-    @classmethod
-    def read(cls, name: str) -> State | None:
-        try:
-            data = json.loads((state_dir(name) / "state.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return cls(**data)
-
-
-def socket_of(lab: str, host: str) -> str:
-    return f"unix://{state_dir(lab) / host / 'cnm.sock'}"
-
-
-def client(lab: str, host: str) -> Client:
-    return Client(socket_of(lab, host), timeout=60)
-
-
-def dockerd(lab: str, host: str) -> Dockerd:
-    """The dockerd of a lab's host (everything it writes under the host's dir)."""
-    return Dockerd(Named(netns_name(lab, host)), state_dir(lab) / host / "docker",
-                   # Names Docker's DNS does not know go to a loopback server that is not
-                   # there: never to the machine's resolvers.
-                   config={"dns": ["127.0.0.1"]})
-
-
-def docker(lab: str, host: str, *args: str, timeout: float = 90) -> str:
-    r = dockerd(lab, host).docker(*args, timeout=timeout)
-    if r.returncode != 0:
-        raise CnmError(f"docker {' '.join(args)} (host {host}): "
-                       f"{r.stderr.strip() or 'exit ' + str(r.returncode)}")
-    return r.stdout.strip()
-
-
-def container(lab: str, sb: m.Sandbox) -> dict[str, Any]:
-    """`docker inspect` of a docker sandbox's container."""
-    out: list[dict[str, Any]] = json.loads(docker(lab, sb.host, "inspect", sb.name))
-    return out[0]
-
+from cnm.lab import netem, peers
+from cnm.lab.dockerd import network_args
+from cnm.lab.state import (
+    ROOT,
+    State,
+    client,
+    kill,
+    need_root,
+    netns_name,
+    netns_path,
+    sh,
+    socket_of,
+    state_dir,
+)
 
 Step = Callable[["Up"], None]
 
@@ -187,27 +101,6 @@ def _links(u: Up) -> None:
             sh("ip", "-n", u.ns(h.name), "route", "add", r.to, "via", r.via)
 
 
-def _etcd(u: Up) -> None:
-    """The cluster's etcd members, each in its host's namespace on the host's underlay
-    address, data under the lab's dir; up once a member answers a linearizable read."""
-    cl = u.lab.cluster
-    if cl is None:
-        return
-    etcd = Etcd.make([(netns_path(u.lab.name, h), u.lab.address_of(h)) for h in cl.members],
-                     base=str(state_dir(u.lab.name) / "etcd"), names=cl.members)
-    etcd.token = f"cnm-lab-{u.lab.name}"
-    try:
-        etcd.start()
-    finally:
-        u.state.etcd = [mb.proc.pid for mb in etcd.members if mb.proc is not None]
-        u.state.save()
-    try:
-        etcd.wait_healthy()
-    except RuntimeError as e:
-        raise CnmError(f"the lab's etcd cluster did not start: {e}") from None
-    u.cluster_store = etcd.url
-
-
 def _daemons(u: Up) -> None:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for h in u.lab.hosts:
@@ -220,7 +113,7 @@ def _daemons(u: Up) -> None:
         resolv.write_text("# a lab host has no upstream resolver\n")
         plugin = "none"
         if h.docker:  # where the lab's dockerd looks for plugins (its /run/docker/plugins)
-            plugins = dockerd(u.lab.name, h.name).plugins
+            plugins = peers.dockerd(u.lab.name, h.name).plugins
             plugins.mkdir(parents=True, exist_ok=True)
             plugin = str(plugins / "cnm.sock")
         cmd = [sys.executable, "-m", "cnm", "daemon", "--netns", netns_path(u.lab.name, h.name),
@@ -255,35 +148,12 @@ def _daemons(u: Up) -> None:
                 time.sleep(0.05)
 
 
-def _dockerds(u: Up) -> None:
-    """A dockerd (and its containerd) in each docker host, cnm its network plugin; the
-    busybox image made in each."""
-    started = []
-    for h in u.lab.hosts:
-        if h.docker:
-            d = dockerd(u.lab.name, h.name)
-            u.state.dockerd[h.name] = d.launch()
-            u.state.save()
-            started.append(d)
-
-    def ready(d: Dockerd) -> None:
-        try:
-            d.wait_ready()
-            d.image("busybox")
-        except (RuntimeError, subprocess.SubprocessError) as e:
-            raise CnmError(f"dockerd of {d.host_ns.name}: {e}") from None
-
-    with ThreadPoolExecutor(max(1, len(started))) as pool:
-        for f in [pool.submit(ready, d) for d in started]:
-            f.result()
-
-
 def _networks(u: Up) -> None:
     for net in u.lab.networks:
         for host in net.hosts:
             if net.name in u.lab.docker_networks(host):
                 # Through dockerd, so Docker knows it; the plugin makes it in cnm.
-                docker(u.lab.name, host, *network_args(
+                peers.docker(u.lab.name, host, *network_args(
                     net.name, net.subnets, net.gateways, net.ip_ranges, net.aux_addresses,
                     net.ipv6, net.internal, net.options))
                 continue
@@ -336,7 +206,7 @@ def _sandboxes(u: Up) -> None:
         try:
             for sb in by_host[host]:
                 if sb.docker:
-                    _container(u.lab.name, sb)
+                    peers.make_container(u.lab.name, sb)
                     continue
                 first, *rest = sb.attachments
                 c.create_sandbox(name=sb.name, network=first.network, hostname=sb.hostname,
@@ -351,24 +221,9 @@ def _sandboxes(u: Up) -> None:
             f.result()
 
 
-def _container(lab: str, sb: m.Sandbox) -> None:
-    """A Docker container on its networks, each through `network connect` (the only way
-    to give Docker's endpoint the ``cnm.aliases`` option that names it in cnm's DNS)."""
-    first = sb.attachments[0]
-    docker(lab, sb.host, "create", "--name", sb.name, "--hostname", sb.hostname or sb.name,
-           "--network", first.network, *(("--mac-address", first.mac) if first.mac else ()),
-           *(a for p in sb.ports for a in ("-p", p)), str(sb.docker),
-           "sleep", "2147483647")
-    docker(lab, sb.host, "network", "disconnect", first.network, sb.name)
-    for a in sb.attachments:
-        docker(lab, sb.host, "network", "connect",
-               *endpoint_args(sb.name, a.ip, a.ip6, a.aliases), a.network, sb.name)
-    docker(lab, sb.host, "start", sb.name)
-
-
 def sandbox_netns(lab: str, sb: m.Sandbox) -> str:
     if sb.docker:
-        return f"/proc/{container(lab, sb)['State']['Pid']}/ns/net"
+        return f"/proc/{peers.container(lab, sb)['State']['Pid']}/ns/net"
     c = client(lab, sb.host)
     try:
         return str(c.sandbox(sb.name)["netns"])
@@ -433,9 +288,9 @@ def _impairments(u: Up) -> None:
 STEPS: list[tuple[str, Step]] = [
     ("namespaces", _namespaces),
     ("links", _links),
-    ("etcd", _etcd),
+    ("etcd", peers.etcd_step),
     ("cnmd", _daemons),
-    ("dockerd", _dockerds),
+    ("dockerd", peers.dockerd_step),
     ("networks", _networks),
     ("sandboxes", _sandboxes),
     ("impairments", _impairments),
@@ -443,16 +298,8 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
-def unsupported(lab: m.Lab) -> str | None:
-    """What of the lab this runner cannot make yet (refused before anything runs)."""
-    return None
-
-
 def up(lab: m.Lab, say: Callable[[str], None]) -> None:
     need_root("up")
-    missing = unsupported(lab)
-    if missing:
-        raise Unsupported(f"{lab.path}: {missing} are not supported by this cnm lab runner")
     old = State.read(lab.name)
     if old is not None:
         raise AlreadyExists(f"lab {lab.name} is already up (from {old.file})",
@@ -484,29 +331,6 @@ def _interrupts_as_keyboard() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _kill(pid: int, group: bool, wait: float) -> None:
-    try:
-        (os.killpg if group else os.kill)(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:  # not ours (another `up` started it): poll for it
-            if not os.path.exists(f"/proc/{pid}"):
-                return
-        time.sleep(0.02)
-    try:
-        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 def down(name: str, lab: m.Lab | None = None) -> bool:
     """Remove everything of lab ``name``; False if nothing was there. Tries every step."""
     need_root("down")
@@ -518,17 +342,17 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
     found = st is not None
     errors: list[str] = []
     for pid in st.processes if st else ():
-        _kill(pid, group=True, wait=2)
+        kill(pid, group=True, wait=2)
     # While the cnmds still answer the plugin's calls (Docker retries each for 15 s).
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda hp: _stop_dockerd(name, *hp),
+        list(pool.map(lambda hp: peers.stop_dockerd(name, *hp),
                       st.dockerd.items() if st else ()))
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda pid: _kill(pid, group=False, wait=15),
+        list(pool.map(lambda pid: kill(pid, group=False, wait=15),
                       st.daemons.values() if st else ()))
     # After the cnmds, which may still write to the cluster's store as they stop.
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda pid: _kill(pid, group=True, wait=10), st.etcd if st else ()))
+        list(pool.map(lambda pid: kill(pid, group=True, wait=10), st.etcd if st else ()))
     d = state_dir(name)
     _sweep(d)
     for ns_dir in d.glob("*/run/netns"):
@@ -553,19 +377,6 @@ SWEPT = {os.path.basename(sys.executable), "python3", "nsenter", "etcd", "bash",
          "containerd", "dockerd", "containerd-shim-runc-v2"}
 
 
-def _stop_dockerd(lab: str, host: str, pid: int) -> None:
-    """The containers first (killed: busybox as pid 1 ignores SIGTERM), then dockerd and
-    containerd (SIGTERM to the wrapper, which stops them in order)."""
-    if os.path.exists(f"/proc/{pid}"):
-        d = dockerd(lab, host)
-        ids = d.docker("ps", "-aq", timeout=30).stdout.split()
-        if ids:
-            d.docker("rm", "-f", *ids, timeout=60)
-    _kill(pid, group=False, wait=30)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 def _sweep(d: Path) -> None:
     """Kill what is left that names the lab's dir on its command line (a process started
     in the instant before its pid was recorded, or a child that outlived its parent)."""
@@ -580,7 +391,7 @@ def _sweep(d: Path) -> None:
         # Only what the runner starts, so a learner's `tail -f` of a log is left alone.
         if (os.path.basename(argv[0]).decode(errors="replace") in SWEPT
                 and any(needle in a + b"/" for a in argv)):
-            _kill(int(proc.name), group=False, wait=5)
+            kill(int(proc.name), group=False, wait=5)
 
 
 def labs_up() -> list[State]:
