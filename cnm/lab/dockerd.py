@@ -106,6 +106,11 @@ class Dockerd:
     proc: subprocess.Popen[bytes] | None = None
     # daemon.json
     config: dict[str, Any] = field(default_factory=dict)
+    # A session of its own (`cnm lab`): a Ctrl-C at the terminal goes to the owner only,
+    # which removes the containers and then stops the daemons. (Off for the tests: with
+    # it, test_dockerd_restart_with_live_restore… found dockerd.pid gone about one run in
+    # three, not yet understood.)
+    session: bool = False
 
     @property
     def plugins(self) -> Path:
@@ -165,12 +170,10 @@ class Dockerd:
         (self.dir / "daemon.json").write_text(json.dumps(self.config) + "\n")
         script = WRAPPER.format(mounts=cgroup_mounts())
         with open(self.dir / "wrapper.log", "ab") as logf:
-            # A session of its own: a Ctrl-C at the terminal goes to the owner, which
-            # stops the daemons in order (SIGTERM to the wrapper).
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.host_ns.name, "bash", "-c", script, "bash",
                  str(self.dir)], stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=self.session)
         return self.proc.pid
 
     def wait_ready(self, ready_s: float = 60) -> None:

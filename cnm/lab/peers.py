@@ -15,7 +15,7 @@ from cnm.errors import CnmError
 from cnm.lab import model as m
 from cnm.lab.dockerd import Dockerd, Named, endpoint_args
 from cnm.lab.etcd import Etcd
-from cnm.lab.state import kill, netns_name, netns_path, state_dir
+from cnm.lab.state import kill, netns_name, netns_path, ours, state_dir
 
 if TYPE_CHECKING:
     from cnm.lab.runner import Up
@@ -26,7 +26,7 @@ def dockerd(lab: str, host: str) -> Dockerd:
     return Dockerd(Named(netns_name(lab, host)), state_dir(lab) / host / "docker",
                    # Names Docker's DNS does not know go to a loopback server that is not
                    # there: never to the machine's resolvers.
-                   config={"dns": ["127.0.0.1"]})
+                   config={"dns": ["127.0.0.1"]}, session=True)
 
 
 def docker(lab: str, host: str, *args: str, timeout: float = 90) -> str:
@@ -105,11 +105,12 @@ def make_container(lab: str, sb: m.Sandbox) -> None:
 def stop_dockerd(lab: str, host: str, pid: int) -> None:
     """The containers first (killed: busybox as pid 1 ignores SIGTERM), then dockerd and
     containerd (SIGTERM to the wrapper, which stops them in order)."""
-    if os.path.exists(f"/proc/{pid}"):
-        d = dockerd(lab, host)
-        ids = d.docker("ps", "-aq", timeout=30).stdout.split()
-        if ids:
-            d.docker("rm", "-f", *ids, timeout=60)
+    d = dockerd(lab, host)
+    if not ours(pid, d.dir):
+        return  # gone (what it left, the sweep finds by its dir)
+    ids = d.docker("ps", "-aq", timeout=30).stdout.split()
+    if ids:
+        d.docker("rm", "-f", *ids, timeout=60)
     kill(pid, group=False, wait=30)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

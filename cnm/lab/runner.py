@@ -34,6 +34,7 @@ from cnm.lab.state import (
     need_root,
     netns_name,
     netns_path,
+    ours,
     sh,
     socket_of,
     state_dir,
@@ -341,6 +342,7 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
                                                  *(s.name for s in lab.switches)]}
     found = st is not None
     errors: list[str] = []
+    d = state_dir(name)
     for pid in st.processes if st else ():
         kill(pid, group=True, wait=2)
     # While the cnmds still answer the plugin's calls (Docker retries each for 15 s).
@@ -352,8 +354,8 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
                       st.daemons.values() if st else ()))
     # After the cnmds, which may still write to the cluster's store as they stop.
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda pid: kill(pid, group=True, wait=10), st.etcd if st else ()))
-    d = state_dir(name)
+        list(pool.map(lambda pid: kill(pid, group=True, wait=10),
+                      [p for p in (st.etcd if st else ()) if ours(p, d)]))
     _sweep(d)
     for ns_dir in d.glob("*/run/netns"):
         for entry in ns_dir.iterdir():

@@ -108,3 +108,12 @@ def kill(pid: int, group: bool, wait: float) -> None:
         return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def ours(pid: int, d: Path) -> bool:
+    """Whether process ``pid`` names ``d`` on its command line: one of the lab's, not an
+    unrelated process that got a recorded pid after the lab's exited."""
+    try:
+        return str(d).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
