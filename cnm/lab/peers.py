@@ -6,19 +6,34 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from cnm.errors import CnmError
+from cnm.errors import CnmError, Unsupported
 from cnm.lab import model as m
-from cnm.lab.dockerd import Dockerd, Named, endpoint_args
+from cnm.lab.dockerd import BUSYBOX, Dockerd, Named, endpoint_args
+from cnm.lab.dockerd import missing as docker_missing
 from cnm.lab.etcd import Etcd
 from cnm.lab.state import kill, netns_name, netns_path, ours, state_dir
 
 if TYPE_CHECKING:
     from cnm.lab.runner import Up
+
+
+def check_installed(lab: m.Lab) -> None:
+    """Refuse, before anything is made, a lab whose peers are not installed here."""
+    gone = []
+    if lab.cluster is not None:
+        gone += [p for p in ("etcd", "etcdctl") if shutil.which(p) is None]
+    if any(h.docker for h in lab.hosts):
+        gone += [*docker_missing(), *([BUSYBOX] if not os.access(BUSYBOX, os.X_OK) else [])]
+    if gone:
+        raise Unsupported(f"{lab.path}: needs {', '.join(gone)}, which this machine lacks",
+                          hint="bash scripts/packages.sh install lab (etcd-server "
+                               "etcd-client docker.io containerd runc busybox-static)")
 
 
 def dockerd(lab: str, host: str) -> Dockerd:

@@ -301,6 +301,7 @@ STEPS: list[tuple[str, Step]] = [
 
 def up(lab: m.Lab, say: Callable[[str], None]) -> None:
     need_root("up")
+    peers.check_installed(lab)
     old = State.read(lab.name)
     if old is not None:
         raise AlreadyExists(f"lab {lab.name} is already up (from {old.file})",

@@ -5,6 +5,8 @@ lab creates nothing."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -171,4 +173,16 @@ def test_down_after_up_was_killed_leaves_nothing(labs: LabEnv) -> None:
     r = labs.cnm("down", f)
     assert r.returncode == 0, r.stdout + r.stderr
     time.sleep(0.2)
+    assert labs.leftovers() == []
+
+
+def test_a_lab_whose_peers_are_missing_is_refused_before_anything_is_made(
+        labs: LabEnv) -> None:
+    f = peers(labs, "pmiss", bad=False)
+    env = {**labs.env, "PATH": "/nonexistent"}  # no etcd, no etcdctl on it
+    r = subprocess.run([sys.executable, "-m", "cnm", "lab", "up", f], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode != 0
+    assert f"{f}: needs etcd, etcdctl, which this machine lacks" in r.stderr, r.stderr
+    assert "packages.sh install lab" in r.stderr
     assert labs.leftovers() == []
