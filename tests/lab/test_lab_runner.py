@@ -186,3 +186,19 @@ def test_a_lab_whose_peers_are_missing_is_refused_before_anything_is_made(
     assert f"{f}: needs etcd, etcdctl, which this machine lacks" in r.stderr, r.stderr
     assert "packages.sh install lab" in r.stderr
     assert labs.leftovers() == []
+
+
+def test_ctrl_c_once_the_peers_are_up_leaves_nothing(labs: LabEnv) -> None:
+    f = peers(labs, "pintr", bad=False)
+    p = labs.popen("up", f)
+    assert p.stdout is not None
+    for line in p.stdout:
+        if line.strip().startswith("dockerd"):
+            break
+    assert running(labs, "etcd") and running(labs, "dockerd"), labs.leftovers()
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, out
+    assert "tearing down" in out
+    time.sleep(0.2)
+    assert labs.leftovers() == []
