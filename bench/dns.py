@@ -60,8 +60,7 @@ from benchcommon import Janitor, progress
 from cnm.client import Client
 
 # dockerd here is started as the lab tier starts it; its cgroup mounts come from there.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "lab"))
-from cgroups import NoCgroups, cgroup_mounts  # noqa: E402
+from cnm.lab.cgroups import NoCgroups, cgroup_mounts
 
 PY = sys.executable
 AARDVARK = "/usr/lib/podman/aardvark-dns"
@@ -601,7 +600,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   path = "{dir}/containerd/opt"
 """
 
-# Runs as `ip netns exec NS bash -c WRAPPER bash DIR` (the recipe of tests/lab/dockerlab.py,
+# Runs as `ip netns exec NS bash -c WRAPPER bash DIR` (the recipe of cnm/lab/dockerd.py,
 # plus an empty /etc/resolv.conf): a private mount namespace with the machine's cgroup
 # hierarchies mounted again, tmpfs on /run and /etc/docker (dockerd writes there whatever
 # its flags say), then containerd and dockerd with private paths. SIGTERM stops both.

@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchcommon import Janitor, median, ms, need_peers, progress, run  # noqa: E402
+from cnm.lab.dockerd import BUSYBOX, CONTAINERD, DOCKER, DOCKERD, RUNC, Dockerd  # noqa: E402
 from cnm.testing.netns import Daemon, HostNs, unbind_all  # noqa: E402
-from tests.lab.dockerlab import BUSYBOX, CONTAINERD, DOCKER, DOCKERD, RUNC, Dockerd  # noqa: E402
 
 
 def timed(d: Dockerd, *args: str) -> float:

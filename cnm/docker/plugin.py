@@ -7,6 +7,7 @@ named after Docker's EndpointID, reserved by CreateEndpoint; a container's names
 (Join's SandboxKey) is a *handover* sandbox: cnm makes the endpoint's link and leaves its
 inner end in the host namespace (SrcName), and Docker moves it in and configures it.
 Published ports are cnm's firewall elements, programmed by ProgramExternalConnectivity.
+An endpoint's ``cnm.aliases`` option (``--driver-opt``) gives it names in cnm's DNS.
 
 The IPAM side answers from cnm's IPAM: RequestPool checks or picks a subnet and holds it
 until CreateNetwork makes the network that owns it (Docker asks for pools first);
@@ -190,7 +191,8 @@ class DockerPlugin:
                 self.c.release_address(net.id, cidr)
         ep = self.c.create_endpoint(EndpointSpec(
             network=net.id, name=wire.text(b, "EndpointID"), ip=wire.address(ip4) or None,
-            ip6=wire.address(ip6) or None, mac=mac))
+            ip6=wire.address(ip6) or None, mac=mac,
+            aliases=wire.aliases(wire.obj(b, "Options"))))
         out: dict[str, str] = {}
         if not mac and ep.mac:
             out["MacAddress"] = ep.mac

@@ -23,6 +23,11 @@ GATEWAY_TYPE = "com.docker.network.gateway"
 # cnm's own keys among a network's -o options; the rest go to the cnm driver.
 DRIVER_OPTION = "cnm.driver"
 NAME_OPTION = "cnm.name"
+# An endpoint's driver option (`docker network connect --driver-opt "cnm.aliases=a b"`):
+# the names cnm's DNS answers for it, separated by spaces or commas (the docker CLI splits
+# a --driver-opt at commas, so spaces there). Docker's own DNS knows the container's name; cnm's
+# would not otherwise, since Docker's protocol never tells a plugin the container's name.
+ALIASES_OPTION = "cnm.aliases"
 # Labels that tie a cnm record to Docker's.
 NETWORK_LABEL = "com.docker.network.id"
 SANDBOX_LABEL = "com.docker.sandbox.key"
@@ -77,6 +82,17 @@ def text(body: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"field {key} must be a string")
     return value
+
+
+def aliases(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """The endpoint's ``cnm.aliases`` option: names separated by spaces or commas."""
+    value = options.get(ALIASES_OPTION)
+    if value is None:
+        return ()
+    if not isinstance(value, str):
+        raise InvalidArgument(f"endpoint option {ALIASES_OPTION} must be a string of "
+                              "names separated by spaces or commas")
+    return tuple(value.replace(",", " ").split())
 
 
 def obj(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from cnm.errors import CnmError
 from cnm.lab import model as m
-from cnm.lab import runner
+from cnm.lab import peers, state
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,13 @@ class World:
         for h in lab.hosts:
             if not h.cnmd:
                 continue
-            c = runner.client(lab.name, h.name)
+            c = state.client(lab.name, h.name)
             try:
                 for sb in lab.sandboxes:
                     if sb.host != h.name:
+                        continue
+                    if sb.docker:
+                        self._container(sb)
                         continue
                     info = c.sandbox(sb.name)
                     self.netns[sb.name] = str(info["netns"])
@@ -61,11 +64,24 @@ class World:
             finally:
                 c.close()
 
+    def _container(self, sb: m.Sandbox) -> None:
+        """A Docker container, as `docker inspect` sees it: its namespace is its first
+        process's, its resolv.conf Docker's (nameserver 127.0.0.11: Docker's DNS)."""
+        info = peers.container(self.lab.name, sb)
+        self.netns[sb.name] = f"/proc/{info['State']['Pid']}/ns/net"
+        self.resolv[sb.name] = str(info["ResolvConfPath"])
+        for net, ep in info["NetworkSettings"]["Networks"].items():
+            fams = {}
+            for fam, key in ((4, "IPAddress"), (6, "GlobalIPv6Address")):
+                if ep.get(key):
+                    fams[fam] = str(ep[key])
+            self.addrs[(sb.name, net)] = fams
+
     def where(self, node: str) -> str:
         """The namespace a check from ``node`` runs in."""
         if node in self.netns:
             return self.netns[node]
-        return runner.netns_path(self.lab.name, node)
+        return state.netns_path(self.lab.name, node)
 
     def resolve(self, ref: str, source: str, family: int) -> str:
         try:
@@ -173,8 +189,8 @@ def judge(world: World, c: m.Check) -> Result:
 
 
 def run(lab: m.Lab, workers: int = 8) -> list[Result]:
-    runner.need_root("check")
-    if runner.State.read(lab.name) is None:
+    state.need_root("check")
+    if state.State.read(lab.name) is None:
         raise CnmError(f"lab {lab.name} is not up", hint=f"cnm lab up {lab.path}")
     world = World(lab)
     with ThreadPoolExecutor(workers) as pool:

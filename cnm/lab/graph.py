@@ -21,7 +21,10 @@ def dot(lab: m.Lab) -> str:
            "  node [fontname=Helvetica, fontsize=10]; edge [fontname=Helvetica, fontsize=9];"]
     for h in lab.hosts:
         out.append(f"  subgraph {_q('cluster_' + h.name)} {{")
-        kind = "host (cnmd)" if h.cnmd else "namespace"
+        runs = [x for x, on in (("cnmd", h.cnmd), ("dockerd", h.docker),
+                                ("etcd", lab.cluster is not None
+                                 and h.name in lab.cluster.members)) if on]
+        kind = f"host ({', '.join(runs)})" if h.cnmd else "namespace"
         out.append(f"    label={_q(h.name + ' — ' + kind)}; style=rounded;")
         out.append(f"    {_q(h.name)} [shape=box3d, label={_q(h.name)}];")
         for net in lab.networks:
@@ -34,7 +37,8 @@ def dot(lab: m.Lab) -> str:
                            f"label={_q(chr(10).join(parts))}];")
         for sb in lab.sandboxes:
             if sb.host == h.name:
-                extra = [f"serve {s.proto}/{s.port}" for s in sb.serve]
+                extra = [f"docker {sb.docker}"] if sb.docker else []
+                extra += [f"serve {s.proto}/{s.port}" for s in sb.serve]
                 extra += [f"-p {p}" for p in sb.ports]
                 out.append(f"    {_q(h.name + '/' + sb.name)} [shape=component, "
                            f"label={_q(chr(10).join([sb.name, *extra]))}];")

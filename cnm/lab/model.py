@@ -11,6 +11,9 @@ PEERS = ("docker", "etcd")
 EXPECT_TRAFFIC = ("reach", "blocked")
 CHECK_KINDS = ("ping", "tcp", "udp", "http", "dns", "mtu")
 PREDEFINED_NETWORKS = ("bridge", "host", "none")
+# Images a docker sandbox may name: made on the spot (there is no registry); busybox is
+# Debian's busybox-static (cnm.lab.dockerd.Dockerd.image).
+DOCKER_IMAGES = ("busybox",)
 
 
 @dataclass(frozen=True)
@@ -165,9 +168,24 @@ class Lab:
             need.add("netem")
         return tuple(sorted(need))
 
+    def docker_networks(self, host: str) -> tuple[str, ...]:
+        """The networks of ``host`` that its Docker containers are on: made through
+        dockerd (``docker network create -d cnm``), so Docker knows them too."""
+        return tuple(dict.fromkeys(a.network for s in self.sandboxes
+                                   if s.docker and s.host == host for a in s.attachments))
+
     @property
     def needs_vm(self) -> bool:
         return bool(self.features)
+
+    def address_of(self, node: str) -> str:
+        """The first address of ``node``'s links, without its prefix ("" if none): what a
+        cluster's etcd member listens on and its cnmd advertises."""
+        for lk in self.links:
+            for e in lk.ends:
+                if e.node == node and e.addresses:
+                    return e.addresses[0].split("/")[0]
+        return ""
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)

@@ -1,5 +1,5 @@
-"""Bring a lab up and down: namespaces, switches, links, a cnmd per host, networks,
-sandboxes, the programs they run.
+"""Bring a lab up and down: namespaces, switches, links, the cluster's etcd, a cnmd (and a
+dockerd) per host, networks, sandboxes and containers, the programs they run.
 
 `up` is a list of steps (`STEPS`), each timed and shown; everything made is recorded in
 the lab's state file as it is made, so `down` (and Ctrl-C during `up`, and a crash) finds
@@ -10,8 +10,6 @@ lab namespace (``ip -n``, ``nsenter --net``).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 import signal
@@ -21,83 +19,26 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnm.client import Client
-from cnm.errors import AlreadyExists, CnmError, PermissionDenied, Unsupported
+from cnm.errors import AlreadyExists, CnmError, NotFound
 from cnm.lab import model as m
-from cnm.lab import netem
-
-# Where labs keep their state, and the first word of their namespaces' names: a test
-# suite sets both so its labs never meet a learner's (or another suite's) of the same name.
-ROOT = Path(os.environ.get("CNM_LAB_DIR", "/run/cnm-lab"))
-PREFIX = os.environ.get("CNM_LAB_PREFIX", "lab")
-
-
-def netns_name(lab: str, node: str) -> str:
-    return f"{PREFIX}-{lab}-{node}"
-
-
-def netns_path(lab: str, node: str) -> str:
-    return f"/run/netns/{netns_name(lab, node)}"
-
-
-def state_dir(lab: str) -> Path:
-    return ROOT / lab
-
-
-def need_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise PermissionDenied(f"cnm lab {what} needs root (it makes network namespaces)",
-                               hint=f"sudo cnm lab {what} …")
-
-
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if check and r.returncode != 0:
-        raise CnmError(f"{' '.join(cmd)}: {r.stderr.strip() or 'exit ' + str(r.returncode)}")
-    return r
-
-
-@dataclass
-class State:
-    """What a lab has made, written after every step (state.json)."""
-
-    name: str
-    file: str
-    namespaces: list[str] = field(default_factory=list)
-    daemons: dict[str, int] = field(default_factory=dict)  # host -> cnmd pid
-    processes: list[int] = field(default_factory=list)  # process group leaders
-    up: bool = False
-
-    @property
-    def path(self) -> Path:
-        return state_dir(self.name) / "state.json"
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=1))
-        tmp.replace(self.path)
-
-    @classmethod
-    def read(cls, name: str) -> State | None:
-        try:
-            data = json.loads((state_dir(name) / "state.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return cls(**data)
-
-
-def socket_of(lab: str, host: str) -> str:
-    return f"unix://{state_dir(lab) / host / 'cnm.sock'}"
-
-
-def client(lab: str, host: str) -> Client:
-    return Client(socket_of(lab, host), timeout=60)
-
+from cnm.lab import netem, peers
+from cnm.lab.dockerd import network_args
+from cnm.lab.state import (
+    ROOT,
+    State,
+    client,
+    kill,
+    need_root,
+    netns_name,
+    netns_path,
+    ours,
+    sh,
+    socket_of,
+    state_dir,
+)
 
 Step = Callable[["Up"], None]
 
@@ -108,6 +49,7 @@ class Up:
     def __init__(self, lab: m.Lab, say: Callable[[str], None]) -> None:
         self.lab, self.say = lab, say
         self.state = State(lab.name, os.path.abspath(lab.path))
+        self.cluster_store = ""  # etcd://… once the cluster's etcd is up
 
     def run(self) -> None:
         for title, step in STEPS:
@@ -170,10 +112,18 @@ def _daemons(u: Up) -> None:
         resolv = d / "resolv.conf"
         # No nameserver: the embedded DNS never asks the machine's real resolvers.
         resolv.write_text("# a lab host has no upstream resolver\n")
+        plugin = "none"
+        if h.docker:  # where the lab's dockerd looks for plugins (its /run/docker/plugins)
+            plugins = peers.dockerd(u.lab.name, h.name).plugins
+            plugins.mkdir(parents=True, exist_ok=True)
+            plugin = str(plugins / "cnm.sock")
         cmd = [sys.executable, "-m", "cnm", "daemon", "--netns", netns_path(u.lab.name, h.name),
                "--state-dir", str(d / "state"), "--run-dir", str(d / "run"),
                "--resolv-conf", str(resolv), "-H", socket_of(u.lab.name, h.name),
-               "--docker-plugin", "none"]
+               "--docker-plugin", plugin]
+        if u.cluster_store:
+            cmd += ["--cluster-store", u.cluster_store,
+                    "--advertise-addr", u.lab.address_of(h.name)]
         with open(d / "cnmd.log", "ab") as log:
             # A session of its own: a Ctrl-C at the terminal reaches `up`, which tears
             # down in order, not the daemons directly.
@@ -202,14 +152,43 @@ def _daemons(u: Up) -> None:
 def _networks(u: Up) -> None:
     for net in u.lab.networks:
         for host in net.hosts:
+            if net.name in u.lab.docker_networks(host):
+                # Through dockerd, so Docker knows it; the plugin makes it in cnm.
+                peers.docker(u.lab.name, host, *network_args(
+                    net.name, net.subnets, net.gateways, net.ip_ranges, net.aux_addresses,
+                    net.ipv6, net.internal, net.options))
+                continue
             c = client(u.lab.name, host)
             try:
-                c.create_network(name=net.name, driver=net.driver, subnets=list(net.subnets),
-                                 gateways=list(net.gateways), ip_ranges=list(net.ip_ranges),
-                                 aux_addresses=dict(net.aux_addresses), ipv6=net.ipv6,
-                                 internal=net.internal, options=dict(net.options))
+                made = c.create_network(
+                    name=net.name, driver=net.driver, subnets=list(net.subnets),
+                    gateways=list(net.gateways), ip_ranges=list(net.ip_ranges),
+                    aux_addresses=dict(net.aux_addresses), ipv6=net.ipv6,
+                    internal=net.internal, options=dict(net.options))
             finally:
                 c.close()
+            if made.get("scope") == "global":
+                # Made once, in the cluster's store: the other hosts learn it from there.
+                _wait_seen(u, net.name, net.hosts[1:])
+                break
+
+
+def _wait_seen(u: Up, network: str, hosts: tuple[str, ...], timeout: float = 30) -> None:
+    for host in hosts:
+        deadline = time.monotonic() + timeout
+        c = client(u.lab.name, host)
+        try:
+            while True:
+                try:
+                    c.network(network)
+                    break
+                except NotFound:
+                    if time.monotonic() > deadline:
+                        raise CnmError(f"global network {network} did not reach host {host} "
+                                       f"in {timeout:g} s") from None
+                    time.sleep(0.05)
+        finally:
+            c.close()
 
 
 def _attach_body(a: m.Attachment) -> dict[str, Any]:
@@ -227,6 +206,9 @@ def _sandboxes(u: Up) -> None:
         c = client(u.lab.name, host)
         try:
             for sb in by_host[host]:
+                if sb.docker:
+                    peers.make_container(u.lab.name, sb)
+                    continue
                 first, *rest = sb.attachments
                 c.create_sandbox(name=sb.name, network=first.network, hostname=sb.hostname,
                                  ports=list(sb.ports) or None, **_attach_body(first))
@@ -241,6 +223,8 @@ def _sandboxes(u: Up) -> None:
 
 
 def sandbox_netns(lab: str, sb: m.Sandbox) -> str:
+    if sb.docker:
+        return f"/proc/{peers.container(lab, sb)['State']['Pid']}/ns/net"
     c = client(lab, sb.host)
     try:
         return str(c.sandbox(sb.name)["netns"])
@@ -305,7 +289,9 @@ def _impairments(u: Up) -> None:
 STEPS: list[tuple[str, Step]] = [
     ("namespaces", _namespaces),
     ("links", _links),
+    ("etcd", peers.etcd_step),
     ("cnmd", _daemons),
+    ("dockerd", peers.dockerd_step),
     ("networks", _networks),
     ("sandboxes", _sandboxes),
     ("impairments", _impairments),
@@ -313,20 +299,9 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
-def unsupported(lab: m.Lab) -> str | None:
-    """What of the lab this runner cannot make yet (refused before anything runs)."""
-    if lab.cluster is not None:
-        return "cluster (etcd) labs"
-    if any(h.docker for h in lab.hosts) or any(s.docker for s in lab.sandboxes):
-        return "docker hosts and sandboxes"
-    return None
-
-
 def up(lab: m.Lab, say: Callable[[str], None]) -> None:
     need_root("up")
-    missing = unsupported(lab)
-    if missing:
-        raise Unsupported(f"{lab.path}: {missing} are not supported by this cnm lab runner")
+    peers.check_installed(lab)
     old = State.read(lab.name)
     if old is not None:
         raise AlreadyExists(f"lab {lab.name} is already up (from {old.file})",
@@ -358,29 +333,6 @@ def _interrupts_as_keyboard() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _kill(pid: int, group: bool, wait: float) -> None:
-    try:
-        (os.killpg if group else os.kill)(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:  # not ours (another `up` started it): poll for it
-            if not os.path.exists(f"/proc/{pid}"):
-                return
-        time.sleep(0.02)
-    try:
-        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 def down(name: str, lab: m.Lab | None = None) -> bool:
     """Remove everything of lab ``name``; False if nothing was there. Tries every step."""
     need_root("down")
@@ -391,12 +343,21 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
                                                  *(s.name for s in lab.switches)]}
     found = st is not None
     errors: list[str] = []
-    for pid in st.processes if st else ():
-        _kill(pid, group=True, wait=2)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda pid: _kill(pid, group=False, wait=15),
-                      st.daemons.values() if st else ()))
     d = state_dir(name)
+    for pid in st.processes if st else ():
+        kill(pid, group=True, wait=2)
+    # While the cnmds still answer the plugin's calls (Docker retries each for 15 s).
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda hp: peers.stop_dockerd(name, *hp),
+                      st.dockerd.items() if st else ()))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda pid: kill(pid, group=False, wait=15),
+                      st.daemons.values() if st else ()))
+    # After the cnmds, which may still write to the cluster's store as they stop.
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda pid: kill(pid, group=True, wait=10),
+                      [p for p in (st.etcd if st else ()) if ours(p, d)]))
+    _sweep(d)
     for ns_dir in d.glob("*/run/netns"):
         for entry in ns_dir.iterdir():
             subprocess.run(["umount", "-l", str(entry)], capture_output=True)
@@ -413,6 +374,27 @@ def down(name: str, lab: m.Lab | None = None) -> bool:
     if errors:
         raise CnmError(f"lab {name}: down could not remove " + "; ".join(errors))
     return found
+
+
+SWEPT = {os.path.basename(sys.executable), "python3", "nsenter", "etcd", "bash", "ip",
+         "containerd", "dockerd", "containerd-shim-runc-v2"}
+
+
+def _sweep(d: Path) -> None:
+    """Kill what is left that names the lab's dir on its command line (a process started
+    in the instant before its pid was recorded, or a child that outlived its parent)."""
+    needle = str(d).encode() + b"/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # Only what the runner starts, so a learner's `tail -f` of a log is left alone.
+        if (os.path.basename(argv[0]).decode(errors="replace") in SWEPT
+                and any(needle in a + b"/" for a in argv)):
+            kill(int(proc.name), group=False, wait=5)
 
 
 def labs_up() -> list[State]:

@@ -274,9 +274,13 @@ class _Builder:
                     via = _ip(r, rf["via"][1], r.scalar(rf["via"][1], "via", str),
                               f"{where}.routes.via")
                     routes.append(m.Route(to, via))
-            out.append(m.Host(name, cnmd=_bool(r, f, "cnmd", where, True),
-                              forwarding=_bool(r, f, "forwarding", where),
-                              routes=tuple(routes), docker=_bool(r, f, "docker", where)))
+            host = m.Host(name, cnmd=_bool(r, f, "cnmd", where, True),
+                          forwarding=_bool(r, f, "forwarding", where),
+                          routes=tuple(routes), docker=_bool(r, f, "docker", where))
+            if host.docker and not host.cnmd:
+                raise r.fail(f["docker"][1], f"{where}.docker: dockerd uses cnm as its "
+                                             "network plugin, so the host needs cnmd")
+            out.append(host)
         if not out:
             raise r.fail(self.top["hosts"][1], "hosts: a lab needs at least one host")
         if not any(h.cnmd for h in out):
@@ -477,14 +481,40 @@ class _Builder:
                     run = tuple(t for t, _ in r.string_list(node, f"{where}.run"))
                 if not run:
                     raise r.fail(node, f"{where}.run is empty")
+            docker = None
+            if "docker" in f:
+                docker = self._docker(f["docker"][1], where, host, atts, v)
             out.append(m.Sandbox(
                 name, host, atts, ports,
                 hostname=r.scalar(f["hostname"][1], f"{where}.hostname", str)
                 if "hostname" in f else None,
-                serve=tuple(serve), run=run,
-                docker=r.scalar(f["docker"][1], f"{where}.docker", str)
-                if "docker" in f else None))
+                serve=tuple(serve), run=run, docker=docker))
         return tuple(out)
+
+    def _docker(self, node: yaml.Node, where: str, host: str,
+                atts: tuple[m.Attachment, ...], body: yaml.Node) -> str:
+        """A Docker container's image and what of a sandbox Docker can give it."""
+        r = self.r
+        image = r.scalar(node, f"{where}.docker", str)
+        if image not in m.DOCKER_IMAGES:
+            raise r.fail(node, f"{where}.docker: image {image!r} is not one the lab can "
+                               "make (there is no registry; allowed: "
+                               + ", ".join(m.DOCKER_IMAGES) + ")")
+        if not next(h for h in self.hosts if h.name == host).docker:
+            raise r.fail(node, f"{where}.docker: host {host!r} runs no dockerd (give it "
+                               "docker: true)")
+        for i, a in enumerate(atts):
+            if a.network in m.PREDEFINED_NETWORKS:
+                raise r.fail(body, f"{where}: a Docker container goes on the lab's cnm "
+                                   f"networks only, not {a.network!r} (Docker's own "
+                                   "bridge, host and none are not cnm's)")
+            what = ("ifname" if a.ifname else "impair" if a.impair is not None
+                    else "mac" if a.mac and i else "")
+            if what:
+                raise r.fail(body, f"{where}: {what} on network {a.network!r} is not "
+                                   "possible for a Docker container (Docker names its "
+                                   "interfaces and sets a MAC on the first network only)")
+        return image
 
     def _attachments(self, node: yaml.Node | None, where: str,
                      host: str) -> tuple[m.Attachment, ...]:
@@ -549,6 +579,15 @@ class _Builder:
                         for t, n in r.string_list(f["members"][1], "cluster.members"))
         if not members:
             raise r.fail(f["members"][1], "cluster.members: at least one host")
+        if len(set(members)) != len(members):
+            raise r.fail(f["members"][1], "cluster.members: a host is listed twice")
+        probe = m.Lab("", "", hosts=self.hosts, links=self.links)
+        for h in [*members, *(h.name for h in self.hosts if h.cnmd)]:
+            if not probe.address_of(h):
+                raise r.fail(self.top["cluster"][1],
+                             f"cluster: host {h!r} has no link address (an etcd member "
+                             "listens on its host's first link address, and every cnmd "
+                             "host advertises its own)")
         return m.Cluster(store, members)
 
     def checks(self) -> tuple[m.Check, ...]:

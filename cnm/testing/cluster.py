@@ -1,10 +1,10 @@
 """A real etcd cluster, and hosts joined by an underlay, all in throwaway namespaces.
 
-``Etcd`` runs etcd members (Debian's etcd-server), each inside the namespace of the host it
-stands beside and listening on that host's underlay address; ``Underlay`` is a bridge in a
-namespace of its own with one veth per host. The tests, labs and benchmarks of the overlay
-build on them; every process and directory they made goes in ``close``, which the fixtures
-call in ``finally``. Nothing touches the machine's own namespace.
+``Etcd`` (from ``cnm.lab.etcd``, which `cnm lab` uses too) runs etcd members, each inside
+the namespace of the host it stands beside and listening on that host's underlay address;
+``Underlay`` is a bridge in a namespace of its own with one veth per host. The tests and
+benchmarks of the overlay build on them; every process and directory they made goes in
+``close``, which the fixtures call in ``finally``. Nothing touches the machine's own namespace.
 """
 
 from __future__ import annotations
@@ -18,117 +18,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cnm import names
 from cnm.client import Client
+from cnm.lab.etcd import Etcd
 from cnm.testing.netns import Daemon, HostNs, run, unbind_all
-
-
-def _url(addr: str, port: int) -> str:
-    return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
-
-
-@dataclass
-class Member:
-    name: str
-    netns: str  # a path (/run/netns/X)
-    addr: str
-    data_dir: str
-    log: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def client_url(self) -> str:
-        return _url(self.addr, 2379)
-
-    @property
-    def peer_url(self) -> str:
-        return _url(self.addr, 2380)
-
-    @property
-    def endpoint(self) -> str:
-        return f"[{self.addr}]:2379" if ":" in self.addr else f"{self.addr}:2379"
-
-
-@dataclass
-class Etcd:
-    """An etcd cluster: one member per (netns path, address) given."""
-
-    members: list[Member]
-    token: str = field(default_factory=lambda: f"cnmtest-{secrets.token_hex(4)}")
-    base: str = ""
-
-    @classmethod
-    def make(cls, places: Sequence[tuple[str, str]]) -> Etcd:
-        base = tempfile.mkdtemp(prefix="cnm-etcd-")
-        members = [Member(f"e{i + 1}", ns, addr, os.path.join(base, f"e{i + 1}"),
-                          os.path.join(base, f"e{i + 1}.log"))
-                   for i, (ns, addr) in enumerate(places)]
-        return cls(members, base=base)
-
-    @property
-    def url(self) -> str:
-        """What cnmd's --cluster-store takes."""
-        return "etcd://" + ",".join(m.endpoint for m in self.members)
-
-    def start(self, name: str | None = None) -> None:
-        """Start every member (or the one named); a restarted member keeps its data."""
-        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        for m in self.members:
-            if (name is not None and m.name != name) or m.proc is not None:
-                continue
-            logf = open(m.log, "ab")  # noqa: SIM115 - owned by the process
-            m.proc = subprocess.Popen(
-                ["nsenter", f"--net={m.netns}", "etcd", "--name", m.name,
-                 "--data-dir", m.data_dir,
-                 "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
-                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
-                 "--initial-cluster", cluster, "--initial-cluster-token", self.token,
-                 "--initial-cluster-state", "new",
-                 # Quick elections: a killed leader is replaced in well under a second.
-                 "--heartbeat-interval", "50", "--election-timeout", "500",
-                 "--max-txn-ops", "1024", "--logger", "zap", "--log-level", "warn"],
-                stdout=logf, stderr=logf, start_new_session=True)
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        """Until a member answers a linearizable read (so the cluster has a leader)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for m in self.members:
-                if m.proc is None:
-                    continue
-                if m.proc.poll() is not None:
-                    raise RuntimeError(f"etcd {m.name} exited: {self.tail(m)}")
-                r = run("nsenter", f"--net={m.netns}", "etcdctl", "--endpoints", m.client_url,
-                        "--command-timeout=1s", "get", "health-probe", check=False,
-                        timeout=5)
-                if r.returncode == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("etcd has no quorum after "
-                           f"{timeout:g} s: {[self.tail(m) for m in self.members]}")
-
-    def tail(self, m: Member) -> str:
-        try:
-            with open(m.log) as f:
-                return f.read()[-1500:]
-        except OSError:
-            return ""
-
-    def kill(self, name: str) -> None:
-        """kill -9 one member."""
-        m = next(x for x in self.members if x.name == name)
-        if m.proc is not None:
-            m.proc.send_signal(signal.SIGKILL)
-            m.proc.wait(timeout=10)
-            m.proc = None
-
-    def close(self) -> None:
-        for m in self.members:
-            self.kill(m.name)
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 @dataclass

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from cnm.lab.dockerd import Dockerd, missing
+
 # The lab tier reuses the root tier's helpers (namespaces, the cnmd process).
 from cnm.testing.netns import Daemon, HostNs, run, unbind_all
-from tests.lab.dockerlab import Dockerd, missing
 
 if os.geteuid() != 0:
     pytest.skip("the lab tier needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)",

@@ -17,7 +17,7 @@ What a user must do:
   hardening the host, a Docker that sets it regardless), cnm networks without their
   accepts are cut: traffic between their sandboxes and out through the host is dropped.
 
-Both daemons run in a throwaway namespace (see dockerlab.py); no image or container is
+Both daemons run in a throwaway namespace (see cnm/lab/dockerd.py); no image or container is
 needed, cnm's sandboxes are the endpoints.
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 
 from cnm import names
+from cnm.lab.dockerd import Dockerd
 from cnm.testing.netns import Daemon, HostNs, can_ping, in_ns
-from tests.lab.dockerlab import Dockerd
 
 pytestmark = pytest.mark.lab
 

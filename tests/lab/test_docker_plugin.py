@@ -1,7 +1,7 @@
 """A real dockerd (20.10) driving cnm as its network and IPAM plugin (`-d cnm --ipam-driver
 cnm`), both daemons in a throwaway host namespace.
 
-dockerd finds plugins at the fixed path /run/docker/plugins: its wrapper (dockerlab.py) runs
+dockerd finds plugins at the fixed path /run/docker/plugins: its wrapper (cnm/lab/dockerd.py) runs
 it with a private /run whose plugins dir is a bind mount of the lab's own, where cnmd
 serves `cnm.sock` (`--docker-plugin`), so nothing is ever put in the machine's /run.
 Containers are busybox (from busybox-static); every check is a packet, an address, a
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from cnm.lab.dockerd import Dockerd
 from cnm.testing.netns import Daemon, HostNs, can_ping, in_ns
-from tests.lab.dockerlab import Dockerd
 
 pytestmark = pytest.mark.lab
 

@@ -5,6 +5,8 @@ lab creates nothing."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -101,4 +103,102 @@ def test_a_malformed_lab_creates_nothing(labs: LabEnv) -> None:
     r = labs.cnm("up", str(p))
     assert r.returncode == 2
     assert f"{p}:8:" in r.stderr and "'c' is not a host or a sandbox" in r.stderr
+    assert labs.leftovers() == []
+
+
+# Three hosts on an underlay with a three-member etcd, h1 also running a dockerd: every
+# kind of process the runner starts. {bad} makes the networks step fail (the plugin refuses
+# the option), after etcd, the cnmds and the dockerd are up.
+PEERS = """\
+name: {name}
+hosts:
+  h1: {{docker: true}}
+  h2: {{}}
+  h3: {{}}
+switches:
+  ul: {{}}
+links:
+  - ends: [{{node: h1, ifname: eth0, address: 192.168.97.1/24}}, ul]
+  - ends: [{{node: h2, ifname: eth0, address: 192.168.97.2/24}}, ul]
+  - ends: [{{node: h3, ifname: eth0, address: 192.168.97.3/24}}, ul]
+cluster: {{store: etcd, members: [h1, h2, h3]}}
+networks:
+  ov: {{driver: overlay, subnet: 10.97.0.0/24}}
+  web: {{subnet: 10.98.0.0/24, hosts: h1{bad}}}
+sandboxes:
+  a: {{host: h2, networks: [ov]}}
+  ctr: {{host: h1, docker: busybox, networks: [web]}}
+checks:
+  - {{ping: ctr, from: h1}}
+"""
+
+
+def peers(labs: LabEnv, name: str, bad: bool) -> str:
+    p = labs.root.parent / f"{name}.yaml"
+    p.write_text(PEERS.format(name=name, bad=", options: {nosuch: x}" if bad else ""))
+    return str(p)
+
+
+def running(labs: LabEnv, program: str) -> list[str]:
+    """Processes of ``program`` started for this test's labs (their command line names the
+    labs' dir)."""
+    return [x for x in labs.leftovers() if x.startswith("process ")
+            and f"{program} " in x.split(":", 1)[1] + " "]
+
+
+def test_a_failed_up_takes_etcd_dockerd_and_the_namespaces_down(labs: LabEnv) -> None:
+    f = peers(labs, "pfail", bad=True)
+    r = labs.cnm("up", f)
+    assert r.returncode != 0, r.stdout
+    assert "unknown option 'nosuch'" in r.stderr, r.stderr
+    # It got as far as the peers: each was up, so each had to be taken down.
+    assert "  etcd " in r.stdout and "  dockerd " in r.stdout, r.stdout
+    assert "tearing down" in r.stdout
+    assert labs.leftovers() == []
+    again = labs.cnm("down", f)
+    assert again.returncode == 0 and "was not up" in again.stdout
+
+
+def test_down_after_up_was_killed_leaves_nothing(labs: LabEnv) -> None:
+    f = peers(labs, "pkill", bad=False)
+    p = labs.popen("up", f)
+    assert p.stdout is not None
+    # kill -9 once dockerd is up (etcd and the cnmds are too): no teardown of its own.
+    for line in p.stdout:
+        if line.strip().startswith("dockerd"):
+            break
+    p.kill()
+    p.wait(timeout=30)
+    assert running(labs, "etcd") and running(labs, "dockerd"), labs.leftovers()
+    r = labs.cnm("down", f)
+    assert r.returncode == 0, r.stdout + r.stderr
+    time.sleep(0.2)
+    assert labs.leftovers() == []
+
+
+def test_a_lab_whose_peers_are_missing_is_refused_before_anything_is_made(
+        labs: LabEnv) -> None:
+    f = peers(labs, "pmiss", bad=False)
+    env = {**labs.env, "PATH": "/nonexistent"}  # no etcd, no etcdctl on it
+    r = subprocess.run([sys.executable, "-m", "cnm", "lab", "up", f], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode != 0
+    assert f"{f}: needs etcd, etcdctl, which this machine lacks" in r.stderr, r.stderr
+    assert "packages.sh install lab" in r.stderr
+    assert labs.leftovers() == []
+
+
+def test_ctrl_c_once_the_peers_are_up_leaves_nothing(labs: LabEnv) -> None:
+    f = peers(labs, "pintr", bad=False)
+    p = labs.popen("up", f)
+    assert p.stdout is not None
+    for line in p.stdout:
+        if line.strip().startswith("dockerd"):
+            break
+    assert running(labs, "etcd") and running(labs, "dockerd"), labs.leftovers()
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, out
+    assert "tearing down" in out
+    time.sleep(0.2)
     assert labs.leftovers() == []

@@ -336,3 +336,33 @@ def test_ipvlan_l3_gets_an_on_link_default_route(plugin_ctl: Controller,
     assert answer["StaticRoutes"] == [{"Destination": "0.0.0.0/0", "RouteType": 1}]
     # The slave is in the host namespace, named for Docker to move.
     assert answer["InterfaceName"]["SrcName"] in host.kernel.namespaces[HOST].links
+
+
+def test_the_cnm_aliases_endpoint_option_names_a_container_in_cnms_dns(
+        plugin_ctl: Controller, kernel: FakeKernel) -> None:
+    # Docker never tells a plugin a container's name: `--driver-opt cnm.aliases=…` does,
+    # so cnm's sandboxes on the network resolve the container.
+    p = DockerPlugin(plugin_ctl)
+    assert call(p, "NetworkDriver.CreateNetwork", {
+        "NetworkID": "n" * 64, "IPv4Data": [{"Pool": "10.9.0.0/24", "Gateway": "10.9.0.1/24"}],
+        "Options": {wire.GENERIC: {"cnm.name": "web"}}}) == {}
+    ids = {"NetworkID": "n" * 64, "EndpointID": "e" * 64}
+    bad = {**ids, "Interface": {"Address": "10.9.0.2/24"},
+           "Options": {wire.ALIASES_OPTION: "ok,not_a/name"}}
+    assert "invalid alias 'not_a/name'" in call(p, "NetworkDriver.CreateEndpoint", bad)["Err"]
+    assert plugin_ctl.list_endpoints() == []
+    bad["Options"] = {wire.ALIASES_OPTION: ["ctr"]}
+    assert "must be a string" in call(p, "NetworkDriver.CreateEndpoint", bad)["Err"]
+    good = {**ids, "Interface": {"Address": "10.9.0.2/24"},
+            "Options": {wire.ALIASES_OPTION: "ctr www,"}}
+    assert "Err" not in call(p, "NetworkDriver.CreateEndpoint", good)
+    assert plugin_ctl.endpoint("e" * 64).aliases == ("ctr", "www")
+    net = plugin_ctl.network("web")
+    assert plugin_ctl.records.lookup([net.id], "ctr") == []  # reserved: no name yet
+    join = {**ids, "SandboxKey": "/x/netns/abc123"}
+    assert "Err" not in call(p, "NetworkDriver.Join", join)
+    for name in ("ctr", "www"):
+        assert [h.ipv4 for h in plugin_ctl.records.lookup([net.id], name)] == ["10.9.0.2"]
+    for m in ("Leave", "DeleteEndpoint"):
+        assert call(p, f"NetworkDriver.{m}", join) == {}
+    assert plugin_ctl.records.lookup([net.id], "ctr") == []

@@ -93,6 +93,22 @@ def test_defaults_one_host_and_the_default_bridge() -> None:
     ("name: a\nhosts: {r: {cnmd: false}, h: }\nnetworks: {n: {hosts: [r]}}\n", "3:24",
      "host 'r' runs no cnmd"),
     ("name: a\ncluster: {store: consul, members: [host]}\n", "2:18", "'consul' is not"),
+    ("name: a\ncluster: {store: etcd, members: [host]}\n", "2:10",
+     "host 'host' has no link address"),
+    ("name: a\nhosts: {h1: , h2: }\nlinks: [{ends: ['h1:e0', 'h2:e0']}]\n"
+     "cluster: {store: etcd, members: [h1, h1]}\n", "4:33", "a host is listed twice"),
+    ("name: a\nhosts: {h: {docker: true, cnmd: false}, g: }\n", "2:21",
+     "the host needs cnmd"),
+    ("name: a\nhosts: {host: {docker: true}}\nnetworks: {web: }\nsandboxes:\n"
+     "  c: {docker: nginx, networks: [web]}\n", "5:15",
+     "image 'nginx' is not one the lab can make (there is no registry; allowed: busybox)"),
+    ("name: a\nnetworks: {web: }\nsandboxes:\n  c: {docker: busybox, networks: [web]}\n",
+     "4:15", "host 'host' runs no dockerd (give it docker: true)"),
+    ("name: a\nhosts: {host: {docker: true}}\nsandboxes:\n  c: {docker: busybox}\n", "4:6",
+     "a Docker container goes on the lab's cnm networks only, not 'bridge'"),
+    ("name: a\nhosts: {host: {docker: true}}\nnetworks: {web: }\nsandboxes:\n"
+     "  c: {docker: busybox, networks: [{network: web, ifname: e1}]}\n", "5:6",
+     "ifname on network 'web' is not possible for a Docker container"),
     ("name: a\nsandboxes: {s: {networks: [host, bridge]}}\n", "2:28",
      "a sandbox on 'host' can be on no other network"),
     ("name: a\nchecks:\n  - {ping: host, from: host}\n", "3:12",
@@ -126,3 +142,18 @@ def test_impairments_and_features_are_typed() -> None:
     assert link.ends[1].impair is not None and link.ends[1].impair.loss_pct == 1.0
     assert link.ends[1].hairpin
     assert lab.features == ("ipvlan", "netem")
+
+
+def test_the_shipped_peer_labs_read_as_their_parts() -> None:
+    labs = FORMAT.parent
+    ov = schema.load(str(labs / "overlay.yaml"))
+    assert ov.cluster is not None and ov.cluster.members == ("h1", "h2", "h3")
+    assert [ov.address_of(h) for h in ov.cluster.members] == [
+        "192.168.90.1", "192.168.90.2", "192.168.90.3"]
+    assert ov.network("ov").hosts == ("h1", "h2", "h3")
+    dk = schema.load(str(labs / "docker.yaml"))
+    assert dk.host("host").docker and dk.sandbox("ctr").docker == "busybox"
+    assert dk.sandbox("sbx").docker is None
+    # web is made through dockerd: its containers are on it.
+    assert dk.docker_networks("host") == ("web",)
+    assert not dk.needs_vm
