@@ -10,6 +10,7 @@ ranges go there.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -188,6 +189,42 @@ def table(networks: Iterable[NetworkRules], ports: Iterable[PortRule],
     return (f"add table {TABLE}\ndelete table {TABLE}\n" + _SKELETON
             + "".join(add_network(n) for n in networks) + add_ports(ports)
             + "".join(add_hairpin(a4, a6) for a4, a6 in hairpins))
+
+
+def layout() -> tuple[dict[str, str], dict[str, int]]:
+    """The table's sets and maps (name -> "set" or "map") and each chain's number of rules,
+    as the skeleton has them: what a check of the live table compares against."""
+    kinds: dict[str, str] = {}
+    rules: dict[str, int] = {}
+    chain = None
+    for line in _SKELETON.splitlines():
+        m = re.match(r"^ {4}(set|map|chain) (\w+) \{", line)
+        if m:
+            if m.group(1) == "chain":
+                chain = m.group(2)
+                rules[chain] = 0
+            else:
+                kinds[m.group(2)] = m.group(1)
+                chain = None
+        elif chain and line.startswith(" " * 8) and not line.strip().startswith("type "):
+            rules[chain] += 1
+    return kinds, rules
+
+
+def elements(networks: Iterable[NetworkRules], ports: Iterable[PortRule],
+             hairpins: Iterable[tuple[str | None, str | None]] = ()) -> dict[str, list[str]]:
+    """Each set's and map's elements (a map's keys) as ``table`` would put them there."""
+    out: dict[str, list[str]] = {name: [] for name in layout()[0]}
+    for n in networks:
+        for name, e in network_elements(n):
+            out[name].append(e)
+    for r in ports:
+        for name, key, _ in port_elements(r):
+            out[name].append(key)
+    for a4, a6 in hairpins:
+        for name, e in hairpin_elements(a4, a6):
+            out[name].append(e)
+    return out
 
 
 def docker_user(bridges: Iterable[str], handles: Iterable[int]) -> str:

@@ -46,6 +46,47 @@ class Netfilter:
             self._switches(n)
         self.sync_docker(networks)
 
+    def drift(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule],
+              hairpins: Iterable[tuple[str | None, str | None]] = ()) -> list[str]:
+        """How the live table differs from what ``rebuild`` would make, in words: a missing
+        table, set, map or chain, a chain short of rules (a flushed table), a set of
+        interfaces holding others, a set or map holding another number of elements."""
+        items = self.nft.list_json(f"table {firewall.TABLE}")
+        if not any("table" in i for i in items):
+            return [f"table {firewall.TABLE} is missing"]
+        sets: dict[str, list[Any]] = {}
+        chains: set[str] = set()
+        rules: dict[str, int] = {}
+        for i in items:
+            for kind in ("set", "map"):
+                if kind in i:
+                    sets[i[kind]["name"]] = list(i[kind].get("elem", []))
+            if "chain" in i:
+                chains.add(i["chain"]["name"])
+            if "rule" in i:
+                rules[i["rule"]["chain"]] = rules.get(i["rule"]["chain"], 0) + 1
+        kinds, want_rules = firewall.layout()
+        out = [f"{kind} {name} is missing" for name, kind in kinds.items() if name not in sets]
+        for chain, n in want_rules.items():
+            if chain not in chains:
+                out.append(f"chain {chain} is missing")
+            elif rules.get(chain, 0) != n:
+                out.append(f"chain {chain} has {rules.get(chain, 0)} rule(s), cnm's {n}")
+        for name, want in firewall.elements(networks, ports, hairpins).items():
+            have = sets.get(name)
+            if have is None:
+                continue
+            if name in ("bridges", "internal"):  # interface names: compared one by one
+                h = sorted(str(e).strip('"') for e in have)
+                w = sorted(e.strip('"') for e in want)
+                if h != w:
+                    out.append(f"set {name} holds {h or 'nothing'}, the records say "
+                               f"{w or 'nothing'}")
+            elif len(have) != len(want):
+                out.append(f"{kinds[name]} {name} holds {len(have)} element(s), the records "
+                           f"say {len(want)}")
+        return out
+
     def _add(self, text: str) -> None:
         try:
             self.nft.run(text)
