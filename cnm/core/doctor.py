@@ -1,6 +1,6 @@
 """cnm doctor: compare the store with the kernel, and repair what differs.
 
-``Doctor.check`` reads (never writes) the managed host namespace, every sandbox and cnm's
+``Doctor.check`` reads (it writes nothing but the reaper's pending deletes) the managed host namespace, every sandbox and cnm's
 nftables table, and says each difference as a ``Drift``: its kind, the object, what is
 wrong, what it means, and the fix. ``Doctor.fix`` repairs them with reconcile's own fixes
 (``core/repair.py``), each published as a reconcile event, then checks again.
@@ -153,7 +153,10 @@ class Doctor:
 
     # ----------------------------------------------------------------------- check
     def check(self) -> list[Drift]:
-        """Every difference between the records and the kernel (none: they agree)."""
+        """Every difference between the records and the kernel (none: they agree). Links
+        cnm retired are deleted first (the reaper's pending work, as reconcile does): they
+        are on their way out, not left over."""
+        self.s.ctx.host.reap()
         out: list[Drift] = []
         for net in sorted(self.s.networks.values(), key=lambda n: n.name):
             out += self._network(net)
