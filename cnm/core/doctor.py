@@ -1,8 +1,8 @@
 """cnm doctor: compare the store with the kernel, and repair what differs.
 
-``Doctor.check`` reads (it writes nothing but the reaper's pending deletes) the managed host namespace, every sandbox and cnm's
-nftables table, and says each difference as a ``Drift``: its kind, the object, what is
-wrong, what it means, and the fix. ``Doctor.fix`` repairs them with reconcile's own fixes
+``Doctor.check`` reads the managed host namespace, every sandbox and cnm's nftables table
+(it writes nothing but the reaper's pending deletes), and says each difference as a
+``Drift``: its kind, the object, what is wrong, what it means, and the fix. ``Doctor.fix`` repairs them with reconcile's own fixes
 (``core/repair.py``), each published as a reconcile event, then checks again.
 
 Kinds, and the fix each takes:
