@@ -3,7 +3,8 @@
 ``Doctor.check`` reads the managed host namespace, every sandbox and cnm's nftables table
 (it writes nothing but the reaper's pending deletes), and says each difference as a
 ``Drift``: its kind, the object, what is wrong, what it means, and the fix. ``Doctor.fix``
-repairs them with reconcile's own fixes (``core/repair.py``), each published as a reconcile event, then checks again.
+repairs them with reconcile's own fixes (``core/repair.py``), each published as a
+reconcile event, then checks again.
 
 Kinds, and the fix each takes:
 
