@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from cnm import names
-from cnm.testing.netns import Daemon, can_ping, in_ns
+from cnm.testing.netns import Daemon, HostNs, can_ping, in_ns, run
+from tests.netns import lantools
 from tests.netns.dnstools import ok, sandbox_info
+from tests.netns.lantools import PARENT, Lan
 
 SUBNET = "10.71.0.0/24"
 
@@ -177,3 +180,47 @@ def test_reconcile_at_start_publishes_its_fixes(d: Daemon) -> None:
                                "sandbox": "a"})]
     assert doctor(d) == (0, [])
     assert can_ping(netns(d, "b"), ip4(d, "a").split("/")[0])
+
+
+@pytest.fixture
+def lan(host_ns: HostNs) -> Iterator[Lan]:
+    with lantools.lan(host_ns.name, "10.77.0.200/24") as it:
+        yield it
+
+
+@pytest.fixture
+def runtime_ns() -> Iterator[str]:
+    """A namespace made outside cnm (as a runtime makes one), lo up, deleted after."""
+    name = f"cnmtest-rt-{os.urandom(4).hex()}"
+    run("ip", "netns", "add", name)
+    try:
+        run("ip", "-n", name, "link", "set", "lo", "up")
+        yield f"/run/netns/{name}"
+    finally:
+        run("ip", "netns", "del", name, check=False)
+
+
+def test_no_drift_on_every_kind_of_sandbox(daemon: Daemon, runtime_ns: str,
+                                           lan: Lan) -> None:
+    """No false alarm: dual-stack, internal, the default bridge, the host network, none,
+    macvlan, an adopted namespace, a sandbox on two networks, published ports."""
+    d = daemon
+    ok(d, "network", "create", "--subnet", "10.73.0.0/24", "--subnet", "fd00:73::/64",
+       "--ipv6", "dual")
+    ok(d, "network", "create", "--internal", "--subnet", "10.74.0.0/24", "quiet")
+    ok(d, "network", "create", "-d", "macvlan", "--subnet", "10.77.0.0/24", "-o",
+       f"parent={PARENT}", "lan")
+    ok(d, "sandbox", "create", "--network", "dual", "-p", "8081:81", "-p", "9000-9002:9000-9002",
+       "a")
+    ok(d, "network", "connect", "quiet", "a")
+    ok(d, "sandbox", "create", "--network", "bridge", "-p", "127.0.0.1:8082:82", "b")
+    ok(d, "sandbox", "create", "--network", "host", "h")
+    ok(d, "sandbox", "create", "--network", "none", "n")
+    ok(d, "sandbox", "create", "--network", "lan", "m")
+    ok(d, "sandbox", "create", "--netns", runtime_ns, "--network", "dual", "r")
+    assert doctor(d) == (0, [])
+    r = d.cli("doctor")
+    assert (r.returncode, r.stdout) == (0, "no drift: the kernel matches the store\n")
+    r = d.cli("doctor", "--format", "{{.Kind}}")
+    assert (r.returncode, r.stdout) == (0, "")
+    assert can_ping(netns(d, "r"), ip4(d, "a").split("/")[0])
