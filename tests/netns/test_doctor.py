@@ -99,6 +99,15 @@ def test_a_deleted_host_veth(d: Daemon) -> None:
     assert can_ping(netns(d, "a"), "10.71.0.1")
 
 
+def test_a_veth_taken_off_its_bridge(d: Daemon) -> None:
+    ep = sandbox_info(d, "b")["endpoints"][0]
+    in_ns(d.host_ns.path, "ip", "link", "set", names.veth_name(ep["id"]), "nomaster")
+    assert not can_ping(netns(d, "a"), ip4(d, "b").split("/")[0], timeout_s=1)
+    events = fix(d, ("endpoint-link-detached", ep["name"]))
+    assert ("replumb", "endpoint", "endpoint-link-detached") in reasons(events)
+    assert can_ping(netns(d, "a"), ip4(d, "b").split("/")[0])
+
+
 def test_a_flushed_and_a_deleted_nft_table(d: Daemon) -> None:
     in_ns(d.host_ns.path, "nft", "flush", "table", "inet", "cnm")
     events = fix(d, ("firewall-table", "inet cnm"))
