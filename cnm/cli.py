@@ -429,6 +429,8 @@ def _drift_text(d: dict[str, Any], head: str = "drift") -> str:
 
 def doctor(c: Client, a: argparse.Namespace) -> int:
     """Compare the store with the kernel; exit 1 while drift remains."""
+    import json
+
     answer = c.doctor(a.fix)
     left = answer["drift"]
     if a.format == "json":
