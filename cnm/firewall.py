@@ -10,9 +10,11 @@ ranges go there.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cnm.portspec import PortMapping
 
@@ -213,18 +215,53 @@ def layout() -> tuple[dict[str, str], dict[str, int]]:
 
 def elements(networks: Iterable[NetworkRules], ports: Iterable[PortRule],
              hairpins: Iterable[tuple[str | None, str | None]] = ()) -> dict[str, list[str]]:
-    """Each set's and map's elements (a map's keys) as ``table`` would put them there."""
+    """Each set's and map's elements as ``table`` puts them there (a map's as "KEY :
+    VALUE"), in ``canonical`` form."""
     out: dict[str, list[str]] = {name: [] for name in layout()[0]}
     for n in networks:
         for name, e in network_elements(n):
-            out[name].append(e)
+            out[name].append(canonical(e))
     for r in ports:
-        for name, key, _ in port_elements(r):
-            out[name].append(key)
+        for name, key, value in port_elements(r):
+            out[name].append(canonical(f"{key} : {value}"))
     for a4, a6 in hairpins:
         for name, e in hairpin_elements(a4, a6):
-            out[name].append(e)
+            out[name].append(canonical(e))
     return out
+
+
+def canonical(element: str) -> str:
+    """An element's text with interface names unquoted and addresses in one spelling, so
+    the plan's and nft's (``element_text``) compare equal."""
+    def part(p: str) -> str:
+        p = p.strip().strip('"')
+        try:
+            return str(ipaddress.ip_network(p, strict=False)) if "/" in p else \
+                str(ipaddress.ip_address(p))
+        except ValueError:
+            return p
+
+    return " : ".join(" . ".join(part(p) for p in side.split(" . "))
+                      for side in element.split(" : "))
+
+
+def element_text(e: Any) -> str:
+    """One element of ``nft -j list``'s "elem" list as text (``canonical`` form)."""
+    def text(v: Any) -> str:
+        if isinstance(v, dict):
+            if "concat" in v:
+                return " . ".join(text(x) for x in v["concat"])
+            if "prefix" in v:
+                return f"{v['prefix']['addr']}/{v['prefix']['len']}"
+            if "range" in v:
+                return "-".join(text(x) for x in v["range"])
+            if "elem" in v:  # an element with options (timeout, counter)
+                return text(v["elem"]["val"])
+        if isinstance(v, list) and len(v) == 2:  # a map's [key, value]
+            return f"{text(v[0])} : {text(v[1])}"
+        return str(v)
+
+    return canonical(text(e))
 
 
 def docker_user(bridges: Iterable[str], handles: Iterable[int]) -> str:

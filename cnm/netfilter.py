@@ -7,6 +7,7 @@ bridge-nf-call-* (same-bridge rules, hairpin), set only where they differ.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -49,8 +50,9 @@ class Netfilter:
     def drift(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule],
               hairpins: Iterable[tuple[str | None, str | None]] = ()) -> list[str]:
         """How the live table differs from what ``rebuild`` would make, in words: a missing
-        table, set, map or chain, a chain short of rules (a flushed table), a set of
-        interfaces holding others, a set or map holding another number of elements."""
+        table, set, map or chain, a chain with another number of rules (a flushed table),
+        an element missing from a set or map or one no record explains (a DNAT to the
+        wrong address, say)."""
         items = self.nft.list_json(f"table {firewall.TABLE}")
         if not any("table" in i for i in items):
             return [f"table {firewall.TABLE} is missing"]
@@ -73,18 +75,15 @@ class Netfilter:
             elif rules.get(chain, 0) != n:
                 out.append(f"chain {chain} has {rules.get(chain, 0)} rule(s), cnm's {n}")
         for name, want in firewall.elements(networks, ports, hairpins).items():
-            have = sets.get(name)
-            if have is None:
+            if name not in sets:
                 continue
-            if name in ("bridges", "internal"):  # interface names: compared one by one
-                h = sorted(str(e).strip('"') for e in have)
-                w = sorted(e.strip('"') for e in want)
-                if h != w:
-                    out.append(f"set {name} holds {h or 'nothing'}, the records say "
-                               f"{w or 'nothing'}")
-            elif len(have) != len(want):
-                out.append(f"{kinds[name]} {name} holds {len(have)} element(s), the records "
-                           f"say {len(want)}")
+            have = [firewall.element_text(e) for e in sets[name]]
+            lost, extra = _minus(want, have), _minus(have, want)
+            if lost:
+                out.append(f"{kinds[name]} {name} lacks {_some(lost)}")
+            if extra:
+                out.append(f"{kinds[name]} {name} holds {_some(extra)}, which no record "
+                           "explains")
         return out
 
     def _add(self, text: str) -> None:
@@ -156,3 +155,20 @@ class Netfilter:
         handles = [i["rule"]["handle"] for i in items
                    if "rule" in i and i["rule"].get("comment") == firewall.DOCKER_COMMENT]
         self.nft.run(firewall.docker_user([n.bridge for n in networks], handles))
+
+
+def _minus(a: list[str], b: list[str]) -> list[str]:
+    """``a`` less ``b``, as multisets, in ``a``'s order (O(n): 10,000 ports are fine)."""
+    left = collections.Counter(b)
+    out = []
+    for x in a:
+        if left[x]:
+            left[x] -= 1
+        else:
+            out.append(x)
+    return out
+
+
+def _some(items: list[str], shown: int = 3) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more

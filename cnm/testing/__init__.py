@@ -843,7 +843,9 @@ class FakeNft:
 
             kinds, rules = firewall.layout()
             return [{"table": {"family": "inet", "name": "cnm"}},
-                    *({kind: {"name": name, "elem": list(self.elements.get(name, {}))}}
+                    *({kind: {"name": name, "elem": [
+                        [k, v] if kind == "map" else k
+                        for k, v in self.elements.get(name, {}).items()]}}
                       for name, kind in kinds.items()),
                     *({"chain": {"name": chain}} for chain in rules),
                     *({"rule": {"chain": chain}} for chain, n in rules.items()

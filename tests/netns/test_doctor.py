@@ -114,6 +114,16 @@ def test_a_flushed_and_a_deleted_nft_table(d: Daemon) -> None:
     assert reasons(events) == {("rebuild", "firewall", "firewall-table")}
     table = in_ns(d.host_ns.path, "nft", "list", "table", "inet", "cnm").stdout
     assert ": " + ip4(d, "a").split("/")[0] + " . 80" in table  # the published port
+    # A published port DNATed elsewhere: the element is there, but not the records' one.
+    in_ns(d.host_ns.path, "nft", "delete", "element", "inet", "cnm", "pub4_any",
+          "{ tcp . 8080 }")
+    in_ns(d.host_ns.path, "nft", "add", "element", "inet", "cnm", "pub4_any",
+          "{ tcp . 8080 : 10.71.0.99 . 80 }")
+    rc, drift = doctor(d)
+    assert rc == 1 and sorted(x["wrong"] for x in drift) == [
+        "map pub4_any holds tcp . 8080 : 10.71.0.99 . 80, which no record explains",
+        f"map pub4_any lacks tcp . 8080 : {ip4(d, 'a').split('/')[0]} . 80"]
+    fix(d, ("firewall-table", "inet cnm"))
     in_ns(d.host_ns.path, "nft", "delete", "table", "inet", "cnm")
     rc, drift = doctor(d)
     assert rc == 1 and [x["wrong"] for x in drift] == ["table inet cnm is missing"]

@@ -148,9 +148,20 @@ def test_a_flushed_table_is_rebuilt(ctl: Controller, nft: FakeNft) -> None:
 def test_a_lost_element_is_reported_by_its_set(ctl: Controller, nft: FakeNft) -> None:
     nft.elements["pub4_any"].clear()
     drift = ctl.doctor()
-    assert [d.kind for d in drift] == ["firewall-table"]
-    assert "map pub4_any holds 0 element(s), the records say 1" in drift[0].wrong
+    assert [d.wrong for d in drift] == ["map pub4_any lacks tcp . 8080 : 10.8.0.2 . 80"]
     fixed(ctl)
+
+
+def test_a_port_dnatted_elsewhere_and_a_foreign_bridge(ctl: Controller,
+                                                       nft: FakeNft) -> None:
+    nft.elements["pub4_any"]["tcp . 8080"] = "10.8.0.99 . 80"
+    nft.elements["bridges"]['"evil0"'] = ""
+    assert sorted(d.wrong for d in ctl.doctor()) == [
+        "map pub4_any holds tcp . 8080 : 10.8.0.99 . 80, which no record explains",
+        "map pub4_any lacks tcp . 8080 : 10.8.0.2 . 80",
+        "set bridges holds evil0, which no record explains"]
+    fixed(ctl)
+    assert nft.elements["pub4_any"] == {"tcp . 8080": "10.8.0.2 . 80"}
 
 
 def test_leftover_links_namespaces_and_files(ctl: Controller, host: FakeHostLinks,
