@@ -13,6 +13,7 @@ import pytest
 from cnm import names
 from cnm.core import Controller
 from cnm.core.doctor import _FIX, KINDS
+from cnm.errors import KernelError
 from cnm.model import ConnectSpec, NetworkSpec, SandboxSpec
 from cnm.netfilter import Netfilter
 from cnm.testing import FakeHostLinks, FakeNft, FakeSandboxLinks
@@ -201,3 +202,16 @@ def test_reconcile_at_start_publishes_its_fixes(make_controller: MakeController,
     # Refreshing every sandbox and building the table are what every start does: no news.
     assert {a for a, _, _, _ in events} == {"replumb"}
     assert kinds(again) == []
+
+
+def test_a_failed_disconnect_keeps_the_published_ports(ctl: Controller, host: FakeHostLinks,
+                                                       nft: FakeNft) -> None:
+    """A regression doctor found: a disconnect whose link step failed left the endpoint
+    joined with its ports withdrawn from the table."""
+    before = {k: dict(v) for k, v in nft.elements.items()}
+    host.fail_on("retire", KernelError("injected"))
+    with pytest.raises(KernelError):
+        ctl.disconnect("web", "a")
+    assert ctl.endpoints_of(sandbox=ctl.sandbox("a").id)[0].joined
+    assert nft.elements == before
+    assert kinds(ctl) == []
