@@ -169,6 +169,11 @@ class Sandboxes:
         shutil.rmtree(self.s.files_dir(sb), ignore_errors=True)
         self.s.forget_files(self.s.files_dir(sb))
         left = self.s.endpoints_of(sandbox=sb.id)  # those whose detach failed
+        for ep in left:  # still programmed (a failed leave puts its ports back): no more
+            try:
+                self.pub.withdraw(ep)
+            except CnmError as e:
+                errors.append(e)
         with self.s.store.transaction() as tx:
             for ep in left:
                 tx.delete_endpoint(ep.id)
