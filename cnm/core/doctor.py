@@ -10,7 +10,7 @@ Kinds, and the fix each takes:
 
     network-link-missing, network-link-down, gateway-address-missing   recreate
     endpoint-link-missing, endpoint-link-detached,
-    interface-missing, interface-addresses                             replumb
+    interface-missing, interface-down, interface-addresses             replumb
     default-routes, sandbox-file                                       refresh
     dns-listener                                                       relisten
     namespace-gone                                                     free
@@ -58,6 +58,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "interface-missing": (
         "the sandbox has no interface on the network",
         "re-plumb the endpoint (a new link, its addresses)"),
+    "interface-down": (
+        "nothing passes the sandbox's interface on the network",
+        "re-plumb the endpoint (a new link, its addresses)"),
     "interface-addresses": (
         "the sandbox answers on other addresses than the ones the network gave it (and DNS "
         "names)", "re-plumb the endpoint (a new link, its addresses)"),
@@ -91,7 +94,8 @@ _FIX = {
     "network-link-missing": "recreate", "network-link-down": "recreate",
     "gateway-address-missing": "recreate",
     "endpoint-link-missing": "replumb", "endpoint-link-detached": "replumb",
-    "interface-missing": "replumb", "interface-addresses": "replumb",
+    "interface-missing": "replumb", "interface-down": "replumb",
+    "interface-addresses": "replumb",
     "default-routes": "refresh", "sandbox-file": "refresh",
     "dns-listener": "relisten", "namespace-gone": "free", "firewall-table": "rebuild",
     "stale-link": "remove", "stale-namespace": "remove", "stale-files": "remove",
@@ -237,7 +241,7 @@ class Doctor:
                           f"{', '.join(st.addresses) or 'no address'}, the records say "
                           f"{', '.join(ep.cidrs) or 'none'}")]
         if not st.up:
-            return [Drift("interface-missing", ref, f"interface {ep.ifname} is down in "
+            return [Drift("interface-down", ref, f"interface {ep.ifname} is down in "
                           f"sandbox {sb.name}")]
         return []
 

@@ -215,3 +215,14 @@ def test_a_failed_disconnect_keeps_the_published_ports(ctl: Controller, host: Fa
     assert ctl.endpoints_of(sandbox=ctl.sandbox("a").id)[0].joined
     assert nft.elements == before
     assert kinds(ctl) == []
+
+
+def test_an_interface_down_inside_a_sandbox(ctl: Controller, sbx: FakeSandboxLinks) -> None:
+    path = ctl.netns_path(ctl.sandbox("a"))
+    eth0 = sbx.interfaces(path)["eth0"]
+    eth0.up = False
+    sbx.kernel.drop_routes(eth0)
+    assert kinds(ctl) == [("interface-down", "endpoint", endpoint(ctl, "a").name),
+                          ("default-routes", "sandbox", "a")]
+    fixed(ctl)
+    assert sbx.interfaces(path)["eth0"].up
