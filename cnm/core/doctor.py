@@ -32,7 +32,7 @@ from cnm.core.dnsview import DnsView
 from cnm.core.repair import Repairs
 from cnm.core.sandboxes import Sandboxes, default_routes
 from cnm.core.state import State
-from cnm.errors import CnmError
+from cnm.errors import CnmError, NotFound
 from cnm.kernel.ports import DefaultRoute, SandboxState
 from cnm.model import Endpoint, Network, Sandbox
 
@@ -200,20 +200,25 @@ class Doctor:
                           f"its namespace {s.netns_path(sb)} no longer exists")]
         eps = s.endpoints_of(sandbox=sb.id)
         out: list[Drift] = []
+        if sb.kind == "handover":  # its links, routes and files are the runtime's
+            return out
         inside: SandboxState | None = None
         if sb.kind in ("netns", "external"):
-            inside = s.ctx.sandbox.inspect(s.netns_path(sb))
+            try:
+                inside = s.ctx.sandbox.inspect(s.netns_path(sb))
+            except NotFound:  # it went just now
+                return [Drift("namespace-gone", ref,
+                              f"its namespace {s.netns_path(sb)} no longer exists")]
         for ep in eps:
-            if sb.kind != "handover":  # a runtime's link is out of cnm's reach
-                out += self._endpoint(sb, ep, inside)
-        if inside is None:
+            out += self._endpoint(sb, ep, inside)
+        out += self._files(sb, eps, ref)
+        if inside is None:  # the host network's: the host's routes, no listener
             return out
         want = default_routes(eps)
         if not _same_routes(inside.routes, want):
             out.append(Drift("default-routes", ref, f"the default routes are "
                              f"{_routes_text(inside.routes)}, the records say "
                              f"{_routes_text(want)}"))
-        out += self._files(sb, eps, ref)
         out += self._listener(sb, eps, inside, ref)
         return out
 
