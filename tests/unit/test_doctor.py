@@ -226,3 +226,13 @@ def test_an_interface_down_inside_a_sandbox(ctl: Controller, sbx: FakeSandboxLin
                           ("default-routes", "sandbox", "a")]
     fixed(ctl)
     assert sbx.interfaces(path)["eth0"].up
+
+
+def test_the_host_networks_sandbox_files_are_checked(ctl: Controller) -> None:
+    sb = ctl.create_sandbox(SandboxSpec("h", network="host"))
+    resolv = Path(ctl.files_dir(sb)) / "resolv.conf"
+    want = resolv.read_text()
+    resolv.write_text("nameserver 203.0.113.1\n")
+    assert kinds(ctl) == [("sandbox-file", "sandbox", "h")]
+    fixed(ctl)
+    assert resolv.read_text() == want
