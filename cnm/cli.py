@@ -435,6 +435,43 @@ def trace(c: Client, a: argparse.Namespace) -> int:
     return 0 if done["verdict"] == "delivered" else 1
 
 
+def _drift_text(d: dict[str, Any], head: str = "drift") -> str:
+    o = d["object"]
+    ident = f" ({o['id'][:12]})" if o["id"] != o["name"] else ""
+    return (f"{head}: {d['kind']}: {o['type']} {o['name']}{ident}\n"
+            f"  wrong: {d['wrong']}\n  means: {d['means']}\n  fix:   {d['fix']}")
+
+
+def doctor(c: Client, a: argparse.Namespace) -> int:
+    """Compare the store with the kernel; exit 1 while drift remains."""
+    import json
+
+    answer = c.doctor(a.fix)
+    left = answer["drift"]
+    if a.format == "json":
+        print(json.dumps(answer, indent=2))
+    elif a.format == "table":
+        if a.fix:
+            still = {json.dumps(d, sort_keys=True) for d in left}
+            for d in answer["found"]:
+                if json.dumps(d, sort_keys=True) not in still:
+                    print(_drift_text(d, "fixed"))
+            for e in answer["errors"]:
+                print(f"error: {e['message']}", file=sys.stderr)
+        for d in left:
+            print(_drift_text(d))
+        if not left:
+            print("no drift: the kernel matches the store")
+    else:
+        items = left
+        if a.fix:
+            still = {json.dumps(d, sort_keys=True) for d in left}
+            items = [{**d, "fixed": json.dumps(d, sort_keys=True) not in still}
+                     for d in answer["found"]]
+        _emit(items, a.format, lambda xs: "")
+    return 1 if left else 0
+
+
 def _lines(d: dict[str, Any]) -> str:
     """``key: value`` lines; a list is its items joined with ", "."""
     return "\n".join(f"{k}: {', '.join(map(_text, v)) if isinstance(v, list) else _text(v)}"
@@ -841,6 +878,12 @@ def _declare(parser_class: Any, only: tuple[str, str] | None) -> Any:
     sp.add_argument("destination", metavar="DEST[:PORT[/PROTO]]",
                     help="an IP address ([IPv6]:PORT with a port); a port is tcp unless "
                          "/udp; no port: icmp (ping)")
+    sp = leaf(groups, "doctor", doctor,
+              "compare the store with the kernel and say each difference (exit 1 if any)")
+    sp.add_argument("--fix", action="store_true",
+                    help="repair each difference (what reconcile at start does), then "
+                         "compare again")
+    fmt(sp, "table", short=True)
     sp = leaf(groups, "info", info, "show daemon information")
     fmt(sp, "table", short=True)
     sp = leaf(groups, "version", version, "show the client's and the daemon's versions")

@@ -177,6 +177,9 @@ class Client(Api):
     def reload_firewall(self) -> Any:
         return self.call("POST", "/v1/firewall/reload")
 
+    def doctor(self, fix: bool = False) -> Any:
+        return self.call("POST", "/v1/doctor/fix") if fix else self.call("GET", "/v1/doctor")
+
 
 def _recv(s: _socket.socket, path: str) -> bytes:
     chunk = s.recv(65536)

@@ -17,7 +17,7 @@ from typing import Any
 
 KEEP = 1024
 QUEUE = 1024
-TYPES = ("network", "endpoint", "sandbox", "port")
+TYPES = ("network", "endpoint", "sandbox", "port", "reconcile")
 
 
 class Subscription:

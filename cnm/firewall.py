@@ -10,8 +10,11 @@ ranges go there.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cnm.portspec import PortMapping
 
@@ -188,6 +191,77 @@ def table(networks: Iterable[NetworkRules], ports: Iterable[PortRule],
     return (f"add table {TABLE}\ndelete table {TABLE}\n" + _SKELETON
             + "".join(add_network(n) for n in networks) + add_ports(ports)
             + "".join(add_hairpin(a4, a6) for a4, a6 in hairpins))
+
+
+def layout() -> tuple[dict[str, str], dict[str, int]]:
+    """The table's sets and maps (name -> "set" or "map") and each chain's number of rules,
+    as the skeleton has them: what a check of the live table compares against."""
+    kinds: dict[str, str] = {}
+    rules: dict[str, int] = {}
+    chain = None
+    for line in _SKELETON.splitlines():
+        m = re.match(r"^ {4}(set|map|chain) (\w+) \{", line)
+        if m:
+            if m.group(1) == "chain":
+                chain = m.group(2)
+                rules[chain] = 0
+            else:
+                kinds[m.group(2)] = m.group(1)
+                chain = None
+        elif chain and line.startswith(" " * 8) and not line.strip().startswith("type "):
+            rules[chain] += 1
+    return kinds, rules
+
+
+def elements(networks: Iterable[NetworkRules], ports: Iterable[PortRule],
+             hairpins: Iterable[tuple[str | None, str | None]] = ()) -> dict[str, list[str]]:
+    """Each set's and map's elements as ``table`` puts them there (a map's as "KEY :
+    VALUE"), in ``canonical`` form."""
+    out: dict[str, list[str]] = {name: [] for name in layout()[0]}
+    for n in networks:
+        for name, e in network_elements(n):
+            out[name].append(canonical(e))
+    for r in ports:
+        for name, key, value in port_elements(r):
+            out[name].append(canonical(f"{key} : {value}"))
+    for a4, a6 in hairpins:
+        for name, e in hairpin_elements(a4, a6):
+            out[name].append(canonical(e))
+    return out
+
+
+def canonical(element: str) -> str:
+    """An element's text with interface names unquoted and addresses in one spelling, so
+    the plan's and nft's (``element_text``) compare equal."""
+    def part(p: str) -> str:
+        p = p.strip().strip('"')
+        try:
+            return str(ipaddress.ip_network(p, strict=False)) if "/" in p else \
+                str(ipaddress.ip_address(p))
+        except ValueError:
+            return p
+
+    return " : ".join(" . ".join(part(p) for p in side.split(" . "))
+                      for side in element.split(" : "))
+
+
+def element_text(e: Any) -> str:
+    """One element of ``nft -j list``'s "elem" list as text (``canonical`` form)."""
+    def text(v: Any) -> str:
+        if isinstance(v, dict):
+            if "concat" in v:
+                return " . ".join(text(x) for x in v["concat"])
+            if "prefix" in v:
+                return f"{v['prefix']['addr']}/{v['prefix']['len']}"
+            if "range" in v:
+                return "-".join(text(x) for x in v["range"])
+            if "elem" in v:  # an element with options (timeout, counter)
+                return text(v["elem"]["val"])
+        if isinstance(v, list) and len(v) == 2:  # a map's [key, value]
+            return f"{text(v[0])} : {text(v[1])}"
+        return str(v)
+
+    return canonical(text(e))
 
 
 def docker_user(bridges: Iterable[str], handles: Iterable[int]) -> str:

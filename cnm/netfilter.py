@@ -8,6 +8,7 @@ bridge-nf-call-* (same-bridge rules, hairpin), set only where they differ.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -49,6 +50,45 @@ class Netfilter:
         for n in networks:
             self._switches(n)
         self.sync_docker(networks)
+
+    def drift(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule],
+              hairpins: Iterable[tuple[str | None, str | None]] = ()) -> list[str]:
+        """How the live table differs from what ``rebuild`` would make, in words: a missing
+        table, set, map or chain, a chain with another number of rules (a flushed table),
+        an element missing from a set or map or one no record explains (a DNAT to the
+        wrong address, say)."""
+        items = self.nft.list_json(f"table {firewall.TABLE}")
+        if not any("table" in i for i in items):
+            return [f"table {firewall.TABLE} is missing"]
+        sets: dict[str, list[Any]] = {}
+        chains: set[str] = set()
+        rules: dict[str, int] = {}
+        for i in items:
+            for kind in ("set", "map"):
+                if kind in i:
+                    sets[i[kind]["name"]] = list(i[kind].get("elem", []))
+            if "chain" in i:
+                chains.add(i["chain"]["name"])
+            if "rule" in i:
+                rules[i["rule"]["chain"]] = rules.get(i["rule"]["chain"], 0) + 1
+        kinds, want_rules = firewall.layout()
+        out = [f"{kind} {name} is missing" for name, kind in kinds.items() if name not in sets]
+        for chain, n in want_rules.items():
+            if chain not in chains:
+                out.append(f"chain {chain} is missing")
+            elif rules.get(chain, 0) != n:
+                out.append(f"chain {chain} has {rules.get(chain, 0)} rule(s), cnm's {n}")
+        for name, want in firewall.elements(networks, ports, hairpins).items():
+            if name not in sets:
+                continue
+            have = [firewall.element_text(e) for e in sets[name]]
+            lost, extra = _minus(want, have), _minus(have, want)
+            if lost:
+                out.append(f"{kinds[name]} {name} lacks {_some(lost)}")
+            if extra:
+                out.append(f"{kinds[name]} {name} holds {_some(extra)}, which no record "
+                           "explains")
+        return out
 
     def _add(self, text: str) -> None:
         try:
@@ -125,3 +165,20 @@ class Netfilter:
         handles = [i["rule"]["handle"] for i in items
                    if "rule" in i and i["rule"].get("comment") == firewall.DOCKER_COMMENT]
         self.nft.run(firewall.docker_user([n.bridge for n in networks], handles))
+
+
+def _minus(a: list[str], b: list[str]) -> list[str]:
+    """``a`` less ``b``, as multisets, in ``a``'s order (O(n): 10,000 ports are fine)."""
+    left = collections.Counter(b)
+    out = []
+    for x in a:
+        if left[x]:
+            left[x] -= 1
+        else:
+            out.append(x)
+    return out
+
+
+def _some(items: list[str], shown: int = 3) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more

@@ -102,6 +102,7 @@ class DnsServer:
         # The callers' view, right when add() and remove() return (the thread may not
         # have run their commands yet): what serves() answers.
         self._served: set[str] = set()
+        self._ports: dict[str, int] = {}  # sandbox id -> its listener's port (cnm doctor)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -125,6 +126,7 @@ class DnsServer:
         tcp.setblocking(False)
         listener = Listener(sandbox_id, udp, tcp, tuple(view))
         self._served.add(sandbox_id)
+        self._ports[sandbox_id] = udp.getsockname()[1]
 
         def run() -> None:
             self._listeners[sandbox_id] = listener
@@ -154,6 +156,7 @@ class DnsServer:
 
     def remove(self, sandbox_id: str) -> None:
         self._served.discard(sandbox_id)
+        self._ports.pop(sandbox_id, None)
 
         def run() -> None:
             listener = self._listeners.pop(sandbox_id, None)
@@ -168,6 +171,10 @@ class DnsServer:
 
     def serves(self, sandbox_id: str) -> bool:
         return sandbox_id in self._served
+
+    def port(self, sandbox_id: str) -> int | None:
+        """The port the sandbox's listener is bound to (its redirect must lead there)."""
+        return self._ports.get(sandbox_id)
 
     def close(self) -> None:
         if self._stop:

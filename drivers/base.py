@@ -138,6 +138,11 @@ class Driver(Protocol):
         """Names of the host-namespace links this network needs (reconcile checks them)."""
         ...
 
+    def gateway_links(self, net: Network) -> dict[str, tuple[str, ...]]:
+        """The host links of the network that hold its gateway addresses, with them (a
+        bridge's): cnm doctor checks that each is up and holds them."""
+        ...
+
     def host_link(self, net: Network, ep: Endpoint) -> str | None:
         """The host-namespace end of a joined endpoint's link (a veth's peer), where
         tcpdump on the host sees its traffic; None when it has none there."""
@@ -227,6 +232,9 @@ class BaseDriver(Generic[Opts]):
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return ()
+
+    def gateway_links(self, net: Network) -> dict[str, tuple[str, ...]]:
+        return {}
 
     def host_link(self, net: Network, ep: Endpoint) -> str | None:
         return None

@@ -99,9 +99,9 @@ class BridgeDriver(BaseDriver[BridgeOptions]):
         return BridgeOptions.parse(raw)
 
     def create_network(self, net: Network, ctx: Context) -> None:
-        addrs = [f"{s.gateway}/{s.subnet.split('/')[1]}" for s in net.subnets if s.gateway]
         ctx.host.ensure_bridge(bridge_of(net), names.alias("network", net.id),
-                               self.options(net).mtu, addrs, names.random_mac())
+                               self.options(net).mtu, self.gateway_links(net)[bridge_of(net)],
+                               names.random_mac())
 
     def delete_network(self, net: Network, ctx: Context) -> None:
         ctx.host.delete_link(bridge_of(net))
@@ -142,6 +142,10 @@ class BridgeDriver(BaseDriver[BridgeOptions]):
 
     def kernel_links(self, net: Network) -> tuple[str, ...]:
         return (bridge_of(net),)
+
+    def gateway_links(self, net: Network) -> dict[str, tuple[str, ...]]:
+        return {bridge_of(net): tuple(f"{s.gateway}/{s.subnet.split('/')[1]}"
+                                      for s in net.subnets if s.gateway)}
 
     def host_link(self, net: Network, ep: Endpoint) -> str | None:
         return names.veth_name(ep.id) if ep.sandbox_id else None

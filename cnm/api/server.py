@@ -281,6 +281,17 @@ def _reload_firewall(c: Controller, r: Request) -> Response:
     return 200, c.reload_firewall()
 
 
+def _doctor(c: Controller, r: Request) -> Response:
+    return 200, {"drift": [d.to_dict() for d in c.doctor()]}
+
+
+def _doctor_fix(c: Controller, r: Request) -> Response:
+    found, left, errors = c.doctor_fix()
+    return 200, {"found": [d.to_dict() for d in found], "drift": [d.to_dict() for d in left],
+                 "errors": [{"code": e.code, "message": e.message,
+                             **({"hint": e.hint} if e.hint else {})} for e in errors]}
+
+
 class EventStream:
     """The answer of GET /v1/events: the handler writes its events a line each."""
 
@@ -336,6 +347,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("DELETE", "/v1/sandboxes/{ref}/ports/{proto}/{port}", _unpublish),
     ("POST", "/v1/sandboxes/{ref}/trace", _trace),
     ("POST", "/v1/firewall/reload", _reload_firewall),
+    ("GET", "/v1/doctor", _doctor),
+    ("POST", "/v1/doctor/fix", _doctor_fix),
     ("GET", "/v1/events", _events),
 ]
 

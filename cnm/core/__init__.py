@@ -9,6 +9,8 @@ mutation, and hands each call to the part that owns the object:
     publish.py    published ports and cnm's firewall table
     dnsview.py    which networks have names, what a joined endpoint answers as
     reconcile.py  start: make the kernel match the store
+    repair.py     the fixes reconcile and doctor make, one function per kind of fix
+    doctor.py     compare the store with the kernel, and repair what differs
     remote.py     what other hosts of a cluster did (global networks, their endpoints)
 
 Every mutation either completes (kernel and store agree) or leaves no trace: each applied
@@ -23,17 +25,19 @@ from typing import Any, TypeVar
 
 from cnm import limits
 from cnm.core.dnsview import DnsView
+from cnm.core.doctor import Doctor, Drift
 from cnm.core.dryrun import Plan, dry_run
 from cnm.core.endpoints import Endpoints
 from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
 from cnm.core.reconcile import Reconciler
 from cnm.core.remote import Remote
+from cnm.core.repair import Repairs
 from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import Config, EndpointTable, State
 from cnm.dns.server import DnsServer
 from cnm.drivers.base import Context, Driver
-from cnm.errors import InvalidArgument, Unsupported
+from cnm.errors import CnmError, InvalidArgument, Unsupported
 from cnm.events import EventBus
 from cnm.ipam import Taken
 from cnm.model import (
@@ -70,11 +74,14 @@ class Controller:
         self._sbx = Sandboxes(s, self._pub, self._dns)
         self._eps = Endpoints(s, self._pub, self._dns, self._sbx)
         self._sbx.eps = self._eps
-        self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns)
+        # One event per change a call made, published when it is done (GET /v1/events);
+        # reconcile's and doctor's fixes too.
+        self.events = EventBus()
+        self._fix = Repairs(s, self._sbx, self._pub, self._dns, self.events)
+        self._rec = Reconciler(s, self._nets, self._sbx, self._pub, self._dns, self._fix)
+        self._doctor = Doctor(s, self._sbx, self._dns, self._fix)
         # What other hosts of a cluster did (cnm.cluster calls it under the lock).
         self.remote = Remote(s, self._dns, self._pub)
-        # One event per change a call made, published when it is done (GET /v1/events).
-        self.events = EventBus()
         if netfilter is not None:
             netfilter.repair = self._pub.rebuild_table
         # None over fake adapters: `trace` then says it needs the real kernel.
@@ -369,3 +376,14 @@ class Controller:
     def reload_firewall(self) -> dict[str, int]:
         with self.lock:
             return self._pub.reload()
+
+    # ----------------------------------------------------------------------- doctor
+    def doctor(self) -> list[Drift]:
+        """Every difference between the records and the kernel (cnm doctor)."""
+        with self.lock:
+            return self._doctor.check()
+
+    def doctor_fix(self) -> tuple[list[Drift], list[Drift], list[CnmError]]:
+        """Repair them with reconcile's fixes: (found, left after, the fixes' errors)."""
+        with self.lock:
+            return self._doctor.fix()

@@ -252,7 +252,13 @@ class Endpoints:
         names."""
         net = self.s.networks[ep.network_id]
         self.pub.withdraw(ep)
-        self.s.driver(net).leave(net, ep, self.s.netns_path(sb), self.s.ctx)
+        try:
+            self.s.driver(net).leave(net, ep, self.s.netns_path(sb), self.s.ctx)
+        except BaseException:
+            # Still joined (the record is unchanged): its ports are programmed again, or
+            # it would stay connected with its published ports gone (cnm doctor saw it).
+            quietly(self.pub.program, net, ep, ep.ports, True, None)()
+            raise
         self.pub.unguard(ep)
         self.dns.withdraw(net, sb.id)
         return dataclasses.replace(ep, sandbox_id=None, ifname="", gateway4=None,

@@ -6,8 +6,6 @@ namespaces, files) removed."""
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +13,7 @@ from cnm import names
 from cnm.core.dnsview import DnsView
 from cnm.core.networks import Networks
 from cnm.core.publish import Publishing
+from cnm.core.repair import Repairs
 from cnm.core.sandboxes import Sandboxes
 from cnm.core.state import EndpointTable, State
 from cnm.errors import CnmError
@@ -24,14 +23,18 @@ from cnm.model import Network, Sandbox
 log = logging.getLogger("cnm.reconcile")
 
 
+START = "start"  # the reason of reconcile's fixes (doctor's name the drift)
+
+
 class Reconciler:
     def __init__(self, state: State, networks: Networks, sandboxes: Sandboxes,
-                 publishing: Publishing, dns: DnsView) -> None:
+                 publishing: Publishing, dns: DnsView, repairs: Repairs) -> None:
         self.s = state
         self.nets = networks
         self.sbx = sandboxes
         self.pub = publishing
         self.dns = dns
+        self.fix = repairs
 
     def start(self) -> None:
         s = self.s
@@ -61,10 +64,11 @@ class Reconciler:
         self.nets.ensure_predefined()
         self.reconcile()
         if s.netfilter is not None:
-            self.pub.reload()
-            s.fw_built = True
+            self.fix.rebuild_firewall(START)
 
     def reconcile(self) -> None:
+        """Each fix is one of ``Repairs``' (the same as ``cnm doctor --fix``'s), each
+        published as a reconcile event."""
         errors: list[CnmError] = []
 
         def attempt(fn: Callable[..., Any], *args: Any) -> None:
@@ -74,32 +78,22 @@ class Reconciler:
                 log.error("reconcile: %s", e.message)
                 errors.append(e)
 
-        s = self.s
+        s, fix = self.s, self.fix
         attempt(s.ctx.host.reap)  # links retired before a crash or stop
         rebuilt: set[str] = set()
         for net in list(s.networks.values()):
             attempt(self._restore_network, net, rebuilt)
         for sb in list(s.sandboxes.values()):
             if not self.sbx.alive(sb):
-                log.warning("sandbox %s lost its namespace; freeing it", sb.name)
-                attempt(self.sbx.remove, sb, True)
+                attempt(fix.free, sb, START)
                 continue
             attempt(self._restore_sandbox, sb, rebuilt)
-        known = set(s.networks) | set(s.endpoints)
-        for link in s.ctx.host.links():
-            parsed = names.parse_alias(link.alias)
-            if parsed and parsed[1] not in known:
-                log.warning("reconcile: removing stale link %s (%s %s)", link.name, *parsed)
-                attempt(s.ctx.host.delete_link, link.name)
-        ns_dir = os.path.join(s.config.run_dir, "netns")
-        for entry in os.listdir(ns_dir):
-            if entry not in s.sandboxes:
-                log.warning("reconcile: removing stale namespace %s", entry)
-                attempt(s.ctx.sandbox.delete_netns, os.path.join(ns_dir, entry))
-        sb_dir = os.path.join(s.config.run_dir, "sandboxes")
-        for entry in os.listdir(sb_dir):
-            if entry not in s.sandboxes:
-                shutil.rmtree(os.path.join(sb_dir, entry), ignore_errors=True)
+        for name, _kind, _ident in fix.stale_links():
+            attempt(fix.remove_link, name, START)
+        for path in fix.stale_namespaces():
+            attempt(fix.remove_namespace, path, START)
+        for path in fix.stale_files():
+            fix.remove_files(path, START)
         if errors:
             log.error("reconcile finished with %d error(s)", len(errors))
 
@@ -109,35 +103,22 @@ class Reconciler:
         A link deleted behind cnm's back (a bridge, say) let go of the endpoints hanging on
         it: they still exist, detached from its replacement, so they are re-plumbed too.
         """
-        driver = self.s.driver(net)
-        if not all(self.s.ctx.host.exists(name) for name in driver.kernel_links(net)):
-            log.warning("reconcile: recreating the links of network %s", net.name)
+        if self.fix.links_missing(net):
             rebuilt.add(net.id)
-        driver.restore_network(net, self.s.ctx)
+            self.fix.recreate_network(net, START)
+        else:  # cnm's drivers bring existing links in line; a remote plugin is not asked
+            self.s.driver(net).restore_network(net, self.s.ctx)
 
     def _restore_sandbox(self, sb: Sandbox, rebuilt: set[str]) -> None:
         s = self.s
-        eps = s.endpoints_of(sandbox=sb.id)
-        path = s.netns_path(sb)
-        for ep in eps:
+        for ep in s.endpoints_of(sandbox=sb.id):
             net = s.networks[ep.network_id]
-            driver = s.driver(net)
-            if net.id in rebuilt or not driver.endpoint_alive(net, ep, s.ctx):
+            if net.id in rebuilt or not s.driver(net).endpoint_alive(net, ep, s.ctx):
                 if sb.kind == "handover":
                     # Its link is in the runtime's namespace, out of cnm's reach: a new
                     # one made here would stay in the host namespace, unused.
                     log.warning("reconcile: endpoint %s of %s lost its link; the runtime "
                                 "must join it again", names.short(ep.id), sb.name)
                     continue
-                log.warning("reconcile: re-plumbing endpoint %s of %s", names.short(ep.id),
-                            sb.name)
-                if ep.ifname:
-                    s.ctx.sandbox.remove(path, ep.ifname)
-                info = driver.join(net, ep, path, s.ctx)
-                if info.interface:
-                    s.ctx.sandbox.configure(path, ep.ifname, ep.cidrs)
-                if ep.ports:
-                    driver.prepare_publish(net, ep, s.ctx)
-        if sb.kind != "handover":  # the runtime writes its files
-            os.makedirs(s.files_dir(sb), exist_ok=True)
-        self.sbx.apply(sb, eps, eps, None, force=True)
+                self.fix.replumb(sb, ep, START)
+        self.fix.refresh(sb, START)

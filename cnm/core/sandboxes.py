@@ -169,6 +169,11 @@ class Sandboxes:
         shutil.rmtree(self.s.files_dir(sb), ignore_errors=True)
         self.s.forget_files(self.s.files_dir(sb))
         left = self.s.endpoints_of(sandbox=sb.id)  # those whose detach failed
+        for ep in left:  # still programmed (a failed leave puts its ports back): no more
+            try:
+                self.pub.withdraw(ep)
+            except CnmError as e:
+                errors.append(e)
         with self.s.store.transaction() as tx:
             for ep in left:
                 tx.delete_endpoint(ep.id)
@@ -219,10 +224,15 @@ class Sandboxes:
             raise errors[0]
 
     def write_files(self, sb: Sandbox, eps: Iterable[Endpoint]) -> None:
+        for path, text in self.files(sb, eps).items():
+            self.s.write_file(path, text)
+
+    def files(self, sb: Sandbox, eps: Iterable[Endpoint]) -> dict[str, str]:
+        """The sandbox's files (hosts, resolv.conf, hostname) as ``eps`` make them: path ->
+        text."""
         d = self.s.files_dir(sb)
         eps = list(eps)
         addrs = [a for e in eps for a in e.cidrs]
-        self.s.write_file(os.path.join(d, "hosts"), sandboxfile.hosts(sb.hostname, addrs))
         try:
             with open(self.s.config.resolv_conf) as f:
                 host_resolv = f.read()
@@ -233,8 +243,9 @@ class Sandboxes:
         embedded = any(self.dns.named(self.s.networks[e.network_id]) for e in eps)
         resolv = host_resolv if sb.kind == "host" else sandboxfile.resolv_conf(
             host_resolv, embedded=embedded)
-        self.s.write_file(os.path.join(d, "resolv.conf"), resolv)
-        self.s.write_file(os.path.join(d, "hostname"), sb.hostname + "\n")
+        return {os.path.join(d, "hosts"): sandboxfile.hosts(sb.hostname, addrs),
+                os.path.join(d, "resolv.conf"): resolv,
+                os.path.join(d, "hostname"): sb.hostname + "\n"}
 
 
 def default_routes(eps: list[Endpoint]) -> list[tuple[int, str, str]]:

@@ -27,7 +27,14 @@ from cnm.kernel import lower, netns, nft
 from cnm.kernel.announce import announce
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
-from cnm.kernel.ports import HostPort, Occupied, SandboxPort, VxlanSpec
+from cnm.kernel.ports import (
+    HostPort,
+    LinkState,
+    Occupied,
+    SandboxPort,
+    SandboxState,
+    VxlanSpec,
+)
 from cnm.kernel.ports import LinkInfo as LinkInfo  # re-exported: its old home
 from cnm.kernel.rtnl import IFA_F_NODAD, index_of
 
@@ -79,6 +86,54 @@ def _links(ipr: IPRoute) -> list[LinkInfo]:
             )
         )
     return out
+
+
+def _link_states(ipr: IPRoute, index: int | None = None) -> dict[str, LinkState]:
+    """name -> LinkState of every link of the calling thread's namespace (or of ``index``),
+    with its global-scope addresses."""
+    links = ipr.get_links(index) if index is not None else ipr.get_links()
+    byindex = {m["index"]: m.get("IFLA_IFNAME") for m in links}
+    addrs: dict[int, list[str]] = {}
+    for a in ipr.get_addr(index=index) if index is not None else ipr.get_addr():
+        if a["scope"] != 0:  # link-local and host addresses are the kernel's own
+            continue
+        local = a.get("IFA_LOCAL") or a.get("IFA_ADDRESS")
+        addrs.setdefault(a["index"], []).append(f"{local}/{a['prefixlen']}")
+    out = {}
+    for m in links:
+        master = m.get("IFLA_MASTER")
+        name = m.get("IFLA_IFNAME")
+        out[name] = LinkState(name=name, up=bool(m["flags"] & 1),
+                              master=(byindex.get(master) or _ifname(master)) if master
+                              else None,
+                              addresses=tuple(addrs.get(m["index"], ())))
+    return out
+
+
+def _default_routes(ipr: IPRoute) -> tuple[tuple[int, str, str], ...]:
+    out = []
+    for version, family in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+        for r in ipr.get_routes(family=family, table=254):
+            if r["dst_len"] != 0:
+                continue
+            gw = r.get("RTA_GATEWAY") or ("0.0.0.0" if version == 4 else "::")
+            out.append((version, gw, _ifname(r.get("RTA_OIF") or 0) or "?"))
+    return tuple(out)
+
+
+_DNAT = re.compile(r"dport 53 dnat (?:ip )?to 127\.0\.0\.11:(\d+)")
+
+
+def _dns_port() -> int | None:
+    """The port the sandbox's DNS redirect leads to, when both its rules are there."""
+    try:
+        text = nft.run_here("list chain ip cnm_dns output\n")
+    except NotFound:
+        return None
+    ports = _DNAT.findall(text)
+    if len(ports) != 2 or ports[0] != ports[1]:
+        return None
+    return int(ports[0])
 
 
 def _add_addresses(ipr: IPRoute, index: int, cidrs: Sequence[str], what: str) -> None:
@@ -296,6 +351,15 @@ class HostLinks:
                     if m.get("IFLA_MASTER") == index]
 
         return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"ports of {bridge}"))
+
+    def link_state(self, name: str) -> LinkState | None:
+        def run(ipr: IPRoute) -> LinkState | None:
+            index = _lookup(ipr, name)
+            if index is None:
+                return None
+            return _link_states(ipr, index).get(name)
+
+        return self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"link {name}"))
 
     def set_hairpin(self, name: str) -> None:
         """Let a bridge port send frames back out the port they came in on."""
@@ -652,6 +716,15 @@ class SandboxLinks:
 
     def links(self, path: str) -> list[LinkInfo]:
         return self._v.call(path, lambda h: netlink_call(lambda: _links(h.ipr), "list links"))
+
+    def inspect(self, path: str) -> SandboxState:
+        def run(h: Handles) -> SandboxState:
+            links = _link_states(h.ipr)
+            links.pop("lo", None)
+            return SandboxState(links=links, routes=_default_routes(h.ipr),
+                                dns_port=_dns_port())
+
+        return self._v.call(path, lambda h: netlink_call(lambda: run(h), f"inspect {path}"))
 
 
 def owned(links: Sequence[LinkInfo]) -> dict[str, tuple[str, str]]:

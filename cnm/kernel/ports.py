@@ -90,6 +90,26 @@ class Occupied:
         return f"route {self.cidr} via {dev} in the host namespace"
 
 
+@dataclass(frozen=True)
+class LinkState:
+    """What a check needs of one link: whether it is up, its bridge, its addresses."""
+
+    name: str
+    up: bool
+    master: str | None  # the name of the bridge (or bond) it is a port of
+    addresses: tuple[str, ...] = ()  # global scope ones, "10.1.0.1/24"
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    """What a check needs of one sandbox namespace: its links (loopback left out), its
+    default routes and the port its DNS redirect (127.0.0.11:53) leads to."""
+
+    links: dict[str, LinkState]
+    routes: tuple[DefaultRoute, ...]
+    dns_port: int | None  # None: no redirect (for both UDP and TCP to the same port)
+
+
 class HostPort(Protocol):
     """Links, addresses and routes of the managed host namespace."""
 
@@ -186,6 +206,10 @@ class HostPort(Protocol):
         """The names of the bridge's ports (none when it does not exist)."""
         ...
 
+    def link_state(self, name: str) -> LinkState | None:
+        """Link ``name`` as a check sees it, or None when it does not exist."""
+        ...
+
 
 class SandboxPort(Protocol):
     """Sandbox namespaces (by the path they are bound at) and the links inside them."""
@@ -230,6 +254,10 @@ class SandboxPort(Protocol):
         ...
 
     def links(self, path: str) -> list[LinkInfo]: ...
+
+    def inspect(self, path: str) -> SandboxState:
+        """The sandbox as a check sees it (cnm doctor)."""
+        ...
 
 
 # The module that provides each link kind a kernel may lack (what Unsupported names).

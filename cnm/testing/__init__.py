@@ -41,9 +41,11 @@ from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, KernelError, No
 from cnm.kernel.ports import (
     HostPort,
     LinkInfo,
+    LinkState,
     Occupied,
     ParentInfo,
     SandboxPort,
+    SandboxState,
     SlaveSpec,
     VxlanSpec,
     unsupported,
@@ -185,6 +187,11 @@ class FakeLink:
     def info(self) -> LinkInfo:
         return LinkInfo(name=self.name, index=self.index, kind=self.kind, alias=self.alias,
                         master=self.master.index if self.master else None)
+
+    def state(self) -> LinkState:
+        return LinkState(name=self.name, up=self.up,
+                         master=self.master.name if self.master else None,
+                         addresses=tuple(self.addresses))
 
 
 _SERIALS = itertools.count(1)
@@ -432,6 +439,12 @@ class FakeHostLinks(_Faultable):
             else:
                 table.pop(mac, None)
 
+    def link_state(self, name: str) -> LinkState | None:
+        self._enter("link_state", name)
+        with self.kernel.lock:
+            link = self._ns().links.get(name)
+            return link.state() if link is not None else None
+
     def ports_of(self, bridge: str) -> list[str]:
         self._enter("ports_of", bridge)
         with self.kernel.lock:
@@ -647,6 +660,8 @@ class FakeSandboxLinks(_Faultable):
 
     def __init__(self, kernel: FakeKernel | None = None) -> None:
         self.kernel = kernel or FakeKernel()
+        # path -> the port its DNS redirect leads to (open_dns makes it; a test may drop it)
+        self.redirects: dict[str, int] = {}
         self._init_faults()
 
     def create_netns(self, path: str) -> None:
@@ -663,6 +678,7 @@ class FakeSandboxLinks(_Faultable):
         self._enter("delete_netns", path)
         with self.kernel.lock:
             self.kernel.delete_namespace(path)
+            self.redirects.pop(path, None)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
@@ -674,6 +690,7 @@ class FakeSandboxLinks(_Faultable):
 
     def release(self, path: str) -> None:
         self._enter("release", path)
+        self.redirects.pop(path, None)
 
     def configure(self, path: str, ifname: str, addresses: Sequence[str]) -> None:
         self._enter("configure", path, ifname, addresses)
@@ -731,6 +748,7 @@ class FakeSandboxLinks(_Faultable):
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.bind(("127.0.0.1", 0))
         tcp.listen(16)
+        self.redirects[path] = udp.getsockname()[1]
         return udp, tcp
 
     def remove(self, path: str, ifname: str) -> None:
@@ -744,6 +762,15 @@ class FakeSandboxLinks(_Faultable):
         self._enter("links", path)
         with self.kernel.lock:
             return [link.info() for link in self.kernel.namespace(path).links.values()]
+
+    def inspect(self, path: str) -> SandboxState:
+        self._enter("inspect", path)
+        with self.kernel.lock:
+            ns = self.kernel.namespace(path)
+            return SandboxState(
+                links={n: x.state() for n, x in ns.links.items() if n != "lo"},
+                routes=tuple((v, gw, dev.name) for v, (gw, dev) in sorted(ns.routes.items())),
+                dns_port=self.redirects.get(path))
 
     # ---- for tests: inspect sandboxes
     def namespaces(self) -> list[str]:
@@ -776,6 +803,7 @@ class FakeNft:
         self.elements: dict[str, dict[str, str]] = {}
         self.sysctls: dict[str, str] = {}
         self.docker_user: list[dict[str, Any]] | None = None  # the DOCKER-USER chain, if any
+        self.table = False  # cnm's table exists (a test may drop it: a flushed ruleset)
 
     def run(self, text: str) -> str:
         if not text:
@@ -803,12 +831,28 @@ class FakeNft:
             else:
                 del table[key]
         self.elements = staged
+        if "table inet cnm {" in text:
+            self.table = True
+        elif "delete table inet cnm" in text:
+            self.table = False
         self.transactions.append(text)
         return ""
 
     def list_json(self, what: str) -> list[dict[str, Any]]:
         if what == "chain ip filter DOCKER-USER" and self.docker_user is not None:
             return [{"chain": {"name": "DOCKER-USER"}}, *self.docker_user]
+        if what == "table inet cnm" and self.table:
+            from cnm import firewall
+
+            kinds, rules = firewall.layout()
+            return [{"table": {"family": "inet", "name": "cnm"}},
+                    *({kind: {"name": name, "elem": [
+                        [k, v] if kind == "map" else k
+                        for k, v in self.elements.get(name, {}).items()]}}
+                      for name, kind in kinds.items()),
+                    *({"chain": {"name": chain}} for chain in rules),
+                    *({"rule": {"chain": chain}} for chain, n in rules.items()
+                      for _ in range(n))]
         return []
 
     def sysctl(self, key: str, value: str) -> None:

@@ -1,6 +1,12 @@
 """Does the kernel match the store? Everything a daemon left in the host namespace and its
 sandboxes, compared with what its store explains: the check run after every restart of the
-kill -9 campaign (and usable after any crash)."""
+kill -9 campaign (and usable after any crash).
+
+``drift`` reads the store file and the kernel with `ip` itself, apart from cnm's code, so it
+stays a second opinion; ``doctor`` asks the daemon's own check (GET /v1/doctor,
+cnm/core/doctor.py), which reads far more (routes, files, DNS listeners, nft elements). The
+campaign wants both empty after every restart: reconcile left nothing, and doctor does not
+see drift where there is none."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnm import names
+from cnm.client import Client
 from cnm.store.sqlite import SqliteStore
 from cnm.testing.netns import in_ns
 from tests.netns.statecheck import guards, mounts_under
@@ -92,6 +99,17 @@ def drift(host_ns: str, state_dir: Path, run_dir: Path) -> list[str]:
                 out.append(f"address {a} is held twice ({held[key]}, {e.name})")
             held[key] = e.name
     return out
+
+
+def doctor(address: str) -> list[str]:
+    """The drift the daemon at ``address`` finds itself, a line each."""
+    c = Client(address, timeout=30)
+    try:
+        found = c.call("GET", "/v1/doctor")["drift"]
+    finally:
+        c.close()
+    return [f"doctor: {d['kind']}: {d['object']['type']} {d['object']['name']}: {d['wrong']}"
+            for d in found]
 
 
 def duplicates(state_dir: Path) -> int:

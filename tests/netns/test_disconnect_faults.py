@@ -42,6 +42,7 @@ def test_a_failed_disconnect_leaves_nothing_half_made(stack: Stack, adapter: str
     stack.host.reap()  # what was retired is on its way out: make that happen now
     cfg = stack.config
     assert drift(stack.host_ns.path, Path(cfg.state_dir), Path(cfg.run_dir)) == []
+    assert [d.to_dict() for d in c.doctor()] == []  # and cnm doctor agrees
     still = [e for e in c.endpoints_of(sandbox=c.sandbox("a").id)
              if e.network_id == c.network("back").id]
     if still:  # still connected: then all of it works

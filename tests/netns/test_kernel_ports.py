@@ -1,4 +1,5 @@
-"""The real sandbox port's namespace checks, which no driver test reaches on its own."""
+"""The real sandbox port's namespace checks, and the reads cnm doctor makes, which no driver
+test reaches on its own."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from cnm.model import SandboxSpec
-from cnm.testing.netns import Stack
+from cnm import names
+from cnm.model import NetworkSpec, SandboxSpec
+from cnm.testing.netns import Stack, in_ns
 
 
 def test_identity_tells_namespaces_apart_and_from_a_leftover_file(stack: Stack,
@@ -41,3 +43,35 @@ def test_delete_netns_of_a_leftover_file_removes_it(stack: Stack, tmp_path: Path
     leftover.touch()
     stack.sandbox.delete_netns(str(leftover))
     assert not leftover.exists()
+
+
+def test_the_reads_doctor_makes_see_what_ip_sees(stack: Stack) -> None:
+    """HostPort.link_state and SandboxPort.inspect, against what `ip` shows and changes."""
+    c, host, sbx = stack.controller, stack.host, stack.sandbox
+    net = c.create_network(NetworkSpec(name="web", subnets=("10.72.0.0/24", "fd00:72::/64"),
+                                       ipv6=True))
+    c.create_sandbox(SandboxSpec(name="a", network="web"))
+    (ep,) = c.endpoints_of(sandbox=c.sandbox("a").id)
+    bridge = host.link_state(names.bridge_name(net.id))
+    assert bridge is not None and bridge.up and bridge.master is None
+    assert sorted(bridge.addresses) == ["10.72.0.1/24", "fd00:72::1/64"]
+    veth = host.link_state(names.veth_name(ep.id))
+    assert veth is not None and veth.up and veth.master == names.bridge_name(net.id)
+    assert host.link_state("nosuch0") is None
+
+    path = stack.netns("a")
+    seen = sbx.inspect(path)
+    assert set(seen.links) == {"eth0"}  # loopback left out
+    assert sorted(seen.links["eth0"].addresses) == sorted(ep.cidrs)
+    assert sorted(seen.routes) == [(4, "10.72.0.1", "eth0"), (6, "fd00:72::1", "eth0")]
+    assert seen.dns_port is None  # the stack runs no DNS server
+    for sock in sbx.open_dns(path):  # a redirect to the sockets' port
+        sock.close()
+    port = sbx.inspect(path).dns_port
+    assert port is not None and f"127.0.0.11:{port}" in in_ns(
+        path, "nft", "list", "table", "ip", "cnm_dns").stdout
+    in_ns(path, "ip", "addr", "flush", "dev", "eth0", "scope", "global")
+    in_ns(path, "ip", "link", "set", "eth0", "down")
+    seen = sbx.inspect(path)
+    assert seen.links["eth0"].addresses == () and not seen.links["eth0"].up
+    assert seen.routes == ()

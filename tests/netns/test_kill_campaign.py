@@ -1,7 +1,7 @@
 """kill -9 of cnmd at random instants of a loop of create network / create sandbox /
 connect / publish / disconnect / rm, each followed by a restart; after every restart the
-kernel matches the store (tests/netns/kernelcheck.py), no address is held twice, and the
-sandboxes of a network reach each other.
+kernel matches the store (tests/netns/kernelcheck.py, and the daemon's own cnm doctor), no
+address is held twice, and the sandboxes of a network reach each other.
 
 Seeded and counted. CI runs CNM_KILLS (default 10) kills; the campaign once run by hand
 with more is in bench/README.md (RELIABILITY):
@@ -24,7 +24,7 @@ from cnm import names
 from cnm.client import Client
 from cnm.errors import CnmError, Unavailable
 from cnm.testing.netns import Daemon, can_ping, in_ns
-from tests.netns.kernelcheck import drift, duplicates
+from tests.netns.kernelcheck import doctor, drift, duplicates
 
 KILLS = int(os.environ.get("CNM_KILLS", "10"))
 SEED = int(os.environ.get("CNM_KILL_SEED", "13"))
@@ -124,6 +124,7 @@ def test_kill_9_at_random_instants_leaves_nothing_the_store_does_not_explain(
                 during_start += 1
         daemon.start()  # waits for _ping: reconcile is done
         found = drift(daemon.host_ns.path, daemon.state_dir, daemon.run_dir)
+        found += doctor(daemon.address)
         found += peers_reach_each_other(daemon)
         leaks += [f"after kill {kills}: {f}" for f in found]
         dups += duplicates(daemon.state_dir)

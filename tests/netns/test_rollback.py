@@ -67,6 +67,7 @@ def test_failed_connect_leaves_nothing(stack: Stack, adapter: str, method: str) 
     assert set(links(a)) == a_links
     assert addresses(a, "eth0") == a_addrs
     assert default_route(a) == a_route
+    assert [d.to_dict() for d in c.doctor()] == []  # and cnm doctor agrees
     # The address is free: the retried connect gets the very one the failed one had.
     ep = c.connect(ConnectSpec(network="web", sandbox="a"))
     assert ep.ipv4 == "10.60.0.3/24"

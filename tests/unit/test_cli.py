@@ -488,3 +488,35 @@ def test_install_puts_man_pages_and_completion_where_man_and_shells_look(
     assert (share / "zsh" / "site-functions" / "_cnm").read_text().startswith("#compdef cnm")
     for f in (share / "man" / "man1" / "cnm.1", share / "bash-completion" / "completions" / "cnm"):
         assert f.stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------- doctor
+def test_doctor_says_each_drift_and_exits_1_until_it_is_fixed(
+        two: Controller, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    sb = two.sandbox("a")
+    os.remove(os.path.join(two.files_dir(sb), "hosts"))
+    out = capsys.readouterr().out if cli.main(["doctor"]) == 1 else "exit 0"
+    assert out.splitlines() == [
+        f"drift: sandbox-file: sandbox a ({sb.id[:12]})",
+        f"  wrong: {two.files_dir(sb)}/hosts is missing",
+        "  means: processes in the sandbox resolve names or their own addresses wrongly",
+        "  fix:   write the sandbox's files again"]
+    assert run(capsys, "doctor", "--fix", "-f", "{{.Kind}} {{.Object.Name}} {{.Fixed}}", rc=0
+               ) == "sandbox-file a true\n"
+    assert run(capsys, "doctor") == "no drift: the kernel matches the store\n"
+    os.remove(os.path.join(two.files_dir(sb), "hosts"))
+    out = run(capsys, "doctor", "--fix")
+    assert out.splitlines()[0] == f"fixed: sandbox-file: sandbox a ({sb.id[:12]})"
+    assert out.splitlines()[-1] == "no drift: the kernel matches the store"
+
+
+def test_doctor_refuses_a_bad_template_changing_nothing(
+        two: Controller, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    os.remove(os.path.join(two.files_dir(two.sandbox("a")), "hosts"))
+    err = run(capsys, "doctor", "--format", "{{.Nope", rc=2)
+    assert "template" in err
+    assert [d.kind for d in two.doctor()] == ["sandbox-file"]  # a plain doctor fixes nothing

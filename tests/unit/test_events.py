@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -172,4 +173,27 @@ def test_a_consumer_that_does_not_read_cannot_stall_the_daemon(daemon: Daemon) -
     assert not errors
     assert [(e["action"], e["name"]) for e in fast] == [
         (action, f"n{i}") for i in range(30) for action in ("create", "remove")]
+    assert t.is_alive()
+
+
+def test_doctors_fixes_are_reconcile_events_on_the_stream(daemon: Daemon) -> None:  # noqa: F811
+    c = Client(f"unix://{daemon.path}")
+    c.call("POST", "/v1/networks", {"name": "web", "subnets": ["10.8.0.0/24"]})
+    c.call("POST", "/v1/sandboxes", {"name": "a", "network": "web"})
+    ctl = daemon.server.controller
+    sb = ctl.sandbox("a")
+    os.remove(os.path.join(ctl.files_dir(sb), "resolv.conf"))  # behind cnm's back
+    seen: list[dict[str, Any]] = []
+    errors: list[Exception] = []
+    start = time.time()
+    t = consume(daemon.path, f"?since={start}&type=reconcile", seen, errors)
+    answer = c.call("POST", "/v1/doctor/fix")
+    assert [d["kind"] for d in answer["found"]] == ["sandbox-file"] and answer["drift"] == []
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c.close()
+    assert not errors
+    assert [(e["type"], e["action"], e["id"], e["name"], e["attributes"]) for e in seen] == [
+        ("reconcile", "refresh", sb.id, "a", {"object": "sandbox", "reason": "sandbox-file"})]
     assert t.is_alive()

@@ -5,6 +5,7 @@ fake kernel, checked by a small schema checker (required, property names, types,
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -359,6 +360,14 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
                       "container_port_end": 53}]
     assert [m["host_port"] for m in api("GET", "/v1/sandboxes/p/ports")] == [8080, 5353]
     assert api("POST", "/v1/firewall/reload") == {"networks": 3, "ports": 2, "guards": 3}
+    assert api("GET", "/v1/doctor") == {"drift": []}
+    # A drift and its fix: the documented Drift objects, and nothing left after.
+    c = api.controller
+    os.remove(os.path.join(c.files_dir(c.sandbox("p")), "resolv.conf"))
+    assert [d["kind"] for d in api("GET", "/v1/doctor")["drift"]] == ["sandbox-file"]
+    fixed = api("POST", "/v1/doctor/fix")
+    assert ([d["kind"] for d in fixed["found"]], fixed["drift"], fixed["errors"]) == (
+        ["sandbox-file"], [], [])
     assert api("DELETE", "/v1/sandboxes/p/ports/udp/5353")[0]["container_port"] == 53
     # A trace: refused without the kernel's side (the fakes have none), then with a fixed
     # observation standing in for it (tests/netns/test_trace.py traces for real).
@@ -560,7 +569,8 @@ CLI_RUN = [
     ["network", "rm", "-f", "gone"],
     ["sandbox", "inspect", "--format", "table", "web"],
     ["trace", "web", "10.9.0.1"], ["trace", "--format", "json", "web", "10.9.0.1"],
-    ["firewall", "reload"], ["info"], ["info", "--format", "json"],
+    ["firewall", "reload"], ["doctor"], ["doctor", "--fix", "--format", "json"],
+    ["doctor", "-f", "{{.Kind}}"], ["info"], ["info", "--format", "json"],
     ["info", "-f", "{{.Networks}} {{join .Drivers \",\"}}"],
     ["version"], ["version", "-f", "{{.Server.Version}}"],
     ["events", "--since", "0", "--until", "0s", "--filter", "type=network", "--filter",
@@ -632,7 +642,7 @@ def test_every_cli_flag_goes_through_the_documented_contract(
     used: set[tuple[str, str, str]] = set()
     for argv in CLI_RUN:
         assert cli.main(argv) == 0, (argv, capsys.readouterr().err)
-        top = argv[0] in ("info", "version", "events", "trace")  # commands with no sub-command
+        top = argv[0] in ("info", "version", "events", "trace", "doctor")  # no sub-command
         used |= {(argv[0], argv[1] if len(argv) > 1 and not top else "", a)
                  for a in argv if a.startswith("-")}
     flags = {f for f in _cli_flags() if f[2] not in CLI_LOCAL_FLAGS}
