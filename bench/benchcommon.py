@@ -84,3 +84,29 @@ def need_peers(script: str, *programs: str) -> bool:
     if gone:
         print(f"{script} needs {', '.join(gone)}: run `bash bench/install.sh`", file=sys.stderr)
     return not gone
+
+
+def throwaway_daemon(janitor: Janitor, tag: str) -> Any:
+    """A cnmd (not started) on a new throwaway host namespace ``cnmbench-TAG-*`` with lo up,
+    its state, run dir and socket in a temp dir: the janitor stops it, unbinds its
+    sandboxes' namespaces, deletes the host namespace and the temp dir."""
+    import secrets
+    import tempfile
+
+    from cnm.testing.netns import Daemon, HostNs, unbind_all
+
+    ns = f"cnmbench-{tag}-{secrets.token_hex(3)}"
+    run("ip", "netns", "add", ns)
+    janitor.push("delete the host namespace", lambda: run("ip", "netns", "del", ns, check=False))
+    run("ip", "-n", ns, "link", "set", "lo", "up")
+    root = Path(tempfile.mkdtemp(prefix=f"cnmbench-{tag}-"))
+    janitor.push("remove the temp dir", lambda: shutil.rmtree(root, ignore_errors=True))
+    d = Daemon(HostNs(ns, f"/run/netns/{ns}"), root / "state", root / "run",
+               str(root / "cnm.sock"), root / "cnmd.log")
+
+    def stop() -> None:
+        d.stop()
+        unbind_all(d.run_dir)
+
+    janitor.push("stop cnmd", stop)
+    return d

@@ -17,23 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.benchcommon import Janitor, need_peers, progress, run  # noqa: E402
+from bench.benchcommon import Janitor, need_peers, progress, throwaway_daemon  # noqa: E402
 from cnm.client import Client  # noqa: E402
-from cnm.testing.netns import Daemon, HostNs, can_ping, in_ns, unbind_all  # noqa: E402
+from cnm.testing.netns import Daemon, can_ping, in_ns  # noqa: E402
 
 
 def restart(d: Daemon, notify: socket.socket) -> float:
@@ -81,25 +78,11 @@ def main() -> int:
     janitor = Janitor()
     out: dict[str, Any] = {"restarts": a.restarts, "cases": {}}
     try:
-        ns = f"cnmbench-rst-{secrets.token_hex(3)}"
-        run("ip", "netns", "add", ns)
-        janitor.push("delete the host namespace",
-                     lambda: run("ip", "netns", "del", ns, check=False))
-        run("ip", "-n", ns, "link", "set", "lo", "up")
-        root = Path(tempfile.mkdtemp(prefix="cnmbench-rst-"))
-        janitor.push("remove the temp dir", lambda: shutil.rmtree(root, ignore_errors=True))
+        d = throwaway_daemon(janitor, "rst")
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        notify.bind(str(root / "notify.sock"))
+        notify.bind(str(d.state_dir.parent / "notify.sock"))
         janitor.push("close the notify socket", notify.close)
-        d = Daemon(HostNs(ns, f"/run/netns/{ns}"), root / "state", root / "run",
-                   str(root / "cnm.sock"), root / "cnmd.log")
         d.start()
-
-        def stop() -> None:
-            d.stop()
-            unbind_all(d.run_dir)
-
-        janitor.push("stop cnmd", stop)
         c = d.client()
         c.create_network(name="big", subnets=["10.104.0.0/16"])
         names: list[str] = []

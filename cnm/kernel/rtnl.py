@@ -137,12 +137,14 @@ class Rtnl:
                 if length == 0:
                     break
 
-    def _dump(self, kind: int, body: bytes) -> Iterator[tuple[int, bytes, int, int]]:
-        """Every message of a dump request, as (type, buffer, body offset, end)."""
+    def _messages(self, kind: int, flags: int,
+                  body: bytes) -> Iterator[tuple[int, bytes, int, int]]:
+        """Send one request; its answer's messages as (type, buffer, body offset, end),
+        until the kernel says done (or, for a plain get, until the caller stops)."""
         self._seq += 1
         seq = self._seq
-        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP,
-                                 seq, 0) + body)
+        self.sock.send(_HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0)
+                       + body)
         while True:
             data = self.sock.recv(1 << 20)
             offset = 0
@@ -161,33 +163,22 @@ class Rtnl:
                     yield mtype, data, offset + _HDR.size, offset + length
                 offset += (length + 3) & ~3
 
+    def _dump(self, kind: int, body: bytes) -> Iterator[tuple[int, bytes, int, int]]:
+        return self._messages(kind, NLM_F_DUMP, body)
+
     def link_state(self, index: int) -> tuple[int, int | None] | None:
         """(flags, master index or None) of link ``index``, or None when there is none."""
-        self._seq += 1
-        seq = self._seq
-        body = _IFINFO.pack(0, 0, index, 0, 0)
-        self.sock.send(_HDR.pack(_HDR.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0)
-                       + body)
-        while True:
-            data = self.sock.recv(1 << 16)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
-                if mseq == seq:
-                    start = offset + _HDR.size
-                    if mtype == NLMSG_ERROR:
-                        code = struct.unpack_from("=i", data, start)[0]
-                        if code in (-errno.ENODEV, 0):
-                            return None
-                        raise NetlinkError(-code, os.strerror(-code))
-                    if mtype == RTM_NEWLINK:
-                        _, _, _, flags, _ = _IFINFO.unpack_from(data, start)
-                        attrs = _attrs(data, start + _IFINFO.size, offset + length)
-                        master = attrs.get(IFLA_MASTER)
-                        return flags, struct.unpack("=I", master[:4])[0] if master else None
-                offset += (length + 3) & ~3
+        try:
+            for mtype, data, start, end in self._messages(
+                    RTM_GETLINK, 0, _IFINFO.pack(0, 0, index, 0, 0)):
+                if mtype == RTM_NEWLINK:
+                    _, _, _, flags, _ = _IFINFO.unpack_from(data, start)
+                    master = _attrs(data, start + _IFINFO.size, end).get(IFLA_MASTER)
+                    return flags, struct.unpack("=I", master[:4])[0] if master else None
+        except NetlinkError as e:
+            if e.errno != errno.ENODEV:
+                raise
+        return None
 
     def links(self) -> list[tuple[int, str, str, str | None, int | None]]:
         """Every link: (index, name, kind, alias, master index), as ``ip -d link``."""

@@ -587,6 +587,8 @@ def test_a_real_cnmds_answers_match_the_document(daemon: Daemon) -> None:
         ("POST", "/v1/networks/web/connect?dry_run=true", {"sandbox": "a"}),
         ("GET", "/v1/networks/web", None), ("GET", "/v1/sandboxes/a", None),
         ("GET", "/v1/endpoints", None), ("GET", "/v1/sandboxes/a/ports", None),
+        ("GET", "/v1/doctor", None), ("POST", "/v1/doctor/fix", None),
+        ("POST", "/v1/sandboxes/a/trace", {"destination": "10.47.0.1"}),
         ("DELETE", "/v1/networks/web", None), ("POST", "/v1/firewall/reload", None),
         ("DELETE", "/v1/sandboxes/a", None), ("DELETE", "/v1/networks/web", None),
         ("GET", "/v1/networks/web", None),
