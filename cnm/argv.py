@@ -107,6 +107,8 @@ def _options(cmd: Command, words: Sequence[str], i: int, ns: dict[str, Any],
                 ns[arg.dest] = True
                 i += 1
             else:
+                if value == "--":  # argparse drops a "--" even from --flag=--
+                    return None
                 if not eq:
                     if i + 1 >= len(words) or words[i + 1].startswith("-"):
                         return None

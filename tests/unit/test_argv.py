@@ -125,6 +125,13 @@ def test_the_fuzz_reached_the_fast_path() -> None:
     assert READ and sum(READ) >= len(READ) / 20, (sum(READ), len(READ))
 
 
+def test_a_value_of_two_dashes_goes_to_argparse() -> None:
+    # argparse drops "--" from an option's values even as --filter=-- (found by the fuzz).
+    words = ["network", "ls", "--filter=--"]
+    assert _fast(words) is None
+    assert cli._parse(words).filter == vars(cli.build_parser().parse_args(words))["filter"]
+
+
 def test_positionals_split_by_a_flag_go_to_argparse() -> None:
     # argparse reads `rm a -f b` as names=[a] and refuses b: cnm.argv does not guess.
     words = ["network", "rm", "a", "--force", "b"]
