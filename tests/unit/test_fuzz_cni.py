@@ -36,7 +36,9 @@ CODES = {spec.INCOMPATIBLE_VERSION, spec.UNSUPPORTED_FIELD, spec.UNKNOWN_CONTAIN
          spec.BAD_ENVIRONMENT, spec.IO_FAILURE, spec.DECODE_FAILURE, spec.BAD_CONFIG,
          spec.TRY_AGAIN, spec.NOT_AVAILABLE, spec.CHECK_MISMATCH, spec.INTERNAL}
 CONTAINERS = 12  # each with its namespace, as a runtime gives them
-ADDS: list[dict[str, Any]] = []  # results of the ADDs that worked: CHECK's prevResults
+# The results of the ADDs that worked (CHECK's prevResults), and by (netns, ifname).
+ADDS: list[dict[str, Any]] = []
+ADDS_BY: dict[tuple[str | None, str | None], tuple[str, dict[str, Any]]] = {}
 
 
 class World:
@@ -142,10 +144,13 @@ RUNTIME = st.fixed_dictionaries({}, optional={
     "bandwidth": JSONV})
 
 
-def prev_results() -> st.SearchStrategy[Any]:
-    """A result of an earlier ADD that worked (CHECK's input), one made up, or junk."""
+def prev_results(env: dict[str, str]) -> st.SearchStrategy[Any]:
+    """The result of the last ADD that worked for this attachment (CHECK's input), of
+    another, one made up, or junk."""
+    key = (env.get("CNI_NETNS"), env.get("CNI_IFNAME"))
+    mine = st.builds(lambda: ADDS_BY.get(key, ("", {}))[1])  # looked up when drawn
     earlier = st.integers(0, 10**6).map(lambda i: ADDS[i % len(ADDS)] if ADDS else {})
-    return st.one_of(earlier, earlier, st.dictionaries(TEXT, JSONV, max_size=3), JSONV)
+    return st.one_of(mine, mine, earlier, st.dictionaries(TEXT, JSONV, max_size=3), JSONV)
 
 
 GOOD_RUNTIME = st.fixed_dictionaries({}, optional={
@@ -157,18 +162,32 @@ GOOD_RUNTIME = st.fixed_dictionaries({}, optional={
     "aliases": st.lists(st.sampled_from(["db", "www"]), max_size=2, unique=True)})
 
 
-def good_configs(world: World) -> st.SearchStrategy[dict[str, Any]]:
+def recorded_check(env: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
+    """CHECK as a runtime sends it: the configuration of the attachment's ADD, with its
+    result as prevResult (looked up when drawn)."""
+    def build() -> dict[str, Any]:
+        name, result = ADDS_BY.get((env.get("CNI_NETNS"), env.get("CNI_IFNAME")),
+                                   ("web", {}))
+        return {"cniVersion": result.get("cniVersion", "1.1.0"), "name": name, "type": "cnm",
+                "prevResult": result}
+
+    return st.builds(build)
+
+
+def good_configs(world: World, env: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
     """What a runtime sends: mostly right, so ADD, CHECK, DEL, STATUS and GC get through."""
+    if env.get("CNI_COMMAND") == "CHECK":
+        return recorded_check(env) | good_configs(world, {})
     return st.fixed_dictionaries(
         {"cniVersion": st.sampled_from(["1.1.0", "1.1.0", "1.0.0", "0.4.0"]),
          "name": st.sampled_from(["web", "bridge"]), "type": st.just("cnm")},
-        optional={"runtimeConfig": GOOD_RUNTIME, "prevResult": prev_results(),
+        optional={"runtimeConfig": GOOD_RUNTIME, "prevResult": prev_results(env),
                   "cni.dev/valid-attachments": st.lists(st.fixed_dictionaries(
                       {"containerID": st.sampled_from(["c1", "c2"]),
                        "ifname": st.sampled_from(["eth0", "net1"])}), max_size=2)})
 
 
-def one_wrong(world: World) -> st.SearchStrategy[dict[str, Any]]:
+def one_wrong(world: World, env: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
     """A runtime's configuration with one field of it wild (or one more field): each
     check of the plugin is reached past the others."""
     def wild(c: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -186,11 +205,11 @@ def one_wrong(world: World) -> st.SearchStrategy[dict[str, Any]]:
             lambda m: put("runtimeConfig.portMappings", m))
         return port | st.builds(put, st.sampled_from(fields), JSONV)
 
-    return good_configs(world).flatmap(wild)
+    return good_configs(world, env).flatmap(wild)
 
 
-def configs(world: World) -> st.SearchStrategy[dict[str, Any]]:
-    return good_configs(world) | one_wrong(world) | st.fixed_dictionaries(
+def configs(world: World, env: dict[str, str]) -> st.SearchStrategy[dict[str, Any]]:
+    return good_configs(world, env) | one_wrong(world, env) | st.fixed_dictionaries(
         {"cniVersion": maybe(st.sampled_from([*spec.VERSIONS, "0.2.0", "9.9.9", ""])),
          "name": maybe(st.sampled_from(["web", "bridge", "none", "nope", ""]))},
         optional={
@@ -200,7 +219,7 @@ def configs(world: World) -> st.SearchStrategy[dict[str, Any]]:
             "socket": maybe(st.sampled_from([world.socket, world.unreachable, "/x",
                                              "unix://", "tcp://x"])),
             "runtimeConfig": maybe(RUNTIME),
-            "prevResult": prev_results(),
+            "prevResult": prev_results(env),
             "args": maybe(st.fixed_dictionaries({}, optional={"cni": maybe(RUNTIME)})),
             "dns": maybe(st.dictionaries(st.sampled_from(["nameservers", "search",
                                                           "options", "domain"]),
@@ -212,8 +231,8 @@ def configs(world: World) -> st.SearchStrategy[dict[str, Any]]:
         })
 
 
-def stdins(world: World) -> st.SearchStrategy[bytes]:
-    valid = configs(world).map(lambda c: json.dumps(c).encode())
+def stdins(world: World, env: dict[str, str]) -> st.SearchStrategy[bytes]:
+    valid = configs(world, env).map(lambda c: json.dumps(c).encode())
     broken = st.one_of(
         st.binary(max_size=100),
         valid.flatmap(lambda raw: st.integers(0, max(0, len(raw) - 1)).map(
@@ -275,6 +294,8 @@ def check_answer(rc: int, text: str, env: dict[str, str], raw: bytes) -> None:
         assert all(isinstance(ip["address"], str) and "/" in ip["address"]
                    for ip in out["ips"]), (what, out)
         ADDS.append(out)
+        ADDS_BY[(env.get("CNI_NETNS"), env.get("CNI_IFNAME"))] = (json.loads(raw)["name"],
+                                                                  out)
         return
     COUNT["errors"] += 1
     assert set(out) <= {"cniVersion", "code", "msg", "details"}, (what, out)
@@ -287,14 +308,16 @@ def check_answer(rc: int, text: str, env: dict[str, str], raw: bytes) -> None:
 def test_any_environment_and_stdin_end_with_a_result_or_a_cni_error(world: World) -> None:
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(env=environs(world), raw=stdins(world))
-    def call(env: dict[str, str], raw: bytes) -> None:
+    @given(call=environs(world).flatmap(lambda env: st.tuples(st.just(env),
+                                                               stdins(world, env))))
+    def run_one(call: tuple[dict[str, str], bytes]) -> None:
+        env, raw = call
         out = io.StringIO()
         rc = run(dict(env), io.BytesIO(raw), out)
         COUNT["runs"] += 1
         check_answer(rc, out.getvalue(), env, raw)
 
-    call()
+    run_one()
 
 
 def test_an_attachment_made_by_the_fuzz_checks_and_deletes_cleanly(world: World) -> None:
