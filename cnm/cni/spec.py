@@ -409,6 +409,8 @@ def _merge_dns(*parts: dict[str, Any]) -> dict[str, Any]:
 
 
 def version_result(data: dict[str, Any] | None) -> dict[str, Any]:
+    """VERSION's answer, in the version asked when it is one this plugin speaks (an
+    unknown one, "9.9.9" or " ", is not echoed back as if it were)."""
     asked = data.get("cniVersion") if data else None
-    return {"cniVersion": asked if isinstance(asked, str) and asked else LATEST,
+    return {"cniVersion": asked if asked in VERSIONS else LATEST,
             "supportedVersions": list(VERSIONS)}

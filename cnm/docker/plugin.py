@@ -143,20 +143,21 @@ class DockerPlugin:
     def create_network(self, b: Body) -> Answer:
         docker_id = wire.text(b, "NetworkID")
         opts = wire.obj(b, "Options")
-        generic = {str(k): str(v) for k, v in dict(opts.get(wire.GENERIC) or {}).items()}
+        generic = {str(k): str(v) for k, v in wire.obj(opts, wire.GENERIC).items()}
         driver = generic.pop(wire.DRIVER_OPTION, "bridge")
         name = generic.pop(wire.NAME_OPTION, docker_id[:12])
         subnets, gateways, ranges, aux = [], [], [], {}
-        for d in [*(b.get("IPv4Data") or ()), *(b.get("IPv6Data") or ())]:
-            pool = str(d.get("Pool") or "")
+        for d in [*wire.objects(b, "IPv4Data"), *wire.objects(b, "IPv6Data")]:
+            pool = wire.text(d, "Pool")
             subnets.append(pool)
-            if gw := wire.address(d.get("Gateway")):
+            if gw := wire.address(wire.text(d, "Gateway")):
                 gateways.append(gw)
             pending = next((p for p in self.pools.values() if p.subnet == pool), None)
             if pending is not None and pending.sub_pool:
                 ranges.append(pending.sub_pool)
-            for k, v in dict(d.get("AuxAddresses") or {}).items():
-                aux[str(k)] = wire.address(str(v))
+            given = wire.obj(d, "AuxAddresses")
+            for k in given:
+                aux[str(k)] = wire.address(wire.text(given, k))
         net = self.c.create_network(NetworkSpec(
             name=name, driver=driver, subnets=tuple(subnets), gateways=tuple(gateways),
             ip_ranges=tuple(ranges), aux_addresses=aux, ipv6=bool(opts.get(wire.ENABLE_IPV6)),
@@ -313,7 +314,7 @@ class DockerPlugin:
         pool_id = wire.text(b, "PoolID")
         subnet = self._subnet_of(pool_id)
         wanted = wire.text(b, "Address") or None
-        opts = b.get("Options") or {}
+        opts = wire.obj(b, "Options")
         pending = self.pools.get(pool_id)
         net = self.network_of_subnet(subnet)
         if pending is not None and net is None:

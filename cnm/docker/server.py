@@ -3,36 +3,79 @@ POSTs named after the call, JSON in and out, answered with Docker's plugin conte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
+import sys
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from cnm import limits
 from cnm.api.server import claim_socket
 from cnm.docker.plugin import DockerPlugin
 from cnm.docker.wire import CONTENT_TYPE
 
 log = logging.getLogger("cnm.docker")
+_LENGTH = re.compile(r"[0-9]{1,12}")
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: PluginServer
+    idle_timeout = 30.0
+
+    def setup(self) -> None:
+        super().setup()
+        # A client that stalls (half a request, a body shorter than it said) is dropped
+        # after this long, not served by a thread for ever.
+        self.connection.settimeout(self.idle_timeout)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError) as e:
+            # A client that went away or stalled is no fault of ours.
+            log.debug("connection closed: %s", e)
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """http.server's refusals (a malformed request line or header) as Docker's JSON
+        error, not its HTML page."""
+        key = "Error" if str(getattr(self, "path", "")).startswith("/IpamDriver.") else "Err"
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client may be gone already
+            self._answer(code, {key: message or HTTPStatus(code).phrase})
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server name
-        length = int(self.headers.get("Content-Length") or 0)
+        # An IPAM driver's error is Docker's "Error", a network driver's "Err".
+        key = "Error" if self.path.startswith("/IpamDriver.") else "Err"
+        given = (self.headers.get("Content-Length") or "0").strip()
+        if not _LENGTH.fullmatch(given) or int(given) > limits.MAX_BODY:
+            # Refused before anything is read: a length that is no number of bytes, or
+            # over the bound, would raise or wait for bytes that never come.
+            self.close_connection = True
+            self._answer(400, {key: f"{self.path}: Content-Length {given!r} is not a number "
+                                    f"of bytes up to {limits.MAX_BODY}"})
+            return
+        length = int(given)
         raw = self.rfile.read(length) if length else b""
         body: Any = None
         status: int
         try:
             body = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            status, payload = 200, {"Err": f"{self.path}: the request body is not JSON"}
+        except (ValueError, RecursionError):
+            status, payload = 200, {key: f"{self.path}: the request body is not JSON"}
         else:
             status, payload = self.server.plugin.handle(self.path.lstrip("/"), body)
+        self._answer(status, payload)
+
+    def _answer(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
@@ -63,6 +106,13 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, plugin: DockerPlugin) -> None:
         self.plugin = plugin
         super().__init__(path, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):  # the client's socket, not a bug
+            log.debug("connection error: %s", err)
+        else:
+            log.exception("error serving a connection")
 
 
 def serve(plugin: DockerPlugin, path: str) -> PluginServer:

@@ -40,15 +40,19 @@ def port_specs(bindings: Iterable[Mapping[str, Any]] | None) -> list[str]:
     """Docker's ``com.docker.network.portmap`` as -p specs ("[ip:]host[-end]:port/proto");
     a host port 0 lets cnm pick one."""
     out = []
+    if bindings is not None and not isinstance(bindings, list):
+        raise InvalidArgument(f"option {PORTMAP} must be a list of port bindings")
     for b in bindings or ():
-        proto = _PROTO.get(int(b.get("Proto", 6)))
+        if not isinstance(b, dict):
+            raise InvalidArgument(f"option {PORTMAP}: {str(b)[:80]!r} is not a port binding")
+        proto = _PROTO.get(number(b, "Proto", 6))
         if proto is None:
             raise InvalidArgument(f"published port {b.get('Port')}: unknown protocol number "
                                   f"{b.get('Proto')}")
-        port = int(b.get("Port", 0))
-        start, end = int(b.get("HostPort") or 0), int(b.get("HostPortEnd") or 0)
+        port = number(b, "Port", 0)
+        start, end = number(b, "HostPort", 0), number(b, "HostPortEnd", 0)
         host = "" if not start else f"{start}-{end}" if end > start else str(start)
-        ip = str(b.get("HostIP") or "")
+        ip = text(b, "HostIP")
         if ":" in ip:
             ip = f"[{ip}]"
         out.append(f"{ip + ':' if ip else ''}{host}:{port}/{proto}")
@@ -93,6 +97,24 @@ def aliases(options: Mapping[str, Any]) -> tuple[str, ...]:
         raise InvalidArgument(f"endpoint option {ALIASES_OPTION} must be a string of "
                               "names separated by spaces or commas")
     return tuple(value.replace(",", " ").split())
+
+
+def number(body: Mapping[str, Any], key: str, default: int) -> int:
+    """An integer field (Docker's port numbers and protocols); absent or null: default."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"field {key} must be an integer")
+    return value
+
+
+def objects(body: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """A list of objects (CreateNetwork's IPv4Data and IPv6Data); absent or null: none."""
+    value = body.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise InvalidArgument(f"field {key} must be a list of objects")
+    return value
 
 
 def obj(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:

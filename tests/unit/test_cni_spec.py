@@ -155,6 +155,11 @@ def _call(env: dict[str, str], stdin: bytes) -> tuple[int, Any]:
 def test_the_plugin_answers_errors_in_the_spec_shape_without_a_daemon() -> None:
     rc, out = _call({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
     assert rc == 0 and out["cniVersion"] == "0.4.0" and "1.1.0" in out["supportedVersions"]
+    # A version it does not speak is not echoed back as the answer's (the CNI fuzz found
+    # " " answered as cniVersion " ").
+    for asked in (b'{"cniVersion": " "}', b'{"cniVersion": "9.9.9"}', b'{"cniVersion": 1}'):
+        rc, out = _call({"CNI_COMMAND": "VERSION"}, asked)
+        assert (rc, out["cniVersion"]) == (0, spec.LATEST), asked
     rc, out = _call({"CNI_COMMAND": "VERSION"}, b"{nope")
     assert (rc, out["code"]) == (1, spec.DECODE_FAILURE)
     socket = "unix:///nonexistent/cnm.sock"

@@ -366,3 +366,68 @@ def test_the_cnm_aliases_endpoint_option_names_a_container_in_cnms_dns(
     for m in ("Leave", "DeleteEndpoint"):
         assert call(p, f"NetworkDriver.{m}", join) == {}
     assert plugin_ctl.records.lookup([net.id], "ctr") == []
+
+
+# Found by tests/unit/test_fuzz_docker.py: each was an internal error (a traceback in the log).
+@pytest.mark.parametrize("method, body, needle", [
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "n" * 64, "IPv4Data": True},
+     "field IPv4Data must be a list of objects"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "n" * 64, "IPv6Data": ["x"]},
+     "field IPv6Data must be a list of objects"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "n" * 64, "Options": {wire.GENERIC: "x"}},
+     f"field {wire.GENERIC} must be an object"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "n" * 64, "IPv4Data": [{"Pool": 5}]},
+     "field Pool must be a string"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": "n" * 64, "IPv4Data": [
+        {"Pool": "10.9.0.0/24", "AuxAddresses": {"r": 1}}]}, "field r must be a string"),
+    ("IpamDriver.RequestAddress", {"PoolID": "cnm-local/10.9.0.0/24", "Options": "x"},
+     "field Options must be an object"),
+])
+def test_wrong_types_are_refused_by_field_not_internal_errors(
+        plugin_ctl: Controller, method: str, body: dict[str, Any], needle: str) -> None:
+    status, answer = DockerPlugin(plugin_ctl).handle(method, body)
+    key = "Error" if method.startswith("IpamDriver.") else "Err"
+    assert status == 200 and answer == {key: needle}
+    assert plugin_ctl.list_networks() and all(
+        wire.NETWORK_LABEL not in n.labels for n in plugin_ctl.list_networks())
+
+
+@pytest.mark.parametrize("bindings", ["x", [1], [{"Proto": "tcp", "Port": 80}],
+                                      [{"Proto": 6, "Port": "80"}],
+                                      [{"Proto": 6, "Port": 80, "HostPort": [1]}]])
+def test_port_bindings_of_the_wrong_type_are_invalid_arguments(bindings: Any) -> None:
+    from cnm.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument):
+        wire.port_specs(bindings)
+
+
+def raw_post(path: str, data: bytes) -> tuple[int, Any]:
+    from tests.unit.test_http_limits import read_answer
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(data)
+        status, headers, body = read_answer(s)
+    return status, json.loads(body[:int(headers["content-length"])])
+
+
+def test_the_socket_refuses_a_bad_length_and_answers_ipam_in_its_field(
+        served: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for length in ("abc", "-1", "99999999999", "0x10"):
+        status, body = raw_post(served, f"POST /NetworkDriver.Join HTTP/1.1\r\nHost: d\r\n"
+                                        f"Content-Length: {length}\r\n\r\n".encode())
+        assert status == 400 and "is not a number of bytes" in body["Err"], length
+    status, body = raw_post(served, b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: d\r\n"
+                                    b"Content-Length: 5\r\n\r\n{nope")
+    assert status == 200 and set(body) == {"Error"} and "not JSON" in body["Error"]
+    # A body without a length: the rest is a malformed request, answered in JSON (or to
+    # a client gone already), never a traceback on stderr.
+    status, body = raw_post(served, b"POST /Plugin.Activate HTTP/1.1\r\nHost: d\r\n\r\n"
+                                    b"\x00\x01 garbage garbage\r\n\r\n")
+    assert status == 200 and body["Implements"]
+    import time
+
+    time.sleep(0.2)  # the server's thread reads the garbage after the client went
+    assert "Traceback" not in capsys.readouterr().err

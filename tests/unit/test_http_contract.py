@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from cnm import __version__
+from cnm import __version__, limits
+from cnm.api.server import ROUTES
 from tests.unit.test_http_limits import Daemon, daemon  # noqa: F401 - the fixture
-from tests.unit.test_openapi import _template, response_schema, violations
+from tests.unit.test_openapi import _template, operation, response_schema, violations
 
 
 def request(d: Daemon, method: str, path: str, body: Any = None,
@@ -128,3 +129,19 @@ def test_the_real_servers_answers_match_the_document(daemon: Daemon) -> None:  #
         assert problems == [], (method, path, status)
         seen.add(status)
     assert seen >= {200, 201, 400, 404, 409}
+
+
+@pytest.mark.parametrize("method, path", [(m, p) for m, p, _ in ROUTES
+                                          if "requestBody" in operation(m, p)])
+def test_a_body_over_the_limit_is_the_documented_413(daemon: Daemon, method: str,  # noqa: F811
+                                                     path: str) -> None:
+    """Each route that reads a body documents the 413 it gets, answered before the body is
+    read (none is sent here)."""
+    target = path.replace("{ref}", "x")
+    head = (f"{method} {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {limits.MAX_BODY + 1}\r\n\r\n")
+    status, _, raw = daemon.exchange(head.encode())
+    assert status == 413
+    payload = json.loads(raw)
+    assert payload["error"]["code"] == "too-large"
+    assert violations(payload, response_schema(method, path, status)) == []

@@ -666,3 +666,54 @@ def _same_flag(a: str, b: str) -> bool:
                 if a in act.option_strings and b in act.option_strings:
                     return True
     return False
+
+
+# --------------------------------------------------------------------------- error statuses
+# The errors the server gives a route whatever its handler does: 400 for a query parameter
+# the route does not list (check_query, every route), 413 for a body over limits.MAX_BODY
+# (every route that reads one), 404 for a {ref} that names nothing. The fuzzers
+# (test_fuzz_schemathesis.py) find the rest; these three are asked of the document here.
+def errors_every_route_gives(method: str, path: str) -> set[str]:
+    out = {"400"}
+    if operation(method, path).get("requestBody"):
+        out.add("413")
+    if "{ref}" in path:
+        out.add("404")
+    return out
+
+
+@pytest.mark.parametrize("method, path", sorted(documented()))
+def test_documented_responses_include_the_errors_the_server_gives(method: str,
+                                                                  path: str) -> None:
+    responses = operation(method, path)["responses"]
+    missing = errors_every_route_gives(method, path) - set(responses)
+    assert missing == set(), f"{method} {path} does not document {sorted(missing)}"
+    for code in errors_every_route_gives(method, path):
+        schema = resolve(response_schema(method, path, int(code)))
+        assert schema is resolve({"$ref": "#/components/schemas/Error"}), (method, path, code)
+
+
+# A body each route takes, for the 404 of a ref that names nothing.
+GOOD_BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/networks/{ref}/connect"): {"sandbox": "s"},
+    ("POST", "/v1/networks/{ref}/disconnect"): {"sandbox": "s"},
+    ("POST", "/v1/networks/{ref}/endpoints"): {"name": "e"},
+    ("POST", "/v1/endpoints/{ref}/join"): {"sandbox": "s"},
+    ("POST", "/v1/sandboxes/{ref}/ports"): {"ports": ["8080:80"]},
+    ("POST", "/v1/sandboxes/{ref}/trace"): {"destination": "10.0.0.1"},
+}
+
+
+@pytest.mark.parametrize("method, path", sorted(documented()))
+def test_the_server_gives_each_route_its_400_and_404(api: Api, method: str,
+                                                     path: str) -> None:
+    """What the test above asks of the document is what the server answers (413 is the
+    HTTP layer's: tests/unit/test_http_contract.py)."""
+    api("POST", "/v1/sandboxes", {"name": "s", "network": "none"}, expect=201)
+    concrete = path.replace("{proto}", "tcp").replace("{port}", "80")
+    body = GOOD_BODIES.get((method, path))
+    payload = api(method, concrete.replace("{ref}", "s") + "?nope=1", body, expect=400)
+    assert payload["error"]["message"].startswith("unknown query parameter 'nope'")
+    if "{ref}" in path:
+        payload = api(method, concrete.replace("{ref}", "no-such-thing"), body, expect=404)
+        assert payload["error"]["code"] == "not-found"
