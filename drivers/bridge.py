@@ -35,7 +35,7 @@ class BridgeOptions:
     masquerade: bool = True
     host_binding_ipv4: str | None = None
     # A sandbox may send only with its own MAC and addresses (cnm.antispoof).
-    anti_spoofing: bool = False
+    anti_spoofing: bool = True
 
     @classmethod
     def parse(cls, raw: Mapping[str, str]) -> BridgeOptions:

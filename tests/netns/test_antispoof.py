@@ -222,7 +222,7 @@ def _spoofing_is_dropped(a: Peer, b: Peer, c: Peer) -> None:
 def test_a_sandbox_cannot_spoof_and_the_guard_survives_reload_and_restart(
         daemon: Daemon, host_ns: HostNs) -> None:
     d = daemon
-    a, b, c = _trio(d, "guarded", 1, "-o", "anti_spoofing=true")
+    a, b, c = _trio(d, "guarded", 1)
     net = json.loads(_ok(d, "network", "inspect", "guarded"))[0]
     assert net["options"]["anti_spoofing"] == "true"
     assert set(guards(host_ns.path)["ports"]) >= {json.dumps(x.port) for x in (a, b, c)}
@@ -267,25 +267,21 @@ def test_a_bad_value_is_refused_and_changes_nothing(daemon: Daemon, host_ns: Hos
     assert (_ok(d, "network", "ls"), guards(host_ns.path)) == before
 
 
-def test_the_guard_is_off_unless_asked_for(daemon: Daemon, host_ns: HostNs) -> None:
-    """Off by default (on by default, honest pings were lost under load: see
-    tests/netns/test_parallel.py and the README); a network asks with -o anti_spoofing=true,
-    the default bridge network has no guard."""
+@pytest.mark.parametrize("kind", ["default bridge", "user-defined"])
+def test_the_default_bridge_is_guarded_too(daemon: Daemon, host_ns: HostNs, kind: str) -> None:
     d = daemon
-    _ok(d, "network", "create", "--subnet", "10.73.0.0/24", "-o", "anti_spoofing=true", "web")
-    _ok(d, "network", "create", "--subnet", "10.74.0.0/24", "plain")
-    for name, network in (("x", "web"), ("y", "plain"), ("z", "bridge")):
-        _ok(d, "sandbox", "create", "--network", network, name)
-    eps = {n: json.loads(_ok(d, "sandbox", "inspect", n))[0]["endpoints"][0] for n in "xyz"}
+    network = "bridge"
+    if kind == "user-defined":
+        network = "web"
+        _ok(d, "network", "create", "--subnet", "10.73.0.0/24", network)
+    _ok(d, "sandbox", "create", "--network", network, "x")
+    sb = json.loads(_ok(d, "sandbox", "inspect", "x"))[0]
+    ep = sb["endpoints"][0]
+    port = names.veth_name(ep["id"])
     g = guards(host_ns.path)
-    port = names.veth_name(eps["x"]["id"])
     assert json.dumps(port) in g["ports"]
-    assert any(port in e and eps["x"]["mac"] in e for e in g["macs"]), g["macs"]
-    assert any(port in e and eps["x"]["ipv4"].split("/")[0] in e for e in g["addrs4"])
-    for n in "yz":
-        assert names.veth_name(eps[n]["id"]) not in json.dumps(g)
-    assert json.loads(_ok(d, "network", "inspect", "plain"))[0]["options"][
-        "anti_spoofing"] == "false"
+    assert any(port in e and ep["mac"] in e for e in g["macs"]), g["macs"]
+    assert any(port in e and ep["ipv4"].split("/")[0] in e for e in g["addrs4"]), g["addrs4"]
 
 
 class _FailingVeth:
@@ -306,8 +302,7 @@ class _FailingVeth:
 def test_the_guard_is_there_before_the_link_and_gone_after_a_failed_join(
         stack: Stack) -> None:
     c = stack.controller
-    c.create_network(NetworkSpec(name="web", subnets=("10.74.0.0/24",),
-                                 options={"anti_spoofing": "true"}))
+    c.create_network(NetworkSpec(name="web", subnets=("10.74.0.0/24",)))
     c.create_sandbox(SandboxSpec(name="peer", network="web"))
     c.create_sandbox(SandboxSpec(name="a"))  # on the default bridge
     ep = c.create_endpoint(EndpointSpec(network="web", name="lone"))

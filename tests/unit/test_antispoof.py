@@ -83,8 +83,7 @@ def port(ep: Endpoint) -> str:
 
 
 def test_join_guards_the_port_and_leave_releases_it(fw: Controller, nft: FakeNft) -> None:
-    fw.create_network(NetworkSpec("web", subnets=("10.5.0.0/24",),
-                                  options={"anti_spoofing": "true"}))
+    fw.create_network(NetworkSpec("web", subnets=("10.5.0.0/24",)))
     fw.create_sandbox(SandboxSpec("a", network="web"))
     ep = fw.endpoints_of(sandbox=fw.sandbox("a").id)[0]
     assert guarded(nft) == {port(ep)}
@@ -96,8 +95,7 @@ def test_join_guards_the_port_and_leave_releases_it(fw: Controller, nft: FakeNft
 
 def test_standalone_endpoint_is_guarded_only_while_joined(fw: Controller,
                                                           nft: FakeNft) -> None:
-    fw.create_network(NetworkSpec("web", subnets=("10.5.0.0/24",),
-                                  options={"anti_spoofing": "true"}))
+    fw.create_network(NetworkSpec("web", subnets=("10.5.0.0/24",)))
     ep = fw.create_endpoint(EndpointSpec("web", "lone"))
     fw.create_sandbox(SandboxSpec("a"))
     before = guarded(nft)
@@ -117,14 +115,10 @@ def test_anti_spoofing_false_guards_nothing(fw: Controller, nft: FakeNft) -> Non
     assert fw.reload_firewall()["guards"] == 0
 
 
-def test_anti_spoofing_is_off_by_default_and_stored(fw: Controller, nft: FakeNft) -> None:
-    """Off unless asked for (-o anti_spoofing=true): on by default, honest pings were lost
-    under load in the root tier (tests/netns/test_parallel.py), cause not found yet."""
-    net = fw.create_network(NetworkSpec("plain", subnets=("10.5.0.0/24",)))
-    assert net.options["anti_spoofing"] == "false"
-    fw.create_sandbox(SandboxSpec("a", network="plain"))
-    assert guard_elements(nft) == {}
-    assert fw.network("bridge").options.get("anti_spoofing", "false") == "false"
+def test_anti_spoofing_is_on_by_default_and_stored(fw: Controller) -> None:
+    net = fw.create_network(NetworkSpec("web", subnets=("10.5.0.0/24",)))
+    assert net.options["anti_spoofing"] == "true"
+    assert fw.network("bridge").options.get("anti_spoofing", "true") == "true"
 
 
 @pytest.mark.parametrize("value", ["maybe", "", "2", "truee"])
@@ -138,33 +132,25 @@ def test_a_bad_value_is_refused_with_the_option_named_and_changes_nothing(
     assert fw.list_networks() == networks and len(nft.transactions) == transactions
 
 
-def _guarded(fw: Controller) -> None:
-    """A network that asks for the guard (it is off by default)."""
-    fw.create_network(NetworkSpec("g", subnets=("10.8.0.0/24",),
-                                  options={"anti_spoofing": "true"}))
-
-
 @pytest.mark.parametrize("step", ["add_veth", "configure", "set_default_routes"])
 def test_a_failed_join_leaves_no_guard(fw: Controller, nft: FakeNft, host: FakeHostLinks,
                                        sbx: FakeSandboxLinks, step: str) -> None:
-    _guarded(fw)
-    fw.create_sandbox(SandboxSpec("peer", network="g"))
+    fw.create_sandbox(SandboxSpec("peer"))
     before = guard_elements(nft)
     (host if step == "add_veth" else sbx).fail_on(step, KernelError("boom"))
     with pytest.raises(KernelError):
-        fw.create_sandbox(SandboxSpec("a", network="g"))
+        fw.create_sandbox(SandboxSpec("a"))
     assert guard_elements(nft) == before
     assert fw.reload_firewall()["guards"] == 1  # and none is remembered
 
 
 def test_a_failed_leave_keeps_the_guard_and_a_forced_rm_drops_it(
         fw: Controller, nft: FakeNft, host: FakeHostLinks) -> None:
-    _guarded(fw)
-    fw.create_sandbox(SandboxSpec("a", network="g"))
+    fw.create_sandbox(SandboxSpec("a"))
     ep = fw.endpoints_of(sandbox=fw.sandbox("a").id)[0]
     host.fail_on("retire", KernelError("boom"))
     with pytest.raises(KernelError):
-        fw.disconnect("g", "a")
+        fw.disconnect("bridge", "a")
     assert guarded(nft) == {port(ep)}  # still joined: its link may still be on the bridge
     host.fail_on("retire", KernelError("boom"))
     fw.remove_sandbox("a", force=True)
@@ -173,11 +159,9 @@ def test_a_failed_leave_keeps_the_guard_and_a_forced_rm_drops_it(
 
 def test_reload_and_restart_rebuild_the_guards(make_controller: MakeController,
                                                fw: Controller, nft: FakeNft) -> None:
-    _guarded(fw)
-    fw.create_network(NetworkSpec("dual", subnets=("10.7.0.0/24", "fd00:7::/64"), ipv6=True,
-                                  options={"anti_spoofing": "true"}))
+    fw.create_network(NetworkSpec("dual", subnets=("10.7.0.0/24", "fd00:7::/64"), ipv6=True))
     fw.create_sandbox(SandboxSpec("a", network="dual"))
-    fw.create_sandbox(SandboxSpec("b", network="g"))
+    fw.create_sandbox(SandboxSpec("b"))
     fw.connect(ConnectSpec("dual", "b"))
     before = guard_elements(nft)
     assert len(before["bridge ports"]) == 3
@@ -190,10 +174,9 @@ def test_reload_and_restart_rebuild_the_guards(make_controller: MakeController,
 
 
 def test_a_dry_run_plans_the_guard_and_changes_nothing(fw: Controller, nft: FakeNft) -> None:
-    _guarded(fw)
-    fw.create_sandbox(SandboxSpec("a", network="g"))
+    fw.create_sandbox(SandboxSpec("a"))
     before = guard_elements(nft)
-    _, plan = fw.dry_run(lambda: fw.create_sandbox(SandboxSpec("b", network="g")))
+    _, plan = fw.dry_run(lambda: fw.create_sandbox(SandboxSpec("b")))
     assert any("element bridge cnm ports" in what for _, what in plan.steps), plan.steps
     assert guard_elements(nft) == before
     assert fw.reload_firewall()["guards"] == 1

@@ -9,7 +9,7 @@ from cnm.errors import InvalidArgument
 def test_defaults() -> None:
     assert BridgeOptions.parse({}) == BridgeOptions()
     assert BridgeOptions.parse({}).to_dict() == {"icc": "true", "masquerade": "true",
-                                                  "anti_spoofing": "false"}
+                                                  "anti_spoofing": "true"}
 
 
 def test_docker_aliases_map_to_canonical_keys() -> None:
@@ -24,7 +24,7 @@ def test_docker_aliases_map_to_canonical_keys() -> None:
                                  host_binding_ipv4="192.0.2.1")
     assert opts.to_dict() == {"bridge_name": "br-web", "mtu": "1400", "icc": "false",
                               "masquerade": "false", "host_binding_ipv4": "192.0.2.1",
-                              "anti_spoofing": "false"}
+                              "anti_spoofing": "true"}
 
 
 def test_canonical_keys_and_round_trip() -> None:

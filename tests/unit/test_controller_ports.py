@@ -316,12 +316,13 @@ def test_p_refused_on_networks_that_cannot_publish(fw: Controller, nft: FakeNft,
         fw.create_sandbox(SandboxSpec("web", network=network, ports=("8080:80",)))
     assert e.value.message == message
     assert len(nft.transactions) == transactions
-    fw.create_sandbox(SandboxSpec("web"))  # no port, no guard (off by default): no change
-    assert len(nft.transactions) == transactions
+    fw.create_sandbox(SandboxSpec("web"))  # its port guard is the one change
+    assert len(nft.transactions) == transactions + 1
+    assert nft.transactions[-1].startswith("add element bridge cnm ports ")
     with pytest.raises(InvalidArgument) as e:
         fw.connect(ConnectSpec("inside", "web", ports=("8080:80",)))
     assert e.value.message == 'network "inside" is internal: its ports cannot be published'
-    assert len(nft.transactions) == transactions
+    assert len(nft.transactions) == transactions + 1
     assert fw.list_sandboxes()[0].name == "web" and len(fw.endpoints) == 1
 
 
@@ -432,7 +433,7 @@ def test_reload_after_a_flush_restores_every_element(fw: Controller, nft: FakeNf
     _populate(fw, dual)
     before = snapshot(nft)
     nft.elements = {}
-    assert fw.reload_firewall() == {"networks": 3, "ports": 5, "guards": 0}
+    assert fw.reload_firewall() == {"networks": 3, "ports": 5, "guards": 3}
     assert snapshot(nft) == before
     # The port table is rebuilt too: clashes are still seen.
     with pytest.raises(Conflict, match='sandbox "web"'):
@@ -496,7 +497,7 @@ def test_failed_sandbox_rm_keeps_the_port_reserved_and_reload_works(
         fw.remove_sandbox("web")
     with pytest.raises(Conflict):
         fw.create_sandbox(SandboxSpec("db", ports=("8080:80",)))
-    assert fw.reload_firewall() == {"networks": 1, "ports": 1, "guards": 0}
+    assert fw.reload_firewall() == {"networks": 1, "ports": 1, "guards": 1}
     assert published(nft) == {"pub4_any": {"tcp . 8080": "172.17.0.2 . 80"}}
 
 

@@ -359,7 +359,7 @@ def test_responses_match_the_documented_schemas(api: Api) -> None:
                       "host_port": 5353, "host_port_end": 5353, "container_port": 53,
                       "container_port_end": 53}]
     assert [m["host_port"] for m in api("GET", "/v1/sandboxes/p/ports")] == [8080, 5353]
-    assert api("POST", "/v1/firewall/reload") == {"networks": 3, "ports": 2, "guards": 0}
+    assert api("POST", "/v1/firewall/reload") == {"networks": 3, "ports": 2, "guards": 3}
     assert api("GET", "/v1/doctor") == {"drift": []}
     # A drift and its fix: the documented Drift objects, and nothing left after.
     c = api.controller
