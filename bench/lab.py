@@ -5,6 +5,7 @@
   run with the real `cnm lab run FILE` (a subprocess: up, all checks, down), timed end to
   end, its state under a temp dir (CNM_LAB_DIR) and its namespaces under a prefix of its
   own (CNM_LAB_PREFIX). The up and down figures are the ones it prints; check is the rest.
+  Each sandbox runs a loop flushing its neighbours (--flush): see the ARP note below.
 - **mininet**: `mn --switch lxbr --controller none --topo single,N --test pingall`
   (Debian's mininet, Linux bridge, no controller, no Open vSwitch), timed end to end.
   It runs under `ip netns exec` in a throwaway namespace, so its bridge and links are
