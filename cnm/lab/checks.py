@@ -13,7 +13,7 @@ from typing import Any
 
 from cnm.errors import CnmError
 from cnm.lab import model as m
-from cnm.lab import peers, state
+from cnm.lab import peers, probe, state
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,20 @@ class World:
         return fams[family]
 
 
+def _ping(world: World, c: m.Check) -> dict[str, Any]:
+    # ping itself in the namespace, without the Python probe around it: a lab of all-pairs
+    # pings (N*(N-1) checks) would otherwise start as many interpreters (bench/lab.py).
+    argv = probe.ping_argv(world.resolve(c.target, c.source, c.family), c.timeout)
+    r = subprocess.run(["nsenter", f"--net={world.where(c.source)}", *argv],
+                       capture_output=True, text=True, timeout=c.timeout + 20)
+    if r.returncode not in (0, 1):  # 1: no reply; anything else: ping could not run
+        return {"ok": False, "got": f"probe failed: {r.stderr.strip()[-200:]}"}
+    return {"ok": r.returncode == 0, "got": "reply" if r.returncode == 0 else "no reply"}
+
+
 def _probe(world: World, c: m.Check) -> dict[str, Any]:
+    if c.kind == "ping":
+        return _ping(world, c)
     if c.kind == "dns":
         args = [c.target, str(c.timeout), c.record, world.resolv[c.source]]
     else:

@@ -11,12 +11,18 @@ import sys
 import time
 
 
-def ping(addr: str, timeout: float, size: int | None = None) -> bool:
+def ping_argv(addr: str, timeout: float, size: int | None = None) -> list[str]:
+    """One echo, waiting up to TIMEOUT (whole seconds, at least 1) for the reply."""
     cmd = ["ping", *(["-6"] if ":" in addr else []), "-c", "1", "-i", "0.2",
            "-w", str(max(1, round(timeout))), "-q"]
     if size is not None:
         cmd += ["-M", "do", "-s", str(size)]
-    r = subprocess.run([*cmd, addr], capture_output=True, timeout=timeout + 10)
+    return [*cmd, addr]
+
+
+def ping(addr: str, timeout: float, size: int | None = None) -> bool:
+    r = subprocess.run(ping_argv(addr, timeout, size), capture_output=True,
+                       timeout=timeout + 10)
     return r.returncode == 0
 
 
