@@ -19,11 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnm import wiring
 from cnm.api.server import ROUTES, dispatch, openapi_document
-from cnm.core import Config, Controller
+from cnm.core import Controller
 from cnm.errors import _BY_CODE
-from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
+from cnm.testing.fakestack import fake_stack
 
 EXAMPLES = int(os.environ.get("CNM_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -41,16 +40,8 @@ COUNT = {"cases": 0}
 
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    resolv = tmp / "resolv.conf"
-    resolv.write_text("nameserver 192.0.2.53\n")
-    kernel = FakeKernel()
-    config = Config(state_dir=str(tmp / "state"), run_dir=str(tmp / "run"),
-                    host_netns=str(tmp / "host-netns"), resolv_conf=str(resolv))
-    built = wiring.build(config, wiring.Adapters(FakeHostLinks(kernel),
-                                                 FakeSandboxLinks(kernel), FakeNft()))
-    yield built.controller
-    built.close()
+    with fake_stack(tmp_path_factory.mktemp("fuzz")) as (built, _):
+        yield built.controller
 
 
 # Values that try to escape into a path, a kernel name, a file or a log line.

@@ -8,18 +8,14 @@ import contextlib
 import io
 import os
 import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnm import cli, wiring
-from cnm.api import server as api_server
-from cnm.core import Config
-from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
+from cnm import cli
+from cnm.testing.fakestack import fake_stack, serving
 
 EXAMPLES = int(os.environ.get("CNM_FUZZ_EXAMPLES", "300"))
 COMMANDS = [["network", "create"], ["network", "ls"], ["network", "rm"],
@@ -43,20 +39,8 @@ WORDS = st.one_of(
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("clifuzz")
-    resolv = tmp / "resolv.conf"
-    resolv.write_text("nameserver 192.0.2.53\n")
-    kernel = FakeKernel()
-    config = Config(state_dir=str(tmp / "state"), run_dir=str(tmp / "run"),
-                    host_netns=str(tmp / "host-netns"), resolv_conf=str(resolv))
-    built = wiring.build(config, wiring.Adapters(FakeHostLinks(kernel),
-                                                 FakeSandboxLinks(kernel), FakeNft()))
-    path = str(Path(tmp) / "api.sock")
-    srv = api_server.serve(built.controller, path)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"unix://{path}"
-    srv.shutdown()
-    srv.server_close()
-    built.close()
+    with fake_stack(tmp) as (built, _), serving(built.controller, str(tmp / "api.sock")) as at:
+        yield at
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None,

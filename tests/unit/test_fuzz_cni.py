@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnm import wiring
-from cnm.api import server as api_server
 from cnm.cni import attach, look, spec
 from cnm.cni.plugin import run
-from cnm.core import Config
 from cnm.model import NetworkSpec
-from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
+from cnm.testing import FakeKernel
+from cnm.testing.fakestack import fake_stack, serving
 
 EXAMPLES = int(os.environ.get("CNM_FUZZ_EXAMPLES", "300"))
 COUNT: dict[str, int] = {"runs": 0, "results": 0, "errors": 0}
@@ -61,21 +58,10 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("cnifuzz")
-    resolv = tmp / "resolv.conf"
-    resolv.write_text("nameserver 192.0.2.53\n")
-    kernel = FakeKernel()
-    config = Config(state_dir=str(tmp / "state"), run_dir=str(tmp / "run"),
-                    host_netns=str(tmp / "host-netns"), resolv_conf=str(resolv))
-    built = wiring.build(config, wiring.Adapters(FakeHostLinks(kernel),
-                                                 FakeSandboxLinks(kernel), FakeNft()))
-    built.controller.create_network(NetworkSpec(name="web", subnets=("10.66.0.0/24",)))
-    path = str(tmp / "api.sock")
-    srv = api_server.serve(built.controller, path)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield World(tmp, kernel, f"unix://{path}")
-    srv.shutdown()
-    srv.server_close()
-    built.close()
+    with fake_stack(tmp) as (built, kernel):
+        built.controller.create_network(NetworkSpec(name="web", subnets=("10.66.0.0/24",)))
+        with serving(built.controller, str(tmp / "api.sock")) as at:
+            yield World(tmp, kernel, at)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,9 +16,7 @@ import json
 import logging
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,13 +35,11 @@ from schemathesis.specs.openapi.checks import (
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from cnm import wiring
-from cnm.api import server as api_server
 from cnm.api.server import openapi_document
-from cnm.core import Config, Controller
+from cnm.core import Controller
 from cnm.errors import _BY_CODE, CnmError
 from cnm.model import EndpointSpec, NetworkSpec, SandboxSpec
-from cnm.testing import FakeHostLinks, FakeKernel, FakeNft, FakeSandboxLinks
+from cnm.testing.fakestack import fake_stack, serving
 
 EXAMPLES = max(1, int(os.environ.get("CNM_FUZZ_EXAMPLES", "300")) // 3)
 SCHEMA = schemathesis.openapi.from_dict(openapi_document())
@@ -97,23 +93,12 @@ class UnixAdapter(HTTPAdapter):
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[Controller, requests.Session]]:
     tmp = tmp_path_factory.mktemp("schemathesis")
-    resolv = tmp / "resolv.conf"
-    resolv.write_text("nameserver 192.0.2.53\n")
-    kernel = FakeKernel()
-    config = Config(state_dir=str(tmp / "state"), run_dir=str(tmp / "run"),
-                    host_netns=str(tmp / "host-netns"), resolv_conf=str(resolv))
-    built = wiring.build(config, wiring.Adapters(FakeHostLinks(kernel),
-                                                 FakeSandboxLinks(kernel), FakeNft()))
-    path = str(Path(tmp) / "api.sock")
-    srv = api_server.serve(built.controller, path)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    session = requests.Session()
-    session.mount(BASE, UnixAdapter(path))
-    yield built.controller, session
-    session.close()
-    srv.shutdown()
-    srv.server_close()
-    built.close()
+    path = str(tmp / "api.sock")
+    with fake_stack(tmp) as (built, _), serving(built.controller, path):
+        session = requests.Session()
+        session.mount(BASE, UnixAdapter(path))
+        yield built.controller, session
+        session.close()
 
 
 def seeded(c: Controller) -> None:
