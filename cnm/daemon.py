@@ -16,6 +16,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -194,10 +195,15 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(f"hint: {e.hint}", file=sys.stderr)
         return exit_code(e)
     service.setup_logging("debug" if args.debug else args.log_level, args.log_format)
-    stop = threading.Event()
+    # The kernel hands a process's SIGTERM to any of its threads; Python runs the handler
+    # on the main thread only when that thread next runs bytecode. Blocked in
+    # Event.wait() (a lock wait no other thread's signal interrupts) it never did, and
+    # cnmd ran on until SIGKILL (a CI run of tests/netns/test_dns.py). So the main thread
+    # sleeps in short steps and the handler only sets a flag.
+    stopping: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stopping.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -240,7 +246,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     log.info("cnmd %s ready on %s (host namespace: %s)", __version__, listeners,
              config.host_netns or "own")
     service.notify("READY=1")  # reconciled and listening: systemd's Type=notify
-    stop.wait()
+    while not stopping:
+        time.sleep(0.2)  # a signal's handler runs between the sleeps
     service.notify("STOPPING=1")
     log.info("stopping; networks and sandboxes stay as they are")
     listeners.close()

@@ -314,6 +314,28 @@ def _snapshot(d: Daemon) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return inspect(d, "network", *nets), inspect(d, "sandbox", *sbs)
 
 
+def test_a_sigterm_taken_by_another_thread_stops_cnmd(daemon: Daemon) -> None:
+    """The kernel gives a process's signal to any of its threads. Sent to one that is not
+    the main thread (tgkill), cnmd still stops at once: its main thread must not sleep in a
+    lock wait that only a signal of its own would interrupt (the CI hang of test_dns)."""
+    import ctypes
+    import signal
+    import time
+
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert others, "cnmd runs threads besides its main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = 234  # x86_64
+    assert libc.syscall(sys_tgkill, pid, others[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+    deadline = time.monotonic() + 10
+    while daemon.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.proc.poll() == 0, "cnmd did not stop on a SIGTERM a thread took"
+    assert "stopping; networks and sandboxes stay" in daemon.log.read_text()
+
+
 def test_sigterm_leaves_everything_and_a_restart_picks_it_up(daemon: Daemon,
                                                              host_ns: HostNs) -> None:
     d = daemon
