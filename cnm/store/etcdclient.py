@@ -11,14 +11,22 @@ trick as the DNS server's upstream sockets). Each member named in ``--cluster-st
 tried in turn until one answers or ``timeout`` has passed; then the call fails with
 ``StoreUnavailable``, never hangs. Keys and values are text (values JSON); etcd's int64
 fields are strings on the gateway and ints here.
+
+TLS is on when ``Tls`` names a CA or a client certificate (cnmd's ``--cluster-store-ca``,
+``-cert``, ``-key``, Docker's ``kv.cacertfile``, ``kv.certfile``, ``kv.keyfile``): the URL
+stays ``etcd://``. A handshake that fails is a mistake in the files, not an outage: once
+every member has refused it the call fails at once, saying which member and what was wrong
+with the certificates, instead of waiting out the timeout as for a member that is down.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -177,6 +185,7 @@ class EtcdClient:
                 hint="check the etcd members; cnmd catches up when they are back")
         deadline = now + self.timeout
         last: Exception | None = None
+        refused: dict[int, requests.exceptions.SSLError] = {}  # member -> its TLS failure
         start = self._good
         n = len(self._bases)
         tries = 0
@@ -187,11 +196,19 @@ class EtcdClient:
             try:
                 resp = self._session.post(self.url(i, path), json=body,
                                           timeout=(min(left, 1.0), left))
+            except requests.exceptions.SSLError as e:
+                last = refused[i] = e
+                if len(refused) == n:
+                    self._local.down_until = time.monotonic() + 1.0
+                    raise self._tls_failed(refused) from None
+                continue
             except requests.exceptions.RequestException as e:
                 last = e
+                refused.pop(i, None)
                 if tries % n == 0:
                     time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
                 continue
+            refused.pop(i, None)
             if resp.status_code == 200:
                 self._good = i
                 result: dict[str, Any] = resp.json()
@@ -206,10 +223,30 @@ class EtcdClient:
             raise Internal(f"cluster store refused {path}: {resp.status_code} {text[:200]}")
         self._local.down_until = time.monotonic() + 1.0
         log.warning("cluster store unavailable: %s", last)
+        if refused:
+            raise self._tls_failed(refused)
+        hint = "check the etcd members; cnmd catches up when they are back"
+        if not self.tls and isinstance(_cause(last), http.client.RemoteDisconnected):
+            hint += ("; a member that speaks TLS closes a plain connection without an answer: "
+                     "then give --cluster-store-ca (and --cluster-store-cert/-key)")
         raise StoreUnavailable(
             f"the cluster store ({self.describe()}) did not answer within "
-            f"{self.timeout:g} s: it is unreachable or has no quorum",
-            hint="check the etcd members; cnmd catches up when they are back")
+            f"{self.timeout:g} s: it is unreachable or has no quorum", hint=hint)
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None and bool(self._tls.ca or self._tls.cert)
+
+    def _tls_failed(self, refused: dict[int, requests.exceptions.SSLError]) -> StoreUnavailable:
+        """What the members' handshakes say is wrong with the TLS files, naming them."""
+        i, e = min(refused.items())
+        why, hint = _tls_reason(e, self._tls)
+        h, p = self.endpoints[i]
+        member = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        others = "" if len(refused) == 1 else f" (and {len(refused) - 1} more members)"
+        return StoreUnavailable(
+            f"the cluster store ({self.describe()}) refused TLS: {member}{others}: {why}",
+            hint=hint)
 
     # ------------------------------------------------------------------ the KV API
     def range(self, key: str, end: str | None = None, *, revision: int | None = None,
@@ -316,6 +353,46 @@ class Compacted(Exception):
     def __init__(self, revision: int) -> None:
         super().__init__(f"compacted at revision {revision}")
         self.revision = revision
+
+
+def _cause(e: BaseException | None) -> BaseException | None:
+    """The innermost error under requests' and urllib3's wrappers."""
+    seen = 0
+    while e is not None and seen < 8:
+        seen += 1
+        inner = getattr(e, "reason", None)  # urllib3's MaxRetryError, ProtocolError
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(e, "args", ()) if isinstance(a, BaseException)),
+                         None)
+        if inner is None:
+            return e
+        e = inner
+    return e
+
+
+def _tls_reason(e: BaseException, tls: Tls | None) -> tuple[str, str]:
+    """(what went wrong in a handshake, what to do about it)."""
+    cause = _cause(e)
+    ca_hint = ("--cluster-store-ca must be the CA that signed the etcd members' "
+               "certificates, each for the address --cluster-store names it by")
+    cert_hint = ("give --cluster-store-cert and --cluster-store-key: a client certificate "
+                 "signed by the CA the members trust (their --trusted-ca-file)")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"its certificate is not trusted: {cause.verify_message}", ca_hint)
+    reason = str(getattr(cause, "reason", "") or "") if isinstance(cause, ssl.SSLError) else ""
+    with_cert = tls is not None and bool(tls.cert)
+    if isinstance(cause, ssl.SSLEOFError) or any(
+            w in reason for w in ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA",
+                                  "CERTIFICATE_UNKNOWN", "HANDSHAKE_FAILURE")):
+        if with_cert:
+            return ("it did not accept this host's client certificate "
+                    f"({reason or 'it closed the handshake'})", cert_hint)
+        return ("it requires a client certificate and none was given "
+                f"({reason or 'it closed the handshake'})", cert_hint)
+    if "WRONG_VERSION_NUMBER" in reason:
+        return ("it does not speak TLS", "drop --cluster-store-ca/-cert/-key, or give the "
+                "members --cert-file, --key-file and https URLs")
+    return (str(reason or cause or e), ca_hint)
 
 
 def _retryable(text: str) -> bool:
