@@ -1,0 +1,82 @@
+"""The cluster's bookkeeping across three hosts (a 3-member etcd): a network still used on
+other hosts is refused removal, naming them, with nothing changed anywhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from cnm.testing.cluster import Host, Lab, wait_for
+from cnm.testing.netns import can_ping, run
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    made = Lab.make(3)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def ok(h: Host, *args: str) -> str:
+    r = h.cli(*args)
+    assert r.returncode == 0, f"{h.name}: cnm {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
+def ep(h: Host, sandbox: str) -> dict[str, str]:
+    return h.client().sandbox(sandbox)["endpoints"][0]  # type: ignore[no-any-return]
+
+
+def inspect(h: Host, network: str) -> dict[str, object]:
+    return json.loads(ok(h, "network", "inspect", network))[0]  # type: ignore[no-any-return]
+
+
+def kernel(h: Host) -> tuple[list[tuple[str, str, str]], str]:
+    """Host ``h``'s links (name, master, alias) and its tables (without counters)."""
+    links = sorted((x["ifname"], x.get("master", ""), x.get("ifalias", ""))
+                   for x in json.loads(run("ip", "-n", h.ns.name, "-j", "link", "show").stdout))
+    tables = run("ip", "netns", "exec", h.ns.name, "nft", "-s", "list", "ruleset").stdout
+    return links, tables
+
+
+def test_a_network_used_on_other_hosts_is_refused_removal_naming_them(lab: Lab) -> None:
+    h1, h2, h3 = lab.hosts
+    ok(h1, "network", "create", "-d", "overlay", "shared")
+    for h in (h2, h3):
+        wait_for(f"shared on {h.name}", lambda h=h: h.cli("network", "inspect", "shared")
+                 .returncode == 0)
+    ok(h2, "sandbox", "create", "--network", "shared", "s2")
+    ok(h3, "sandbox", "create", "--network", "shared", "s3")
+    s3 = ep(h3, "s3")
+    wait_for("s2 and s3 seen on host 1", lambda: sorted(
+        e["name"] for e in inspect(h1, "shared")["endpoints"]) == ["s2", "s3"])  # type: ignore[attr-defined]
+    wait_for("s3 in the FDB of host 2", lambda: s3["mac"] in h2.fdb("shared"))
+    before = {h.name: inspect(h, "shared") for h in lab.hosts}
+    before_kernel = kernel(h1)
+    r = h1.cli("network", "rm", "shared")
+    assert r.returncode == 1, r.stderr
+    # Names the network, each sandbox that uses it and its host.
+    assert '"shared"' in r.stderr, r.stderr
+    assert f"s2 on host {h2.addr}, s3 on host {h3.addr}" in r.stderr, r.stderr
+    # Nothing changed: not the records on any host, not host 1's links or firewall, not
+    # the traffic between the two sandboxes.
+    assert {h.name: inspect(h, "shared") for h in lab.hosts} == before
+    assert kernel(h1) == before_kernel
+    assert can_ping(h2.netns("s2"), s3["ipv4"].split("/")[0])
+    keys = lab.etcd.ctl("get", "--prefix", "--keys-only", "/cnm/netname/").stdout.split()
+    assert "/cnm/netname/shared" in keys
+    # Once they have left, the network goes everywhere.
+    ok(h2, "sandbox", "rm", "s2")
+    ok(h3, "sandbox", "rm", "s3")
+    wait_for("no endpoints of shared seen on host 1",
+             lambda: inspect(h1, "shared")["endpoints"] == [])
+    ok(h1, "network", "rm", "shared")
+    for h in lab.hosts:
+        wait_for(f"shared gone from {h.name}",
+                 lambda h=h: h.cli("network", "inspect", "shared").returncode != 0)
+
+
