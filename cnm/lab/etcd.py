@@ -146,9 +146,12 @@ class Etcd:
         raise RuntimeError("etcd has no quorum after "
                            f"{timeout:g} s: {[self.tail(m) for m in self.members]}")
 
-    def ctl(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-        """etcdctl ARGS against the running members, from the first one's namespace."""
-        live = [m for m in self.members if m.proc is not None]
+    def ctl(self, *args: str, member: str | None = None,
+            timeout: float = 10) -> subprocess.CompletedProcess[str]:
+        """etcdctl ARGS against the running members (or the one named), from the first
+        one's namespace."""
+        live = [m for m in self.members if m.proc is not None
+                and (member is None or m.name == member)]
         m = live[0] if live else self.members[0]
         return subprocess.run(["nsenter", f"--net={m.netns}", "etcdctl", "--endpoints",
                                ",".join(x.client_url for x in live or self.members),

@@ -189,13 +189,21 @@ class EtcdClient:
         start = self._good
         n = len(self._bases)
         tries = 0
+        # A member may take a request and never answer it: a follower that forwarded a
+        # proposal to a leader which died holds it until etcd's own request timeout (the
+        # lab's sandbox create failed so, 2 s after the leader was killed). So one try
+        # waits a third of the time at most, and the next member (or this one, once the
+        # cluster has elected another leader) gets the rest. The store's writes are
+        # compare-and-swap transactions that are the same when replayed (every value a
+        # record holds names its holder), so one that was applied after all is harmless.
+        per_try = max(0.5, self.timeout / 3)
         while time.monotonic() < deadline:
             i = (start + tries) % n
             tries += 1
             left = max(0.05, deadline - time.monotonic())
             try:
                 resp = self._session.post(self.url(i, path), json=body,
-                                          timeout=(min(left, 1.0), left))
+                                          timeout=(min(left, 1.0), min(left, per_try)))
             except requests.exceptions.SSLError as e:
                 last = refused[i] = e
                 if len(refused) == n:

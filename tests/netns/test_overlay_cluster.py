@@ -1,5 +1,6 @@
 """The cluster's bookkeeping across three hosts (a 3-member etcd): a network still used on
-other hosts is refused removal, naming them, with nothing changed anywhere."""
+other hosts is refused removal, naming them, with nothing changed anywhere; and the watch
+goes on through another etcd member when the one it reads from dies."""
 
 from __future__ import annotations
 
@@ -80,3 +81,25 @@ def test_a_network_used_on_other_hosts_is_refused_removal_naming_them(lab: Lab) 
                  lambda h=h: h.cli("network", "inspect", "shared").returncode != 0)
 
 
+
+def test_the_watch_goes_on_through_another_member_when_its_own_dies(lab: Lab) -> None:
+    """Each member killed in turn (so whichever one host 1's watch reads from is killed
+    once): a sandbox joining on host 2 meanwhile still reaches host 1's FDB and DNS."""
+    h1, h2, _ = lab.hosts
+    ok(h1, "network", "create", "-d", "overlay", "w")
+    wait_for("w on host 2", lambda: h2.cli("network", "inspect", "w").returncode == 0)
+    ok(h1, "sandbox", "create", "--network", "w", "a")
+    for m in lab.etcd.members:
+        lab.etcd.kill(m.name)
+        name = f"after-{m.name}"
+        ok(h2, "sandbox", "create", "--network", "w", name)
+        new = ep(h2, name)
+        wait_for(f"{name} in the FDB of host 1 with {m.name} down",
+                 lambda new=new: h1.fdb("w").get(new["mac"]) == h2.addr)
+        assert can_ping(h1.netns("a"), new["ipv4"].split("/")[0])
+        lab.etcd.start(m.name)
+        # Back in the cluster before the next one goes (or the quorum would).
+        wait_for(f"{m.name} healthy again", lambda m=m: lab.etcd.ctl(
+            "endpoint", "health", member=m.name).returncode == 0, timeout=30, every=0.2)
+    names = {e["name"] for e in inspect(h1, "w")["endpoints"]}  # type: ignore[attr-defined]
+    assert names == {"a", "after-e1", "after-e2", "after-e3"}
