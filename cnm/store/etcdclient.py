@@ -22,6 +22,7 @@ with the certificates, instead of waiting out the timeout as for a member that i
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
@@ -307,10 +308,11 @@ class EtcdClient:
 
     # ------------------------------------------------------------------ watches
     def watch(self, prefix: str, start_revision: int, stop: threading.Event,
-              holder: list[requests.Response]) -> Iterator[tuple[int, list[tuple[str, KV]]]]:
+              holder: Stream) -> Iterator[tuple[int, list[tuple[str, KV]]]]:
         """(revision, [(PUT|DELETE, kv)…]) of every change under ``prefix`` from
         ``start_revision`` on, on one member's stream, until it breaks (the caller resumes
-        from the last revision) or ``stop`` is set. A compacted start raises ``Compacted``."""
+        from the last revision), ``stop`` is set or ``holder`` is aborted. A compacted start
+        raises ``Compacted``."""
         body = {"create_request": {"key": b64(prefix), "range_end": b64(prefix_end(prefix)),
                                    "start_revision": str(start_revision), "prev_kv": True,
                                    "progress_notify": True}}
@@ -329,7 +331,9 @@ class EtcdClient:
                 last = RuntimeError(resp.text)
                 resp.close()
                 continue
-            holder[:] = [resp]
+            if not holder.attach(resp):
+                resp.close()  # aborted while it connected
+                return
             try:
                 for line in resp.iter_lines(chunk_size=None):
                     if stop.is_set():
@@ -349,12 +353,50 @@ class EtcdClient:
             except (requests.exceptions.RequestException, AttributeError, ValueError) as e:
                 last = e
             finally:
+                holder.detach()
                 resp.close()
             return
         raise StoreUnavailable(f"no etcd member of {self.describe()} takes a watch: {last}")
 
     def close(self) -> None:
         self._session.close()
+
+
+class Stream:
+    """The watch's open stream, which another thread may abort at once (cnmd's stop).
+
+    Closing a response another thread is reading blocks on the reader's buffer lock until
+    that read returns, which is up to the stream's 5 s idle timeout: that was most of a
+    clustered cnmd's stop. Shutting its socket down instead wakes the read at once (it
+    sees the end of the stream), and the reader closes the response itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.aborted = False
+
+    def attach(self, resp: requests.Response) -> bool:
+        """Hold ``resp``'s socket; False when aborted already (then do not read)."""
+        conn = getattr(resp.raw, "connection", None)  # urllib3 2: a streamed response's
+        sock = getattr(conn, "sock", None)
+        with self._lock:
+            if self.aborted:
+                return False
+            self._sock = sock if isinstance(sock, socket.socket) else None
+            return True
+
+    def detach(self) -> None:
+        with self._lock:
+            self._sock = None
+
+    def abort(self) -> None:
+        """End the stream now and any later one; never blocks."""
+        with self._lock:
+            self.aborted = True
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class Compacted(Exception):

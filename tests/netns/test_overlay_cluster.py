@@ -103,3 +103,33 @@ def test_the_watch_goes_on_through_another_member_when_its_own_dies(lab: Lab) ->
             "endpoint", "health", member=m.name).returncode == 0, timeout=30, every=0.2)
     names = {e["name"] for e in inspect(h1, "w")["endpoints"]}  # type: ignore[attr-defined]
     assert names == {"a", "after-e1", "after-e2", "after-e3"}
+
+
+def test_a_clustered_cnmd_stops_at_once_and_keeps_its_records() -> None:
+    """A hang guard, not a timing assertion: stopped right after its watch read a change,
+    cnmd must exit before the SIGKILL that Daemon.stop sends after 3.5 s. The old code's
+    close of the watch's response waited for the reader's next read to return: the
+    stream's 5 s idle timeout, or the next change (with a lease of 10 s, cnmd's default,
+    nothing comes sooner). What it holds outside its lease stays (the lease is left to run
+    out, as after a crash), and a restart carries on."""
+    lab = Lab.make(2, members=1, ttl=10)
+    try:
+        h1, h2 = lab.hosts
+        ok(h1, "network", "create", "-d", "overlay", "st")
+        ok(h1, "sandbox", "create", "--network", "st", "a")
+        a = h1.client().sandbox("a")["endpoints"][0]
+        wait_for("st on host 2", lambda: h2.cli("network", "inspect", "st").returncode == 0)
+        ok(h2, "sandbox", "create", "--network", "st", "b")
+        b = ep(h2, "b")
+        wait_for("b in the FDB of host 1", lambda: h1.fdb("st").get(b["mac"]) == h2.addr)
+        # A change under cnm's prefix that no one acts on: host 1's watch reads it at once.
+        assert lab.etcd.ctl("put", "/cnm/stop-probe", "1").returncode == 0
+        assert h1.daemon.stop(timeout=3.5) == 0, "cnmd needed SIGKILL to stop"
+        keys = lab.etcd.ctl("get", "--prefix", "--keys-only", "/cnm/").stdout.split()
+        assert f"/cnm/ep/{a['id']}" in keys and "/cnm/netname/st" in keys
+        assert f"/cnm/host/{h1.addr}" in keys  # its lease runs out in its own time
+        lab.start(h1)
+        wait_for("a in the FDB of host 2", lambda: h2.fdb("st").get(a["mac"]) == h1.addr)
+        assert can_ping(h1.netns("a"), b["ipv4"].split("/")[0])
+    finally:
+        lab.close()
