@@ -235,7 +235,8 @@ class EtcdClient:
         if refused:
             raise self._tls_failed(refused)
         hint = "check the etcd members; cnmd catches up when they are back"
-        if not self.tls and isinstance(_cause(last), http.client.RemoteDisconnected):
+        if not self.tls and isinstance(_cause(last), http.client.RemoteDisconnected
+                                       | ConnectionResetError):
             hint += ("; a member that speaks TLS closes a plain connection without an answer: "
                      "then give --cluster-store-ca (and --cluster-store-cert/-key)")
         raise StoreUnavailable(
