@@ -148,13 +148,18 @@ class Netfilter:
                 with contextlib.suppress(NotFound):
                     self.nft.run(line + "\n")
 
-    def _switches(self, n: NetworkRules) -> None:
+    def localnet(self, n: NetworkRules) -> None:
+        """127.0.0.1 may be routed out of the network's bridge (to a port published on the
+        host's loopback). An overlay network's bridge exists only while a local endpoint is
+        joined (its rules, by interface name, hold before it does): it gets this when an
+        endpoint's ports are programmed, after its join made the bridge."""
         try:
             self.nft.sysctl(f"net/ipv4/conf/{n.bridge}/route_localnet", "1")
         except NotFound:
-            # An overlay network's bridge exists only while a local endpoint is joined;
-            # its rules (by interface name) hold before it does.
             log.info("bridge %s does not exist (yet): route_localnet left", n.bridge)
+
+    def _switches(self, n: NetworkRules) -> None:
+        self.localnet(n)
         for key in ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"):
             try:
                 self.nft.sysctl(key, "1")

@@ -64,7 +64,7 @@ class Repairs:
         if info.interface:
             s.ctx.sandbox.configure(path, ep.ifname, ep.cidrs)
         if ep.ports:
-            driver.prepare_publish(net, ep, s.ctx)
+            self.pub.ready(net, ep)
         self._done("replumb", "endpoint", ep.id, ep.name, reason, network=net.name,
                    sandbox=sb.name)
 
