@@ -355,6 +355,8 @@ def convergence(lab: Lab, anchors: int, connectors: int, connects: int,
             f.result()
     clients = [h.client() for h in hosts[:connectors]]
     fdb = Fdb(hosts, "ov")
+    cpu0 = {h.name: cpu_seconds(h) for h in hosts}
+    etcd0 = etcd_cpu(lab)
     spies = []
     try:
         time.sleep(0.5)
@@ -399,6 +401,8 @@ def convergence(lab: Lab, anchors: int, connectors: int, connects: int,
             per_connect.append(last)
             from_call_last.append(last_call)
             time.sleep(0.02)  # let the last host's apply finish: the samples stay apart
+        cpu = {h.name: cpu_seconds(h) - cpu0[h.name] for h in hosts}
+        etcd_used = etcd_cpu(lab) - etcd0
         profiles = finish_profiles(spies)
         spies = []
     finally:
@@ -415,11 +419,40 @@ def convergence(lab: Lab, anchors: int, connectors: int, connects: int,
             "from_call_per_connect": summary(from_call_last),
             "arrived_before_return": before_return, "missing": missing,
             "overruns": fdb.overruns,
+            # CPU ms per connect: a receiving cnmd (not a connector), all cnmds, etcd
+            "cpu_ms_per_connect": {
+                "receiving_cnmd_median": statistics.median(
+                    [cpu[h.name] for h in hosts[connectors:]] or [0]) * 1e3 / connects,
+                "connecting_cnmd_median": statistics.median(
+                    [cpu[h.name] for h in hosts[:connectors]]) * 1e3 / connects,
+                "all_cnmds": sum(cpu.values()) * 1e3 / connects,
+                "etcd": etcd_used * 1e3 / connects},
             "slowest_hosts_median_ms": [(hosts[j].name, round(m * 1e3, 2))
                                         for m, j in worst_hosts[:5]],
             "samples_per_arrival_ms": [round(x * 1e3, 3) for x in per_arrival],
             "samples_per_connect_ms": [round(x * 1e3, 3) for x in per_connect],
             "profiles": profiles}
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` (its threads included), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(h: Host) -> float:
+    assert h.daemon.proc is not None
+    return proc_cpu(h.daemon.proc.pid)
+
+
+def etcd_cpu(lab: Lab) -> float:
+    total = 0.0
+    for m in lab.etcd.members:
+        proc = getattr(m, "proc", None)
+        if proc is not None and proc.poll() is None:
+            total += proc_cpu(proc.pid)
+    return total
 
 
 # ---------------------------------------------------------------------- py-spy
@@ -434,7 +467,7 @@ def start_profiles(out: Path, who: dict[str, Host], seconds: int) -> list[Any]:
         path = out / f"{label}-{h.name}.txt"
         procs.append((label, path, subprocess.Popen(
             [PY_SPY, "record", "--pid", str(h.daemon.proc.pid), "--duration", str(seconds),
-             "--rate", "500", "--format", "raw", "--nonblocking", "--threads",
+             "--rate", "250", "--format", "raw", "--nonblocking", "--gil", "--threads",
              "--output", str(path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     time.sleep(1.0)  # py-spy attaches
@@ -632,7 +665,9 @@ def throughput(lab: Lab, reps: int, seconds: int) -> dict[str, Any]:
     ov_addr = str(next(e for e in sa["endpoints"] if e["network"] == "ov")["ipv4"]).split("/")[0]
     ns_a, ns_b = a.netns("ipa"), b.netns("ipb")
     host_a, host_b = f"/run/netns/{a.ns.name}", f"/run/netns/{b.ns.name}"
-    mtu_ov = benchcommon.run("nsenter", f"--net={ns_a}", "cat", "/sys/class/net/eth0/mtu")
+    # (ip, not /sys: nsenter --net keeps this mount namespace's sysfs, the machine's own)
+    mtu_ov = json.loads(benchcommon.run("nsenter", f"--net={ns_a}", "ip", "-j", "link", "show",
+                                        "eth0").stdout)[0]["mtu"]
     out: dict[str, list[float]] = {"overlay": [], "underlay": []}
     for r in range(reps):
         progress(f"iperf3 round {r + 1}/{reps}")
@@ -641,7 +676,7 @@ def throughput(lab: Lab, reps: int, seconds: int) -> dict[str, Any]:
     ov, ul = statistics.median(out["overlay"]), statistics.median(out["underlay"])
     return {"overlay_gbps": out["overlay"], "underlay_gbps": out["underlay"],
             "overlay_median": ov, "underlay_median": ul, "ratio": ov / ul,
-            "seconds": seconds, "overlay_mtu": int(mtu_ov.stdout), "underlay_mtu": lab.underlay.mtu,
+            "seconds": seconds, "overlay_mtu": int(mtu_ov), "underlay_mtu": lab.underlay.mtu,
             "pair": f"{a.name} ({a.addr}) <- {b.name} ({b.addr})"}
 
 
@@ -752,6 +787,10 @@ def report(res: dict[str, Any]) -> None:
     line("connect call -> FDB on every other host", conv["from_call_per_connect"])
     line(f"connect on ov during it ({conv['connectors']} hosts)", conv["connect_ov"])
     print(f"slowest hosts (median ms): {conv['slowest_hosts_median_ms']}")
+    cp = conv["cpu_ms_per_connect"]
+    print(f"CPU per connect: a receiving cnmd {cp['receiving_cnmd_median']:.2f} ms, a "
+          f"connecting one {cp['connecting_cnmd_median']:.2f}, all cnmds {cp['all_cnmds']:.1f},"
+          f" etcd {cp['etcd']:.1f} ms")
     c = res["connect"]
     line("connect overlay (host 1)", c["overlay"])
     line("connect bridge (host 1)", c["bridge"])
