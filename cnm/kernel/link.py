@@ -323,20 +323,18 @@ class HostLinks:
             index = _lookup(ipr, device)
             if index is None:
                 return
-            # NTF_SELF (2): the VXLAN device's own table, not the bridge's; NUD_PERMANENT.
+            # The VXLAN device's own FDB (NTF_SELF), not the bridge's; permanent entries.
+            # Raw (rtnl.py): through pyroute2 these requests were most of the CPU a host
+            # spends on another host's connect (bench/overlay.py --profile, 50 hosts).
+            rtnl = self._t.rtnl
             if present:
-                with contextlib.suppress(NetlinkError):  # a second append of the same entry
-                    ipr.fdb("append", ifindex=index, lladdr=mac, dst=vtep, NDA_FLAGS=2,
-                            state=128)
+                rtnl.set_fdb(index, mac, vtep, True)
                 for a in addresses:
-                    ipr.neigh("replace", dst=a.partition("/")[0], lladdr=mac, ifindex=index,
-                              state=128)
+                    rtnl.set_neigh(index, a.partition("/")[0], mac, True)
                 return
             for a in addresses:
-                with contextlib.suppress(NetlinkError):
-                    ipr.neigh("del", dst=a.partition("/")[0], lladdr=mac, ifindex=index)
-            with contextlib.suppress(NetlinkError):
-                ipr.fdb("del", ifindex=index, lladdr=mac, dst=vtep, NDA_FLAGS=2)
+                rtnl.set_neigh(index, a.partition("/")[0], mac, False)
+            rtnl.set_fdb(index, mac, vtep, False)
 
         self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"peer {mac} on {device}"))
 
