@@ -570,12 +570,23 @@ def plain_cnmd_memory(janitor: Janitor) -> dict[str, Any]:
         time.sleep(1.0)
         assert d.proc is not None
         idle = smaps(d.proc.pid)
-        d.client().create_sandbox(name="one")
+        c = d.client()
+        c.create_sandbox(name="one")
         time.sleep(0.5)
         one = smaps(d.proc.pid)
+        # Beside the cluster's bridge connect: the same connects on a cnmd without one.
+        c.create_network(name="brb", driver="bridge")
+        c.create_network(name="base", driver="bridge")
+        times = []
+        for i in range(30):
+            c.create_sandbox(name=f"s{i}", network="base")
+            t0 = now()
+            c.connect("brb", f"s{i}")
+            times.append(now() - t0)
         imports = imports_of(d.log)
         stages = import_stages(imports.pop("names"))
-        return {"idle": idle, "one_sandbox": one, "imports": imports, "import_stages": stages}
+        return {"idle": idle, "one_sandbox": one, "imports": imports, "import_stages": stages,
+                "connect_bridge": summary(times)}
     finally:
         janitor.clean(mark)
 
@@ -815,6 +826,7 @@ def report(res: dict[str, Any]) -> None:
               f"{p['idle']['pss']:.1f} USS {p['idle']['uss']:.1f}; 1 sandbox RSS "
               f"{p['one_sandbox']['rss']:.1f} MiB; modules {p['imports']['modules']} "
               f"{p['imports']['by_package'][:8]}")
+        print(f"  its bridge connect: median {p['connect_bridge']['median']:.2f} ms (N=30)")
         print("  what cnmd's imports cost, in a bare interpreter (USS added, MiB; modules):")
         for st in p["import_stages"]["stages"]:
             print(f"    {st['stage']:<48} +{st['uss_added']:5.1f}  (USS {st['uss']:5.1f}, RSS "
