@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +64,13 @@ def _ifname(index: int) -> str | None:
         return socket.if_indextoname(index)
     except OSError:
         return None
+
+
+def _mtu_of(name: str) -> int:
+    """The MTU of link ``name`` in the calling thread's namespace (SIOCGIFMTU)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        reply = fcntl.ioctl(s, 0x8921, struct.pack("16si20x", name.encode(), 0))
+    return int(struct.unpack_from("16si", reply)[1])
 
 
 def _index(ipr: IPRoute, name: str) -> int:
@@ -278,9 +287,12 @@ class HostLinks:
 
         def run(ipr: IPRoute) -> int:
             want = str(netaddr.IPAddress(address))
-            for a in ipr.get_addr():
-                if a.get("IFA_ADDRESS") == want or a.get("IFA_LOCAL") == want:
-                    return int(ipr.get_links(a["index"])[0].get("IFLA_MTU"))
+            # Raw (rtnl.py) and an ioctl: pyroute2's address dump and link request were
+            # ~3 ms of every overlay join (bench/overlay.py, a wall-clock py-spy profile).
+            for a in self._t.rtnl.addresses():
+                name = _ifname(a.index) if a.address == want else None
+                if name is not None:
+                    return _mtu_of(name)
             raise NotFound(f"no link of the host namespace holds the address {address}",
                            hint="--advertise-addr must be an address of this host")
 
