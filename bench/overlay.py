@@ -58,6 +58,11 @@ from benchcommon import Janitor, progress  # noqa: E402
 from cnm.kernel.link import host_socket_factory  # noqa: E402
 from cnm.kernel.netns import NsThread, setns  # noqa: E402
 from cnm.store.etcdclient import EtcdClient  # noqa: E402
+
+try:  # the watch's abortable stream (main since f394288); a list of responses before it
+    from cnm.store.etcdclient import Stream  # type: ignore[attr-defined]
+except ImportError:
+    Stream = None
 from cnm.testing.cluster import Host, Lab  # noqa: E402
 
 PY = sys.executable
@@ -129,14 +134,14 @@ def watch_latency(lab: Lab, n: int) -> dict[str, list[float]]:
         rev, _, _ = put.range("/bench/none")
         seen: dict[str, dict[str, float]] = {"m1": {}, "m2": {}}
         cond = threading.Condition()
-        holders: list[list[Any]] = []
+        holders: list[Any] = []
         for label, member, t in (("m1", m1, t1), ("m2", m2, t2)):
             c = EtcdClient([(member.addr, 2379)], socket_factory=host_socket_factory(t))
-            holder: list[Any] = []
+            holder: Any = Stream() if Stream is not None else []
             holders.append(holder)
 
             def watch(c: EtcdClient = c, mine: dict[str, float] = seen[label],
-                      holder: list[Any] = holder) -> None:
+                      holder: Any = holder) -> None:
                 start = rev + 1
                 while not stop.is_set():
                     for r, events in c.watch("/bench/", start, stop, holder):
@@ -165,8 +170,11 @@ def watch_latency(lab: Lab, n: int) -> dict[str, list[float]]:
     finally:
         stop.set()
         for holder in holders:
-            for resp in holder:
-                resp.close()
+            if isinstance(holder, list):
+                for resp in holder:
+                    resp.close()
+            else:
+                holder.abort()
         t1.stop()
         t2.stop()
 
