@@ -4,8 +4,9 @@
 # scripts/packages.txt: containernetworking-plugins (CNI bridge, host-local, portmap,
 # macvlan), podman, netavark, aardvark-dns, dnsperf, docker.io, containerd, runc, mininet,
 # bridge-utils, net-tools (bench/lab.py),
-# busybox-static (the image Docker runs), bind9-dnsutils, git; and py-spy in the venv
-# (bench/dns.py --profile).
+# busybox-static (the image Docker runs), bind9-dnsutils, git, etcd-server and etcd-client
+# (bench/overlay.py's cluster), iperf3 (bench/overlay.py's throughput); and py-spy in the
+# venv (bench/dns.py --profile, bench/overlay.py --profile).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +64,13 @@ def _ifname(index: int) -> str | None:
         return socket.if_indextoname(index)
     except OSError:
         return None
+
+
+def _mtu_of(name: str) -> int:
+    """The MTU of link ``name`` in the calling thread's namespace (SIOCGIFMTU)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        reply = fcntl.ioctl(s, 0x8921, struct.pack("16si20x", name.encode(), 0))
+    return int(struct.unpack_from("16si", reply)[1])
 
 
 def _index(ipr: IPRoute, name: str) -> int:
@@ -278,9 +287,12 @@ class HostLinks:
 
         def run(ipr: IPRoute) -> int:
             want = str(netaddr.IPAddress(address))
-            for a in ipr.get_addr():
-                if a.get("IFA_ADDRESS") == want or a.get("IFA_LOCAL") == want:
-                    return int(ipr.get_links(a["index"])[0].get("IFLA_MTU"))
+            # Raw (rtnl.py) and an ioctl: pyroute2's address dump and link request were
+            # ~3 ms of every overlay join (bench/overlay.py, a wall-clock py-spy profile).
+            for a in self._t.rtnl.addresses():
+                name = _ifname(a.index) if a.address == want else None
+                if name is not None:
+                    return _mtu_of(name)
             raise NotFound(f"no link of the host namespace holds the address {address}",
                            hint="--advertise-addr must be an address of this host")
 
@@ -323,20 +335,18 @@ class HostLinks:
             index = _lookup(ipr, device)
             if index is None:
                 return
-            # NTF_SELF (2): the VXLAN device's own table, not the bridge's; NUD_PERMANENT.
+            # The VXLAN device's own FDB (NTF_SELF), not the bridge's; permanent entries.
+            # Raw (rtnl.py): through pyroute2 these requests were most of the CPU a host
+            # spends on another host's connect (bench/overlay.py --profile, 50 hosts).
+            rtnl = self._t.rtnl
             if present:
-                with contextlib.suppress(NetlinkError):  # a second append of the same entry
-                    ipr.fdb("append", ifindex=index, lladdr=mac, dst=vtep, NDA_FLAGS=2,
-                            state=128)
+                rtnl.set_fdb(index, mac, vtep, True)
                 for a in addresses:
-                    ipr.neigh("replace", dst=a.partition("/")[0], lladdr=mac, ifindex=index,
-                              state=128)
+                    rtnl.set_neigh(index, a.partition("/")[0], mac, True)
                 return
             for a in addresses:
-                with contextlib.suppress(NetlinkError):
-                    ipr.neigh("del", dst=a.partition("/")[0], lladdr=mac, ifindex=index)
-            with contextlib.suppress(NetlinkError):
-                ipr.fdb("del", ifindex=index, lladdr=mac, dst=vtep, NDA_FLAGS=2)
+                rtnl.set_neigh(index, a.partition("/")[0], mac, False)
+            rtnl.set_fdb(index, mac, vtep, False)
 
         self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"peer {mac} on {device}"))
 

@@ -40,12 +40,16 @@ IFF_UP = 1
 IFA_F_NODAD = 0x02
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 RT_SCOPE_LINK = 253
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+NDA_DST, NDA_LLADDR = 1, 2
+NTF_SELF, NUD_PERMANENT, NLM_F_APPEND = 0x02, 0x80, 0x800
 
 _HDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBi")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTATTR = struct.Struct("=HH")
+_NDMSG = struct.Struct("=BxxxiHBB")
 
 
 @dataclass(frozen=True)
@@ -344,6 +348,39 @@ class Rtnl:
             self._request(RTM_DELROUTE, 0, body)
         except NetlinkError as e:
             if e.errno not in (errno.ESRCH, errno.ENOENT):
+                raise
+
+    def set_neigh(self, index: int, address: str, mac: str, present: bool) -> None:
+        """A permanent neighbour entry ``address`` -> ``mac`` on link ``index``, replacing
+        any; or none (already gone is fine)."""
+        ip = netaddr.IPAddress(address)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        dst = _attr(NDA_DST, ip.packed)
+        if present:
+            self._request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE,
+                          _NDMSG.pack(family, index, NUD_PERMANENT, 0, 0) + dst
+                          + _attr(NDA_LLADDR, _mac(mac)))
+            return
+        try:
+            self._request(RTM_DELNEIGH, 0, _NDMSG.pack(family, index, 0, 0, 0) + dst)
+        except NetlinkError as e:
+            if e.errno not in (errno.ENOENT, errno.ESRCH):
+                raise
+
+    def set_fdb(self, index: int, mac: str, remote: str, present: bool) -> None:
+        """A permanent entry of VXLAN device ``index``'s own FDB (NTF_SELF): frames for
+        ``mac`` go to ``remote`` (appended: a second remote is a second entry); or not
+        (already there, already gone: fine)."""
+        body = (_NDMSG.pack(socket.AF_BRIDGE, index, NUD_PERMANENT if present else 0,
+                            NTF_SELF, 0)
+                + _attr(NDA_LLADDR, _mac(mac)) + _attr(NDA_DST, netaddr.IPAddress(remote).packed))
+        try:
+            if present:
+                self._request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, body)
+            else:
+                self._request(RTM_DELNEIGH, 0, body)
+        except NetlinkError as e:
+            if e.errno not in ((errno.EEXIST,) if present else (errno.ENOENT, errno.ESRCH)):
                 raise
 
 
