@@ -17,6 +17,8 @@ import struct
 
 import netaddr
 
+from cnm.kernel import fds
+
 _SIOCGIFHWADDR = 0x8927
 _ETH_P_ARP = 0x0806
 _ETH_P_IPV6 = 0x86DD
@@ -57,15 +59,32 @@ def na_frame(mac: bytes, ip: str) -> bytes:
     return eth + ip6 + icmp
 
 
-def announce(ifname: str, addresses: list[str]) -> int:
-    """Announce ``addresses`` (CIDRs) on ``ifname`` in the calling thread's namespace;
-    the number of frames sent."""
-    sent = 0
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
-        sock.bind((ifname, 0))
-        mac = _mac_of(sock, ifname)
-        for cidr in addresses:
-            ip = cidr.partition("/")[0]
-            sock.send(na_frame(mac, ip) if ":" in ip else arp_frame(mac, ip))
-            sent += 1
-    return sent
+class Announcer:
+    """A packet socket bound to one interface, made in the calling thread's namespace (the
+    visitor's, inside the sandbox), and the frames that announce ``addresses`` (CIDRs) there.
+
+    Sending and closing work from any thread: the socket stays in the namespace it was made
+    in. Closing a packet socket waits for an RCU grace period (~15 ms here), so the caller
+    closes it off the connect's path; meanwhile its descriptor is above 1023
+    (cnm.kernel.fds), so that a burst of connects does not crowd the low ones."""
+
+    def __init__(self, ifname: str, addresses: list[str]) -> None:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        try:
+            sock.bind((ifname, 0))
+            mac = _mac_of(sock, ifname)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = fds.lift(sock)
+        self.frames = [na_frame(mac, ip) if ":" in ip else arp_frame(mac, ip)
+                       for ip in (cidr.partition("/")[0] for cidr in addresses)]
+
+    def send(self) -> int:
+        """Every frame once; the number sent."""
+        for frame in self.frames:
+            self.sock.send(frame)
+        return len(self.frames)
+
+    def close(self) -> None:
+        self.sock.close()

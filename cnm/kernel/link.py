@@ -26,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cnm import names
 from cnm.errors import AlreadyExists, Conflict, KernelError, NotFound
 from cnm.kernel import lower, netns, nft
-from cnm.kernel.announce import announce
+from cnm.kernel.announce import Announcer
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
 from cnm.kernel.ports import (
@@ -581,18 +581,31 @@ class SandboxLinks:
         if addresses:
             self._announce(path, ifname, list(addresses), ANNOUNCEMENTS)
 
-    def _announce(self, path: str, ifname: str, addresses: list[str], left: int) -> None:
+    def _announce(self, path: str, ifname: str, addresses: list[str], left: int,
+                  first: bool = True) -> None:
         """Announce the addresses now and again after a while, ``left`` times in all (as
-        Docker does: the first may be sent before the new link's queue is up). Best
-        effort: a sandbox that went meanwhile, or a link without ARP, just stops it."""
+        Docker does: the first may be sent before the new link's queue is up). Each time a
+        packet socket is made in the sandbox, sends, and is closed off the caller's path:
+        a packet socket's close waits for an RCU grace period (~15 ms here), which the
+        connect no longer pays. Best effort: a sandbox that went meanwhile, or a link
+        without ARP, just stops it."""
+        announcer: Announcer | None = None
         try:
-            self._v.call(path, lambda h: announce(ifname, addresses))
+            announcer = self._v.call(path, lambda h: Announcer(ifname, addresses))
+            announcer.send()
         except Exception as e:  # noqa: BLE001 - an announcement is a courtesy, not a step
             log.debug("announcing %s on %s in %s: %s", addresses, ifname, path, e)
-            return
+            left = 0
+        finally:
+            if announcer is not None:
+                if first:
+                    threading.Thread(target=announcer.close, daemon=True,
+                                     name="cnm-announce-close").start()
+                else:  # (a timer's own thread)
+                    announcer.close()
         if left > 1:
             timer = threading.Timer(ANNOUNCE_INTERVAL, self._announce,
-                                    (path, ifname, addresses, left - 1))
+                                    (path, ifname, addresses, left - 1, False))
             timer.daemon = True
             timer.start()
 
