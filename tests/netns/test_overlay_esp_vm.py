@@ -189,7 +189,7 @@ def test_encrypted_traffic_is_esp_on_the_underlay_and_passes(lab: Lab, sec: str)
     wait_for("a pings b over the encrypted overlay", lambda: can_ping(a_ns, b_ip), timeout=60)
     mtu = int(json.loads(in_ns(a_ns, "ip", "-j", "link", "show", "eth0").stdout)[0]["mtu"])
     assert mtu == 1500 - 50 - 38
-    cap = Capture(f"/run/netns/{lab.underlay.name}", "ul0")
+    cap = Capture(f"/run/netns/{lab.underlay.name}", "ulp0")  # h1's port
     try:
         r = in_ns(a_ns, "ping", "-n", "-c", "5", "-i", "0.2", "-W", "5", "-q", b_ip,
                   check=False, timeout=60)
@@ -215,7 +215,7 @@ def test_a_plain_overlay_beside_it_stays_cleartext_vxlan(lab: Lab, sec: str,
     d_ip = endpoint(h2, "d", plain)["ipv4"].split("/")[0]
     c_ns = h1.netns("c")
     wait_for("c pings d over the plain overlay", lambda: can_ping(c_ns, d_ip), timeout=60)
-    cap = Capture(f"/run/netns/{lab.underlay.name}", "ul0")
+    cap = Capture(f"/run/netns/{lab.underlay.name}", "ulp0")  # h1's port
     try:
         r = in_ns(c_ns, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", "-q", d_ip,
                   check=False, timeout=60)
