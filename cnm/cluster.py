@@ -12,6 +12,7 @@ again and this host's records put again: nothing needs a restart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -83,7 +84,8 @@ class Cluster:
 
     def _rotate(self) -> bool:
         """The cluster key, rotated when due (one host of those racing writes it); True
-        if what this host knows of it changed."""
+        if what this host knows of it changed. The store is asked outside the core's
+        lock, the ring changed under it (the driver reads it under that lock)."""
         now = time.time()
         doc = self.keys.doc
         if doc is not None and now - doc.current.created < self.config.key_rotation:
@@ -91,7 +93,9 @@ class Cluster:
         got, wrote = rotate(self.client, f"{self.p}key", self.config.key_rotation, now)
         if wrote:
             log.info("cluster key: generation %d", got.current.generation)
-        return self.keys.update(got, time.monotonic())
+        c = self.controller
+        with c.lock if c is not None else contextlib.nullcontext():
+            return self.keys.update(got, time.monotonic())
 
     def _key_changed(self) -> None:
         c = self.controller

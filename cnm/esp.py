@@ -229,6 +229,7 @@ class KeyRing:
         self.grace = max(3 * self.switch, min(30.0, rotation / 2))
         self.doc: KeyDoc | None = None
         self.seen = 0.0
+        self._settled = True  # the grace of the last new generation is over and applied
 
     def update(self, doc: KeyDoc, now: float) -> bool:
         """Take the store's key document; True if it changed anything."""
@@ -237,6 +238,7 @@ class KeyRing:
         if self.doc is None or self.doc.current.generation != doc.current.generation:
             # At start a previous generation may still be the peers' outbound one.
             self.seen = now
+            self._settled = doc.previous is None
         self.doc = doc
         return True
 
@@ -255,10 +257,13 @@ class KeyRing:
         return self.doc.current
 
     def due(self, now: float) -> bool:
-        """Whether the plan changes with time alone from ``now`` on (switch or grace to
-        come)."""
-        return self.doc is not None and self.doc.previous is not None and \
-            now - self.seen < self.grace
+        """Whether the plan is to be made again at ``now``: while a switch or grace is to
+        come, and once more when the grace is over (then no more)."""
+        if self._settled:
+            return False
+        if now - self.seen >= self.grace:
+            self._settled = True
+        return True
 
 
 class KeyStore(Protocol):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from cnm.esp import AEAD, REQID_BASE
 from cnm.kernel.netns import setns
 from cnm.testing.cluster import Host, Lab, wait_for
 from cnm.testing.netns import can_ping, in_ns, run
@@ -325,7 +326,8 @@ def test_the_key_rotates_under_a_continuous_ping(lab: Lab, sec: str) -> None:
         wait_for("the outbound policy to switch generation",
                  lambda: out_reqid(h1, h2.addr) not in (None, before), timeout=ROTATION * 3)
         after = out_reqid(h1, h2.addr)
-        assert out_reqid(h2, h1.addr) == after
+        wait_for("h2 to switch to the same generation",
+                 lambda: out_reqid(h2, h1.addr) == after, timeout=30)
         spis_after = {s[2] for s in xfrm_states(h1) if s[3] == after}
         assert spis_after and not spis_after & spis_before
     finally:
@@ -333,9 +335,49 @@ def test_the_key_rotates_under_a_continuous_ping(lab: Lab, sec: str) -> None:
     m = re.search(r"(\d+) packets transmitted, (\d+) received", out[0] if out else "")
     assert m, out
     assert m.group(1) == m.group(2), out[0]
-    # Past the grace, the old generation's SAs are gone.
-    wait_for("the old generation's SAs to go",
-             lambda: not {s for s in xfrm_states(h1) if s[3] == before}, timeout=ROTATION * 2)
+    # Past the grace, the old generation's SAs are gone: only the new one's are left (the
+    # next rotation would bring a third's along; the grace comes before it).
+    wait_for("the old generation's SAs to go after the grace",
+             lambda: {s[3] for s in xfrm_states(h1)} == {after}, timeout=ROTATION * 2)
+
+
+def test_a_restart_removes_stale_sas_and_a_peer_gone_takes_its_own(lab: Lab,
+                                                                  sec: str) -> None:
+    h1, h2 = lab.hosts
+    b_ip = endpoint(h2, "b", sec)["ipv4"].split("/")[0]
+    a_ns = h1.netns("a")
+    key = "0x" + "11" * 20
+    stale, foreign = 0x4242, 0x4343
+
+    def add_sa(spi: int, req: int) -> None:
+        run("ip", "-n", h1.ns.name, "xfrm", "state", "add", "src", h1.addr, "dst",
+            "192.168.200.99", "proto", "esp", "spi", hex(spi), "reqid", str(req), "mode",
+            "transport", "aead", AEAD, key, "128")
+
+    lab.kill9(h1)
+    try:
+        add_sa(stale, REQID_BASE + 999)  # cnm's range, left by a crash: stale
+        add_sa(foreign, 7)  # someone else's: never touched
+        lab.start(h1)
+        spis = {s[2] for s in xfrm_states(h1)}
+        assert stale not in spis and foreign in spis
+        wait_for("a pings b after the restart", lambda: can_ping(a_ns, b_ip), timeout=60)
+    finally:
+        run("ip", "-n", h1.ns.name, "xfrm", "state", "del", "src", h1.addr, "dst",
+            "192.168.200.99", "proto", "esp", "spi", hex(foreign), check=False)
+        if h1.daemon.proc is None:
+            lab.start(h1)
+    lab.kill9(h2)
+    try:
+        # Its lease expires (TTL 3 s): its peers go, and h1's SAs and policy with it.
+        wait_for("h1's SAs with h2 gone",
+                 lambda: not [s for s in xfrm_states(h1) if h2.addr in s[:2]], timeout=60)
+        assert out_reqid(h1, h2.addr) is None
+    finally:
+        lab.start(h2)
+    wait_for("h1's SAs with h2 back",
+             lambda: [s for s in xfrm_states(h1) if s[1] == h2.addr], timeout=60)
+    wait_for("a pings b after h2 came back", lambda: can_ping(a_ns, b_ip), timeout=60)
 
 
 def test_deleting_the_network_removes_its_sas_policies_and_table(lab: Lab, sec: str) -> None:

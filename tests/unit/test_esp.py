@@ -188,7 +188,9 @@ def test_the_ring_switches_outbound_late_and_drops_the_old_after_the_grace() -> 
     assert ring.due(100.0)
     assert ring.outbound(100.0 + ring.switch) == k2
     assert ring.keys(100.0 + ring.switch) == (k2, k1)  # packets in flight still accepted
-    assert ring.keys(100.0 + ring.grace) == (k2,) and not ring.due(100.0 + ring.grace)
+    assert ring.keys(100.0 + ring.grace) == (k2,)
+    # Once more when the grace is over (the old SAs go then), and no more after.
+    assert ring.due(100.0 + ring.grace) and not ring.due(101.0 + ring.grace)
 
 
 # ------------------------------------------------------------------ the driver
