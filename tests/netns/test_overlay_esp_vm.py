@@ -150,6 +150,7 @@ def lab() -> Iterator[Lab]:
     try:
         made.extra += ("--cluster-key-rotation", f"{ROTATION}s")
         for h in made.hosts:
+            h.daemon.ready_timeout = 150  # qemu without KVM, beside other work
             made.start(h)
         run("ip", "-n", made.underlay.name, "addr", "add", f"{ATTACKER}/16", "dev", "ul0")
         yield made
