@@ -161,6 +161,7 @@ class HostLinks:
 
     def __init__(self, thread: NsThread) -> None:
         self._t = thread
+        self._esp_nft: str | None = None  # the cnm_esp table as last written
         self._kick = threading.Event()
         self._stopping = False
         self._reaper = threading.Thread(target=self._reap_loop, name="cnm-reaper", daemon=True)
@@ -346,12 +347,18 @@ class HostLinks:
         after the policies they select exist, and before them when they all go."""
 
         def esp_table() -> None:
+            # Rebuilt only when it changes: the same table again would zero its counters
+            # (the cleartext drops) and gain nothing. The first call after a start always
+            # writes it.
+            if plan.nft == self._esp_nft:
+                return
             table = f"inet {NFT_TABLE}"
             if plan.nft:
                 nft.run_here(f"table {table}\ndelete table {table}\n{plan.nft}")
             else:
                 with contextlib.suppress(NotFound):
                     nft.run_here(f"delete table {table}")
+            self._esp_nft = plan.nft
 
         def run(_: IPRoute) -> None:
             if not plan.nft:
