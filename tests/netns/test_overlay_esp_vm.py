@@ -394,3 +394,36 @@ def test_deleting_the_network_removes_its_sas_policies_and_table(lab: Lab, sec: 
         r = run("ip", "netns", "exec", h.ns.name, "nft", "list", "table", "inet", "cnm_esp",
                 check=False)
         assert r.returncode != 0, r.stdout
+
+
+def next_headers(frames: list[bytes], a: str, b: str) -> list[int]:
+    """The next-header field of every IPv6 frame between ``a`` and ``b``."""
+    pa, pb = socket.inet_pton(socket.AF_INET6, a), socket.inet_pton(socket.AF_INET6, b)
+    return [f[14 + 6] for f in frames if len(f) > 54 and f[12:14] == b"\x86\xdd"
+            and {f[22:38], f[38:54]} == {pa, pb}]
+
+
+def test_an_ipv6_underlay_is_encrypted_too() -> None:
+    lab = Lab.make(2, ipv6=True, members=1, start=False)
+    try:
+        for h in lab.hosts:
+            h.daemon.ready_timeout = 150
+            lab.start(h)
+        h1, h2 = lab.hosts
+        joined(lab, "sec6", True, ("a", "b"))
+        b_ip = endpoint(h2, "b", "sec6")["ipv4"].split("/")[0]
+        a_ns = h1.netns("a")
+        wait_for("a pings b over IPv6 ESP", lambda: can_ping(a_ns, b_ip), timeout=60)
+        mtu = int(json.loads(in_ns(a_ns, "ip", "-j", "link", "show", "eth0").stdout)[0]["mtu"])
+        assert mtu == 1500 - 70 - 38
+        cap = Capture(f"/run/netns/{lab.underlay.name}", "ulp0")
+        try:
+            r = in_ns(a_ns, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", "-M", "do", "-s",
+                      str(mtu - 28), "-q", b_ip, check=False, timeout=60)
+        finally:
+            cap.stop()
+        assert r.returncode == 0, r.stdout + r.stderr
+        kinds = next_headers(cap.frames, h1.addr, h2.addr)
+        assert kinds.count(50) >= 6 and 17 not in kinds and 44 not in kinds, kinds
+    finally:
+        lab.close()
