@@ -61,12 +61,10 @@ from cnm.client import Client
 
 # dockerd here is started as the lab tier starts it; its cgroup mounts come from there.
 from cnm.lab.cgroups import NoCgroups, cgroup_mounts
+from cnm.lab.dockerd import BUSYBOX, CONTAINERD, CONTAINERD_TOML, DOCKER, DOCKERD, RUNC
 
 PY = sys.executable
 AARDVARK = "/usr/lib/podman/aardvark-dns"
-DOCKERD, CONTAINERD, RUNC = "/usr/sbin/dockerd", "/usr/bin/containerd", "/usr/sbin/runc"
-DOCKER = "/usr/bin/docker"  # /usr/local/bin/docker may be an unrelated newer client
-BUSYBOX = "/bin/busybox"
 DNSPERF = "dnsperf"
 SEQ_RUNS = 20  # sequential passes over the names for the latency figures
 RT_PRIORITY = 10  # SCHED_FIFO priority of the "quiet machine" latency pass
@@ -584,22 +582,6 @@ def start_aardvark(nss: Namespaces, root: Path, janitor: Janitor, n: int) -> Tar
 
 
 # ------------------------------------------------------------------------------ docker
-CONTAINERD_TOML = """version = 2
-root = "{dir}/containerd/root"
-state = "{dir}/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{dir}/containerd.sock"
-[ttrpc]
-  address = "{dir}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{dir}/containerd/opt"
-"""
-
 # Runs as `ip netns exec NS bash -c WRAPPER bash DIR` (the recipe of cnm/lab/dockerd.py,
 # plus an empty /etc/resolv.conf): a private mount namespace with the machine's cgroup
 # hierarchies mounted again, tmpfs on /run and /etc/docker (dockerd writes there whatever

@@ -95,6 +95,39 @@ def elements(g: PortGuard) -> list[tuple[str, str]]:
     return out
 
 
+def layout() -> tuple[dict[str, str], dict[str, int]]:
+    """The table's sets (name -> "set") and each chain's number of rules, as the skeleton
+    has them: what a check of the live table compares against."""
+    kinds: dict[str, str] = {}
+    rules: dict[str, int] = {}
+    chain = None
+    for line in _SKELETON.splitlines():
+        words = line.split()
+        if line.startswith("    ") and not line.startswith("     ") and len(words) >= 3 \
+                and words[0] in ("set", "chain"):
+            if words[0] == "chain":
+                chain = words[1]
+                rules[chain] = 0
+            else:
+                kinds[words[1]] = "set"
+                chain = None
+        elif chain and line.startswith(" " * 8) and words[0] != "type":
+            rules[chain] += 1
+    return kinds, rules
+
+
+def want(guards: Iterable[PortGuard]) -> dict[str, list[str]]:
+    """Each set's elements for these guards, in the spelling a check of the live table
+    compares (``cnm.firewall.canonical``; the raw NA targets as nft lists them)."""
+    from cnm.firewall import canonical
+
+    out: dict[str, list[str]] = {name: [] for name in layout()[0]}
+    for g in guards:
+        for name, element in elements(g):
+            out[name].append(canonical(element))
+    return out
+
+
 def add(g: PortGuard) -> str:
     return "".join(f"add element {TABLE} {s} {{ {e} }}\n" for s, e in elements(g))
 

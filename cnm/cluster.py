@@ -27,7 +27,7 @@ from cnm.errors import CnmError
 from cnm.esp import KeyDoc, KeyRing, rotate
 from cnm.model import Endpoint, Network, Peer
 from cnm.store.etcd import EtcdStore
-from cnm.store.etcdclient import KV, Compacted, Tls
+from cnm.store.etcdclient import KV, Compacted, Stream, Tls
 
 if TYPE_CHECKING:
     from cnm.core import Controller
@@ -61,7 +61,7 @@ class Cluster:
         self.pending: set[str] = set()  # peer keys to delete once the store is back
         self.rev = 0
         self._stop = threading.Event()
-        self._stream: list[requests.Response] = []
+        self._stream = Stream()
         self._threads: list[threading.Thread] = []
         self._mu = threading.Lock()
         # Set once the watch has applied everything up to the revision the sync read.
@@ -163,10 +163,7 @@ class Cluster:
         """Stop renewing and watching (the lease is left to expire, as a crash would: the
         sandboxes stay, and a restart within the TTL changes nothing for the others)."""
         self._stop.set()
-        # (The watch's read wakes within 5 s, its stream's idle timeout; it is a daemon
-        # thread, and nothing it does after the stop touches anything.)
-        for resp in self._stream:
-            resp.close()
+        self._stream.abort()  # the watch's read wakes at once (it is a daemon thread)
         for t in self._threads:
             t.join(timeout=2)
 

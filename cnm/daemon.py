@@ -14,6 +14,7 @@ import logging
 import os
 import resource
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from cnm.esp import parse_duration
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
 from cnm.store.etcdclient import Tls, parse_endpoints
-from cnm.tls import TlsFiles
+from cnm.tls import TlsFiles, check_key
 
 log = logging.getLogger("cnmd")
 # Where dockerd looks for plugins: the socket's name is the plugin's (`-d cnm`).
@@ -77,12 +78,19 @@ def parser() -> argparse.ArgumentParser:
                         "(NAME.sock) for cnm's remote driver (default /run/docker/plugins)")
     g = p.add_argument_group("cluster (overlay networks across hosts)")
     g.add_argument("--cluster-store", metavar="etcd://ADDR:PORT[,ADDR:PORT…]",
-                   help="the etcd cluster every host shares: global networks live there")
+                   help="the etcd cluster every host shares: global networks live there; "
+                        "spoken over TLS when --cluster-store-ca or -cert is given (the "
+                        "scheme stays etcd://, as Docker's with kv.cacertfile)")
     g.add_argument("--advertise-addr", metavar="IP",
                    help="this host's underlay address (its VTEP), reached by the others")
-    g.add_argument("--cluster-store-ca", metavar="PATH", help="CA of etcd's TLS certificate")
-    g.add_argument("--cluster-store-cert", metavar="PATH", help="client certificate for etcd")
-    g.add_argument("--cluster-store-key", metavar="PATH", help="its private key")
+    g.add_argument("--cluster-store-ca", metavar="PATH",
+                   help="TLS: the CA that signed the etcd members' certificates (each for "
+                        "the address --cluster-store names it by); Docker's kv.cacertfile")
+    g.add_argument("--cluster-store-cert", metavar="PATH",
+                   help="TLS: this host's client certificate, for members that require one "
+                        "(etcd --client-cert-auth); kv.certfile")
+    g.add_argument("--cluster-store-key", metavar="PATH",
+                   help="TLS: its private key (mode 0600); kv.keyfile")
     g.add_argument("--cluster-ttl", type=int, default=10, metavar="SECONDS",
                    help="a host that stops renewing vanishes from the others within this "
                         "(default 10)")
@@ -124,7 +132,8 @@ def config_from(args: argparse.Namespace) -> Config:
 
 def cluster_from(args: argparse.Namespace) -> ClusterConfig | None:
     if args.cluster_store is None:
-        if args.advertise_addr or args.cluster_store_ca or args.cluster_store_cert:
+        if (args.advertise_addr or args.cluster_store_ca or args.cluster_store_cert
+                or args.cluster_store_key):
             raise InvalidArgument("--advertise-addr and --cluster-store-* need --cluster-store")
         return None
     endpoints = parse_endpoints(args.cluster_store)
@@ -147,9 +156,30 @@ def cluster_from(args: argparse.Namespace) -> ClusterConfig | None:
     tls = (Tls(args.cluster_store_ca, args.cluster_store_cert, args.cluster_store_key)
            if args.cluster_store_ca or args.cluster_store_cert else None)
     rotation = parse_duration(args.cluster_key_rotation)
+    if tls is not None:
+        _check_store_tls(tls)
     return ClusterConfig(tuple(endpoints), str(ipaddress.ip_address(args.advertise_addr)),
                          ttl=args.cluster_ttl, timeout=args.cluster_timeout, tls=tls,
                          prefix=args.cluster_prefix, key_rotation=rotation)
+
+
+def _check_store_tls(tls: Tls) -> None:
+    """The files load as a CA, a certificate and its key (before anything is started)."""
+    if tls.key:
+        check_key(tls.key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca:
+        try:
+            ctx.load_verify_locations(cafile=tls.ca)
+        except ssl.SSLError as e:
+            raise InvalidArgument(f"--cluster-store-ca {tls.ca}: not a PEM CA certificate "
+                                  f"({e.reason or e})") from None
+    if tls.cert:
+        try:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        except ssl.SSLError as e:
+            raise InvalidArgument(f"--cluster-store-cert {tls.cert}: not a PEM certificate "
+                                  f"with its key {tls.key} ({e.reason or e})") from None
 
 
 def _raise_file_limit() -> None:

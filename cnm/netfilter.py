@@ -53,13 +53,24 @@ class Netfilter:
 
     def drift(self, networks: Sequence[NetworkRules], ports: Iterable[PortRule],
               hairpins: Iterable[tuple[str | None, str | None]] = ()) -> list[str]:
-        """How the live table differs from what ``rebuild`` would make, in words: a missing
-        table, set, map or chain, a chain with another number of rules (a flushed table),
-        an element missing from a set or map or one no record explains (a DNAT to the
-        wrong address, say)."""
-        items = self.nft.list_json(f"table {firewall.TABLE}")
+        """How the live ``inet cnm`` table differs from what ``rebuild`` would make, in
+        words: a missing table, set, map or chain, a chain with another number of rules (a
+        flushed table), an element missing from a set or map or one no record explains (a
+        DNAT to the wrong address, say)."""
+        return self._drift(firewall.TABLE, firewall.layout(),
+                           firewall.elements(networks, ports, hairpins))
+
+    def drift_guards(self, guards: Iterable[PortGuard]) -> list[str]:
+        """The same for the ``bridge cnm`` table of port guards (anti-spoofing): a guard
+        missing from its sets lets that sandbox spoof; an element no joined endpoint
+        explains guards a port nobody holds."""
+        return self._drift(antispoof.TABLE, antispoof.layout(), antispoof.want(guards))
+
+    def _drift(self, table: str, layout: tuple[dict[str, str], dict[str, int]],
+               want_elements: dict[str, list[str]]) -> list[str]:
+        items = self.nft.list_json(f"table {table}")
         if not any("table" in i for i in items):
-            return [f"table {firewall.TABLE} is missing"]
+            return [f"table {table} is missing"]
         sets: dict[str, list[Any]] = {}
         chains: set[str] = set()
         rules: dict[str, int] = {}
@@ -71,14 +82,14 @@ class Netfilter:
                 chains.add(i["chain"]["name"])
             if "rule" in i:
                 rules[i["rule"]["chain"]] = rules.get(i["rule"]["chain"], 0) + 1
-        kinds, want_rules = firewall.layout()
+        kinds, want_rules = layout
         out = [f"{kind} {name} is missing" for name, kind in kinds.items() if name not in sets]
         for chain, n in want_rules.items():
             if chain not in chains:
                 out.append(f"chain {chain} is missing")
             elif rules.get(chain, 0) != n:
                 out.append(f"chain {chain} has {rules.get(chain, 0)} rule(s), cnm's {n}")
-        for name, want in firewall.elements(networks, ports, hairpins).items():
+        for name, want in want_elements.items():
             if name not in sets:
                 continue
             have = [firewall.element_text(e) for e in sets[name]]
@@ -137,13 +148,18 @@ class Netfilter:
                 with contextlib.suppress(NotFound):
                     self.nft.run(line + "\n")
 
-    def _switches(self, n: NetworkRules) -> None:
+    def localnet(self, n: NetworkRules) -> None:
+        """127.0.0.1 may be routed out of the network's bridge (to a port published on the
+        host's loopback). An overlay network's bridge exists only while a local endpoint is
+        joined (its rules, by interface name, hold before it does): it gets this when an
+        endpoint's ports are programmed, after its join made the bridge."""
         try:
             self.nft.sysctl(f"net/ipv4/conf/{n.bridge}/route_localnet", "1")
         except NotFound:
-            # An overlay network's bridge exists only while a local endpoint is joined;
-            # its rules (by interface name) hold before it does.
             log.info("bridge %s does not exist (yet): route_localnet left", n.bridge)
+
+    def _switches(self, n: NetworkRules) -> None:
+        self.localnet(n)
         for key in ("net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables"):
             try:
                 self.nft.sysctl(key, "1")

@@ -628,6 +628,19 @@ class _Handler(BaseHTTPRequestHandler):
             str(self.client_address[0])
 
 
+def quiet_handle_error(server: socketserver.BaseServer, request: Any,
+                       client_address: Any) -> None:
+    """A socketserver's ``handle_error`` for cnm's servers: a client's socket error is not a
+    bug (logged at debug), anything else is logged with its traceback, under the logger of
+    the server's own module."""
+    err = sys.exc_info()[1]
+    logger = logging.getLogger(getattr(server, "logger_name", "cnm.api"))
+    if isinstance(err, OSError):
+        logger.debug("connection error: %s", err)
+    else:
+        logger.exception("error serving a connection")
+
+
 class _Limits:
     """Bounded connections for a threading server: at most ``max_connections`` at once
     (each holds a thread), the next answered 503 and closed; each times out when idle."""
@@ -696,12 +709,7 @@ class _Server(_Limits, socketserver.ThreadingMixIn, socketserver.UnixStreamServe
         finally:
             self._give()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        err = sys.exc_info()[1]
-        if isinstance(err, OSError):  # the client's socket, not a bug
-            log.debug("connection error: %s", err)
-        else:
-            log.exception("error serving a connection")
+    handle_error = quiet_handle_error
 
 
 class _TlsServer(_Server):

@@ -79,6 +79,10 @@ KINDS: dict[str, tuple[str, str]] = {
     "firewall-table": (
         "published ports, masquerading or network isolation do not work as the records say",
         "rebuild cnm's nftables table from the records"),
+    "guard-table": (
+        "sandboxes may send with addresses that are not theirs (anti-spoofing), or a port "
+        "nobody holds is guarded",
+        "rebuild cnm's nftables tables from the records"),
     "stale-link": (
         "a link cnm made is left over: it holds a name (and maybe addresses)",
         "delete the link"),
@@ -98,6 +102,7 @@ _FIX = {
     "interface-addresses": "replumb",
     "default-routes": "refresh", "sandbox-file": "refresh",
     "dns-listener": "relisten", "namespace-gone": "free", "firewall-table": "rebuild",
+    "guard-table": "rebuild",
     "stale-link": "remove", "stale-namespace": "remove", "stale-files": "remove",
 }
 
@@ -289,7 +294,15 @@ class Doctor:
                          [r for ep in joined for r in self.repair.pub.rules(ep, ep.ports)],
                          [(ep.ip4, ep.ip6) for ep in joined if ep.ports])
         ref = Ref("firewall", "inet cnm", "inet cnm")
-        return [Drift("firewall-table", ref, w) for w in wrong]
+        out = [Drift("firewall-table", ref, w) for w in wrong]
+        guards = []
+        for ep in joined:
+            net = self.s.networks.get(ep.network_id)
+            g = self.s.driver(net).guard(net, ep) if net is not None else None
+            if g is not None:
+                guards.append(g)
+        ref = Ref("firewall", "bridge cnm", "bridge cnm")
+        return out + [Drift("guard-table", ref, w) for w in nf.drift_guards(guards)]
 
     def _leftovers(self) -> list[Drift]:
         out = [Drift("stale-link", Ref("link", name, name),
@@ -357,7 +370,7 @@ class Doctor:
             if d.object.id in s.sandboxes:
                 attempt(r.free, s.sandboxes[d.object.id], d.kind)
         if s.netfilter is not None and (by_kind.get("rebuild") or recreated):
-            attempt(r.rebuild_firewall, "firewall-table" if by_kind.get("rebuild")
+            attempt(r.rebuild_firewall, by_kind["rebuild"][0].kind if by_kind.get("rebuild")
                     else next(iter(recreated.values())))
         for d in by_kind.get("remove", []):
             if d.kind == "stale-link":

@@ -165,17 +165,32 @@ class Networks:
             raise InUse(f'network "{net.name}" has active endpoints ({holders})',
                         hint="disconnect them first" if all(e.joined for e in eps) else
                         "disconnect them, and remove reserved ones (cnm endpoint rm), first")
+        # A global network's joined endpoints on the other hosts, as the watch reported
+        # them (one joined since is refused by the store, below).
+        remote = sorted(f"{p.sandbox_name} on host {p.host}"
+                        for p in self.s.peers.get(net.id, {}).values())
+        if remote:
+            raise InUse(f'network "{net.name}" has active endpoints on other hosts '
+                        f"({', '.join(remote)})", hint="disconnect them there first")
 
     def remove(self, net: Network) -> None:
+        """The store first, as in ``add``: it refuses a network that another host has taken
+        an endpoint on since this host last heard, before anything here has changed. A
+        crash after the commit leaves links that reconcile removes as stale."""
         self.check_removable(net)
-        rules = self.pub.network_rules(net)
-        if self.s.netfilter is not None and rules is not None:
-            self.s.netfilter.remove_network(rules, self.pub.all_network_rules(exclude=net.id))
-        self.s.driver(net).delete_network(net, self.s.ctx)
         with self.s.store.transaction() as tx:
             tx.delete_network(net.id)
-        del self.s.networks[net.id]
-        self.s.addresses.pop(net.id, None)
+        try:
+            rules = self.pub.network_rules(net)
+            if self.s.netfilter is not None and rules is not None:
+                self.s.netfilter.remove_network(rules,
+                                                self.pub.all_network_rules(exclude=net.id))
+            self.s.driver(net).delete_network(net, self.s.ctx)
+        finally:
+            # The store no longer has it: neither may the core (a link left over is
+            # stale, for doctor and reconcile).
+            del self.s.networks[net.id]
+            self.s.addresses.pop(net.id, None)
 
     def prune(self) -> list[str]:
         used = {e.network_id for e in self.s.endpoints.values()}

@@ -132,11 +132,20 @@ class Publishing:
         if undo is not None:
             undo.callback(quietly(nf.remove_ports, rules))
         if first:
-            self.s.driver(net).prepare_publish(net, ep, self.s.ctx)
+            self.ready(net, ep)
             nf.add_hairpin(ep.ip4, ep.ip6)
             if undo is not None:
                 undo.callback(quietly(nf.remove_hairpin, ep.ip4, ep.ip6))
         self.index.setdefault(ep.id, EndpointPorts()).add(mappings)
+
+    def ready(self, net: Network, ep: Endpoint) -> None:
+        """A joined endpoint's link made ready for its published ports: the driver's part
+        (hairpin on its port), and route_localnet on the network's bridge, which may have
+        been made only by this join (an overlay's host side) or again since."""
+        self.s.driver(net).prepare_publish(net, ep, self.s.ctx)
+        rules = self.network_rules(net)
+        if rules is not None and self.s.netfilter is not None:
+            self.s.netfilter.localnet(rules)
 
     def withdraw(self, ep: Endpoint) -> None:
         """Take a leaving endpoint's elements out: no new connection may reach it. Its host

@@ -64,7 +64,7 @@ class Repairs:
         if info.interface:
             s.ctx.sandbox.configure(path, ep.ifname, ep.cidrs)
         if ep.ports:
-            driver.prepare_publish(net, ep, s.ctx)
+            self.pub.ready(net, ep)
         self._done("replumb", "endpoint", ep.id, ep.name, reason, network=net.name,
                    sandbox=sb.name)
 
@@ -133,8 +133,10 @@ class Repairs:
 
     # ----------------------------------------------------------------------- firewall
     def rebuild_firewall(self, reason: str) -> None:
-        """cnm's table again, from the records (and the port index with it)."""
+        """cnm's tables again, inet and bridge, from the records (and the port index with
+        them). The event names the table the reason is about."""
         self.pub.reload()
         self.s.fw_built = True
         if reason != "start":  # start always builds it
-            self._done("rebuild", "firewall", "inet cnm", "inet cnm", reason)
+            table = "bridge cnm" if reason == "guard-table" else "inet cnm"
+            self._done("rebuild", "firewall", table, table, reason)

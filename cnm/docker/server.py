@@ -10,13 +10,12 @@ import os
 import re
 import socket
 import socketserver
-import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cnm import limits
-from cnm.api.server import claim_socket
+from cnm.api.server import claim_socket, quiet_handle_error
 from cnm.docker.plugin import DockerPlugin
 from cnm.docker.wire import CONTENT_TYPE
 
@@ -102,17 +101,13 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
     request_queue_size = socket.SOMAXCONN
+    logger_name = "cnm.docker"
 
     def __init__(self, path: str, plugin: DockerPlugin) -> None:
         self.plugin = plugin
         super().__init__(path, _Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        err = sys.exc_info()[1]
-        if isinstance(err, OSError):  # the client's socket, not a bug
-            log.debug("connection error: %s", err)
-        else:
-            log.exception("error serving a connection")
+    handle_error = quiet_handle_error
 
 
 def serve(plugin: DockerPlugin, path: str) -> PluginServer:

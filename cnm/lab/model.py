@@ -138,6 +138,7 @@ class Check:
 class Cluster:
     store: str  # etcd
     members: tuple[str, ...]  # hosts running an etcd member
+    tls: bool = False  # members and cnmds speak TLS, with certificates `up` makes
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ host's dockerd, and the Docker containers on it (`up`'s steps and `down`'s part)
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnm.errors import CnmError, Unsupported
@@ -21,6 +23,7 @@ from cnm.lab.state import kill, netns_name, netns_path, ours, state_dir
 
 if TYPE_CHECKING:
     from cnm.lab.runner import Up
+    from cnm.testing.pki import Pki
 
 
 def check_installed(lab: m.Lab) -> None:
@@ -34,6 +37,9 @@ def check_installed(lab: m.Lab) -> None:
         raise Unsupported(f"{lab.path}: needs {', '.join(gone)}, which this machine lacks",
                           hint="bash scripts/packages.sh install lab (etcd-server "
                                "etcd-client docker.io containerd runc busybox-static)")
+    if lab.cluster is not None and lab.cluster.tls and importlib.util.find_spec("trustme") is None:
+        raise Unsupported(f"{lab.path}: cluster.tls makes its certificates with trustme, "
+                          "which is not installed", hint="pip install 'cnm[lab-tls]'")
 
 
 def dockerd(lab: str, host: str) -> Dockerd:
@@ -64,8 +70,16 @@ def etcd_step(u: Up) -> None:
     cl = u.lab.cluster
     if cl is None:
         return
+    base = state_dir(u.lab.name) / "etcd"
+    pki = _pki(base / "pki") if cl.tls else None
     etcd = Etcd.make([(netns_path(u.lab.name, h), u.lab.address_of(h)) for h in cl.members],
-                     base=str(state_dir(u.lab.name) / "etcd"), names=cl.members)
+                     base=str(base), names=cl.members, tls=pki)
+    if pki is not None:
+        for h in u.lab.hosts:
+            if h.cnmd:
+                t = pki.issue(f"cnmd-{h.name}", f"{h.name}.cnm.lab")
+                u.cluster_tls[h.name] = ("--cluster-store-ca", t.ca, "--cluster-store-cert",
+                                         t.cert, "--cluster-store-key", t.key)
     etcd.token = f"cnm-lab-{u.lab.name}"
     try:
         etcd.start()
@@ -77,6 +91,14 @@ def etcd_step(u: Up) -> None:
     except RuntimeError as e:
         raise CnmError(f"the lab's etcd cluster did not start: {e}") from None
     u.cluster_store = etcd.url
+
+
+def _pki(base: Path) -> Pki:
+    """A throwaway CA for `cluster: {tls: true}` (trustme: the `lab-tls` extra, which
+    check_installed asked for before anything was made)."""
+    from cnm.testing.pki import Pki
+
+    return Pki(base)
 
 
 def dockerd_step(u: Up) -> None:

@@ -55,6 +55,7 @@ class Up:
         self.lab, self.say = lab, say
         self.state = State(lab.name, os.path.abspath(lab.path))
         self.cluster_store = ""  # etcd://… once the cluster's etcd is up
+        self.cluster_tls: dict[str, tuple[str, ...]] = {}  # host -> cnmd's TLS flags
 
     def run(self) -> None:
         for title, step in STEPS:
@@ -128,7 +129,8 @@ def _daemons(u: Up) -> None:
                "--docker-plugin", plugin]
         if u.cluster_store:
             cmd += ["--cluster-store", u.cluster_store,
-                    "--advertise-addr", u.lab.address_of(h.name)]
+                    "--advertise-addr", u.lab.address_of(h.name),
+                    *u.cluster_tls.get(h.name, ())]
         with open(d / "cnmd.log", "ab") as log:
             # A session of its own: a Ctrl-C at the terminal reaches `up`, which tears
             # down in order, not the daemons directly.

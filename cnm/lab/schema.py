@@ -569,7 +569,7 @@ class _Builder:
         r = self.r
         if "cluster" not in self.top:
             return None
-        f = r.mapping(self.top["cluster"][1], "cluster", ("store", "members"),
+        f = r.mapping(self.top["cluster"][1], "cluster", ("store", "members", "tls"),
                       required=("store", "members"))
         store = r.scalar(f["store"][1], "cluster.store", str)
         if store != "etcd":
@@ -588,7 +588,7 @@ class _Builder:
                              f"cluster: host {h!r} has no link address (an etcd member "
                              "listens on its host's first link address, and every cnmd "
                              "host advertises its own)")
-        return m.Cluster(store, members)
+        return m.Cluster(store, members, tls=_bool(r, f, "tls", "cluster"))
 
     def checks(self) -> tuple[m.Check, ...]:
         r = self.r

@@ -189,9 +189,14 @@ class Tx:
         if old is None:
             return
         name = old["network"]["name"]
-        if v.scan(f"{p}epname/{network_id}/"):
+        held = v.scan(f"{p}epname/{network_id}/")
+        if held:
+            who = []
+            for key, doc in sorted(held.items()):
+                ep = v.get(f"{p}ep/{doc['id']}") or {}
+                who.append(f"{key.rsplit('/', 1)[1]} on host {ep.get('host', '?')}")
             raise Conflict(f'store refused the change: network "{name}" still has endpoints '
-                           "(on this or another host)")
+                           f"({', '.join(who)})", hint="disconnect them first, on their hosts")
         v.delete(f"{p}net/{network_id}")
         v.delete(f"{p}netname/{name}")
         for key in v.scan(f"{p}cursor/{network_id}/"):

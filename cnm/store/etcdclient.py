@@ -11,14 +11,23 @@ trick as the DNS server's upstream sockets). Each member named in ``--cluster-st
 tried in turn until one answers or ``timeout`` has passed; then the call fails with
 ``StoreUnavailable``, never hangs. Keys and values are text (values JSON); etcd's int64
 fields are strings on the gateway and ints here.
+
+TLS is on when ``Tls`` names a CA or a client certificate (cnmd's ``--cluster-store-ca``,
+``-cert``, ``-key``, Docker's ``kv.cacertfile``, ``kv.certfile``, ``kv.keyfile``): the URL
+stays ``etcd://``. A handshake that fails is a mistake in the files, not an outage: once
+every member has refused it the call fails at once, saying which member and what was wrong
+with the certificates, instead of waiting out the timeout as for a member that is down.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -177,21 +186,38 @@ class EtcdClient:
                 hint="check the etcd members; cnmd catches up when they are back")
         deadline = now + self.timeout
         last: Exception | None = None
+        refused: dict[int, requests.exceptions.SSLError] = {}  # member -> its TLS failure
         start = self._good
         n = len(self._bases)
         tries = 0
+        # A member may take a request and never answer it: a follower that forwarded a
+        # proposal to a leader which died holds it until etcd's own request timeout (the
+        # lab's sandbox create failed so, 2 s after the leader was killed). So one try
+        # waits a third of the time at most, and the next member (or this one, once the
+        # cluster has elected another leader) gets the rest. The store's writes are
+        # compare-and-swap transactions that are the same when replayed (every value a
+        # record holds names its holder), so one that was applied after all is harmless.
+        per_try = max(0.5, self.timeout / 3)
         while time.monotonic() < deadline:
             i = (start + tries) % n
             tries += 1
             left = max(0.05, deadline - time.monotonic())
             try:
                 resp = self._session.post(self.url(i, path), json=body,
-                                          timeout=(min(left, 1.0), left))
+                                          timeout=(min(left, 1.0), min(left, per_try)))
+            except requests.exceptions.SSLError as e:
+                last = refused[i] = e
+                if len(refused) == n:
+                    self._local.down_until = time.monotonic() + 1.0
+                    raise self._tls_failed(refused) from None
+                continue
             except requests.exceptions.RequestException as e:
                 last = e
+                refused.pop(i, None)
                 if tries % n == 0:
                     time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
                 continue
+            refused.pop(i, None)
             if resp.status_code == 200:
                 self._good = i
                 result: dict[str, Any] = resp.json()
@@ -206,10 +232,31 @@ class EtcdClient:
             raise Internal(f"cluster store refused {path}: {resp.status_code} {text[:200]}")
         self._local.down_until = time.monotonic() + 1.0
         log.warning("cluster store unavailable: %s", last)
+        if refused:
+            raise self._tls_failed(refused)
+        hint = "check the etcd members; cnmd catches up when they are back"
+        if not self.tls and isinstance(_cause(last), http.client.RemoteDisconnected
+                                       | ConnectionResetError):
+            hint += ("; a member that speaks TLS closes a plain connection without an answer: "
+                     "then give --cluster-store-ca (and --cluster-store-cert/-key)")
         raise StoreUnavailable(
             f"the cluster store ({self.describe()}) did not answer within "
-            f"{self.timeout:g} s: it is unreachable or has no quorum",
-            hint="check the etcd members; cnmd catches up when they are back")
+            f"{self.timeout:g} s: it is unreachable or has no quorum", hint=hint)
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None and bool(self._tls.ca or self._tls.cert)
+
+    def _tls_failed(self, refused: dict[int, requests.exceptions.SSLError]) -> StoreUnavailable:
+        """What the members' handshakes say is wrong with the TLS files, naming them."""
+        i, e = min(refused.items())
+        why, hint = _tls_reason(e, self._tls)
+        h, p = self.endpoints[i]
+        member = f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+        others = "" if len(refused) == 1 else f" (and {len(refused) - 1} more members)"
+        return StoreUnavailable(
+            f"the cluster store ({self.describe()}) refused TLS: {member}{others}: {why}",
+            hint=hint)
 
     # ------------------------------------------------------------------ the KV API
     def range(self, key: str, end: str | None = None, *, revision: int | None = None,
@@ -262,10 +309,11 @@ class EtcdClient:
 
     # ------------------------------------------------------------------ watches
     def watch(self, prefix: str, start_revision: int, stop: threading.Event,
-              holder: list[requests.Response]) -> Iterator[tuple[int, list[tuple[str, KV]]]]:
+              holder: Stream) -> Iterator[tuple[int, list[tuple[str, KV]]]]:
         """(revision, [(PUT|DELETE, kv)…]) of every change under ``prefix`` from
         ``start_revision`` on, on one member's stream, until it breaks (the caller resumes
-        from the last revision) or ``stop`` is set. A compacted start raises ``Compacted``."""
+        from the last revision), ``stop`` is set or ``holder`` is aborted. A compacted start
+        raises ``Compacted``."""
         body = {"create_request": {"key": b64(prefix), "range_end": b64(prefix_end(prefix)),
                                    "start_revision": str(start_revision), "prev_kv": True,
                                    "progress_notify": True}}
@@ -284,7 +332,9 @@ class EtcdClient:
                 last = RuntimeError(resp.text)
                 resp.close()
                 continue
-            holder[:] = [resp]
+            if not holder.attach(resp):
+                resp.close()  # aborted while it connected
+                return
             try:
                 for line in resp.iter_lines(chunk_size=None):
                     if stop.is_set():
@@ -304,6 +354,7 @@ class EtcdClient:
             except (requests.exceptions.RequestException, AttributeError, ValueError) as e:
                 last = e
             finally:
+                holder.detach()
                 resp.close()
             return
         raise StoreUnavailable(f"no etcd member of {self.describe()} takes a watch: {last}")
@@ -312,10 +363,87 @@ class EtcdClient:
         self._session.close()
 
 
+class Stream:
+    """The watch's open stream, which another thread may abort at once (cnmd's stop).
+
+    Closing a response another thread is reading blocks on the reader's buffer lock until
+    that read returns, which is up to the stream's 5 s idle timeout: that was most of a
+    clustered cnmd's stop. Shutting its socket down instead wakes the read at once (it
+    sees the end of the stream), and the reader closes the response itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.aborted = False
+
+    def attach(self, resp: requests.Response) -> bool:
+        """Hold ``resp``'s socket; False when aborted already (then do not read)."""
+        conn = getattr(resp.raw, "connection", None)  # urllib3 2: a streamed response's
+        sock = getattr(conn, "sock", None)
+        with self._lock:
+            if self.aborted:
+                return False
+            self._sock = sock if isinstance(sock, socket.socket) else None
+            return True
+
+    def detach(self) -> None:
+        with self._lock:
+            self._sock = None
+
+    def abort(self) -> None:
+        """End the stream now and any later one; never blocks."""
+        with self._lock:
+            self.aborted = True
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 class Compacted(Exception):
     def __init__(self, revision: int) -> None:
         super().__init__(f"compacted at revision {revision}")
         self.revision = revision
+
+
+def _cause(e: BaseException | None) -> BaseException | None:
+    """The innermost error under requests' and urllib3's wrappers."""
+    seen = 0
+    while e is not None and seen < 8:
+        seen += 1
+        inner = getattr(e, "reason", None)  # urllib3's MaxRetryError, ProtocolError
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(e, "args", ()) if isinstance(a, BaseException)),
+                         None)
+        if inner is None:
+            return e
+        e = inner
+    return e
+
+
+def _tls_reason(e: BaseException, tls: Tls | None) -> tuple[str, str]:
+    """(what went wrong in a handshake, what to do about it)."""
+    cause = _cause(e)
+    ca_hint = ("--cluster-store-ca must be the CA that signed the etcd members' "
+               "certificates, each for the address --cluster-store names it by")
+    cert_hint = ("give --cluster-store-cert and --cluster-store-key: a client certificate "
+                 "signed by the CA the members trust (their --trusted-ca-file)")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (f"its certificate is not trusted: {cause.verify_message}", ca_hint)
+    reason = str(getattr(cause, "reason", "") or "") if isinstance(cause, ssl.SSLError) else ""
+    with_cert = tls is not None and bool(tls.cert)
+    if isinstance(cause, ssl.SSLEOFError) or any(
+            w in reason for w in ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA",
+                                  "CERTIFICATE_UNKNOWN", "HANDSHAKE_FAILURE")):
+        if with_cert:
+            return ("it did not accept this host's client certificate "
+                    f"({reason or 'it closed the handshake'})", cert_hint)
+        return ("it requires a client certificate and none was given "
+                f"({reason or 'it closed the handshake'})", cert_hint)
+    if "WRONG_VERSION_NUMBER" in reason:
+        return ("it does not speak TLS", "drop --cluster-store-ca/-cert/-key, or give the "
+                "members --cert-file, --key-file and https URLs")
+    return (str(reason or cause or e), ca_hint)
 
 
 def _retryable(text: str) -> bool:

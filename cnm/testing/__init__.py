@@ -812,6 +812,7 @@ class FakeNft:
         self.sysctls: dict[str, str] = {}
         self.docker_user: list[dict[str, Any]] | None = None  # the DOCKER-USER chain, if any
         self.table = False  # cnm's table exists (a test may drop it: a flushed ruleset)
+        self.bridge_table = False  # and its table of port guards
 
     def run(self, text: str) -> str:
         if not text:
@@ -843,6 +844,10 @@ class FakeNft:
             self.table = True
         elif "delete table inet cnm" in text:
             self.table = False
+        if "table bridge cnm {" in text:
+            self.bridge_table = True
+        elif "delete table bridge cnm" in text:
+            self.bridge_table = False
         self.transactions.append(text)
         return ""
 
@@ -858,6 +863,16 @@ class FakeNft:
                         [k, v] if kind == "map" else k
                         for k, v in self.elements.get(name, {}).items()]}}
                       for name, kind in kinds.items()),
+                    *({"chain": {"name": chain}} for chain in rules),
+                    *({"rule": {"chain": chain}} for chain, n in rules.items()
+                      for _ in range(n))]
+        if what == "table bridge cnm" and self.bridge_table:
+            from cnm import antispoof
+
+            kinds, rules = antispoof.layout()
+            return [{"table": {"family": "bridge", "name": "cnm"}},
+                    *({"set": {"name": name, "elem": list(
+                        self.elements.get(f"bridge {name}", {}))}} for name in kinds),
                     *({"chain": {"name": chain}} for chain in rules),
                     *({"rule": {"chain": chain}} for chain, n in rules.items()
                       for _ in range(n))]

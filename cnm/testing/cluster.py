@@ -20,11 +20,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnm import names
 from cnm.client import Client
 from cnm.lab.etcd import Etcd
 from cnm.testing.netns import Daemon, HostNs, run, unbind_all
+from cnm.tls import TlsFiles
+
+if TYPE_CHECKING:
+    from cnm.testing.pki import Pki
 
 
 @dataclass
@@ -86,6 +91,13 @@ class Host:
     ns: HostNs
     addr: str  # without its prefix
     daemon: Daemon
+    tls: TlsFiles | None = None  # its client certificate for etcd, in a TLS lab
+
+    def store_tls(self) -> tuple[str, ...]:
+        """cnmd's flags for TLS to etcd (none without it)."""
+        t = self.tls
+        return () if t is None else ("--cluster-store-ca", t.ca, "--cluster-store-cert",
+                                     t.cert, "--cluster-store-key", t.key)
 
     def client(self) -> Client:
         return self.daemon.client()
@@ -113,7 +125,9 @@ class Host:
 @dataclass
 class Lab:
     """``n`` hosts on one underlay (MTU ``mtu``), a 3-member etcd cluster on the first three
-    hosts' underlay addresses, and a cnmd per host in that cluster."""
+    hosts' underlay addresses, and a cnmd per host in that cluster. With ``tls``, a CA made
+    here (``pki``) signs a certificate for each member's address and a client certificate
+    for each host, and everything speaks TLS (members to each other too)."""
 
     hosts: list[Host]
     underlay: Underlay
@@ -121,12 +135,19 @@ class Lab:
     base: str
     ttl: int
     extra: tuple[str, ...] = ()
+    pki: Pki | None = None
 
     @classmethod
     def make(cls, n: int = 3, *, mtu: int = 1500, ipv6: bool = False, ttl: int = 3,
-             timeout: float = 2.0, members: int = 3, start: bool = True) -> Lab:
+             timeout: float = 2.0, members: int = 3, start: bool = True,
+             tls: bool = False) -> Lab:
         tag = secrets.token_hex(3)
         base = tempfile.mkdtemp(prefix="cnm-lab-")
+        pki = None
+        if tls:
+            from cnm.testing.pki import Pki  # trustme: the test extra
+
+            pki = Pki(os.path.join(base, "pki"))
         made: list[str] = []
         underlay = etcd = None
         hosts: list[Host] = []
@@ -141,7 +162,7 @@ class Lab:
                       for i in range(n)])
             underlay = Underlay.make(made, addrs, mtu)
             etcd = Etcd.make([(f"/run/netns/{made[i]}", addrs[i].split("/")[0])
-                              for i in range(min(members, n))])
+                              for i in range(min(members, n))], tls=pki)
             etcd.start()
             etcd.wait_healthy()
             for i, name in enumerate(made):
@@ -152,10 +173,11 @@ class Lab:
                                 Path(d + ".log"))
                 os.makedirs(d, exist_ok=True)
                 hosts.append(Host(f"h{i + 1}", daemon.host_ns, addrs[i].split("/")[0],
-                                  daemon))
+                                  daemon, None if pki is None else
+                                  pki.issue(f"cnmd-h{i + 1}", f"h{i + 1}.cnm.test")))
             lab = cls(hosts, underlay, etcd, base, ttl,
                       ("--cluster-store", etcd.url, "--cluster-ttl", str(ttl),
-                       "--cluster-timeout", str(timeout)))
+                       "--cluster-timeout", str(timeout)), pki)
             if start:
                 for h in hosts:
                     lab.start(h)
@@ -174,7 +196,7 @@ class Lab:
             raise
 
     def start(self, h: Host) -> None:
-        h.daemon.start(*self.extra, "--advertise-addr", h.addr)
+        h.daemon.start(*self.extra, *h.store_tls(), "--advertise-addr", h.addr)
 
     def kill9(self, h: Host) -> None:
         assert h.daemon.proc is not None

@@ -140,13 +140,14 @@ class Daemon:
                 time.sleep(0.05)
         raise RuntimeError(f"cnmd did not become ready in {self.ready_timeout:g} s")
 
-    def stop(self) -> int | None:
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` s; the exit status (-9: it was killed)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

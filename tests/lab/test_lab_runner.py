@@ -202,3 +202,49 @@ def test_ctrl_c_once_the_peers_are_up_leaves_nothing(labs: LabEnv) -> None:
     assert "tearing down" in out
     time.sleep(0.2)
     assert labs.leftovers() == []
+
+
+TLS = """\
+name: {name}
+hosts: {{h1: , h2: }}
+switches: {{ul: }}
+links:
+  - ends: [{{node: h1, ifname: eth0, address: 192.168.96.1/24}}, ul]
+  - ends: [{{node: h2, ifname: eth0, address: 192.168.96.2/24}}, ul]
+cluster: {{store: etcd, members: [h1, h2], tls: true}}
+networks:
+  ov: {{driver: overlay, subnet: 10.96.0.0/24}}
+sandboxes:
+  a: {{host: h1, networks: [ov], serve: [tcp/80]}}
+  b: {{host: h2, networks: [ov]}}
+checks:
+  - {{ping: a, from: b}}
+  - {{tcp: a, port: 80, from: b, seen_as: b}}
+"""
+
+
+def test_a_cluster_with_tls_runs_its_members_and_cnmds_over_tls(labs: LabEnv) -> None:
+    p = labs.root.parent / "tls.yaml"
+    p.write_text(TLS.format(name="tls"))
+    r = labs.cnm("up", str(p))
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        cmdlines = [c for c in (_cmdline(d) for d in Path("/proc").iterdir()
+                                if d.name.isdigit()) if str(labs.root) in c]
+        etcds = [c for c in cmdlines if c.startswith("etcd ")]
+        assert len(etcds) == 2 and all("--client-cert-auth" in c and "https://" in c
+                                       for c in etcds), etcds
+        cnmds = [c for c in cmdlines if " cnm daemon " in c]
+        assert len(cnmds) == 2 and all("--cluster-store-cert" in c for c in cnmds), cnmds
+        r = labs.cnm("check", str(p))
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        labs.cnm("down", str(p))
+    assert labs.leftovers() == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

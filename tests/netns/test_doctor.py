@@ -131,6 +131,39 @@ def test_a_flushed_and_a_deleted_nft_table(d: Daemon) -> None:
     assert "dnat" in in_ns(d.host_ns.path, "nft", "list", "table", "inet", "cnm").stdout
 
 
+def test_a_deleted_and_a_thinned_guard_table(d: Daemon) -> None:
+    """The anti-spoofing table: b takes an address that is not its own; with the guard in
+    place its pings from there get nowhere, with the table gone they do (what doctor
+    reports as guard-table), and after --fix they get nowhere again."""
+    b, a_ip = netns(d, "b"), ip4(d, "a").split("/")[0]
+    ep = sandbox_info(d, "b")["endpoints"][0]
+    # On lo, so that doctor (which checks the endpoint's interface) has nothing to say of
+    # it; b's kernel still sends from it out of eth0 and answers ARP for it there.
+    in_ns(b, "ip", "addr", "add", "10.71.0.250/32", "dev", "lo")
+
+    def spoofs() -> bool:
+        in_ns(netns(d, "a"), "ip", "neigh", "flush", "all")
+        return in_ns(b, "ping", "-c", "1", "-W", "1", "-I", "10.71.0.250", a_ip,
+                     check=False).returncode == 0
+
+    assert not spoofs()
+    in_ns(d.host_ns.path, "nft", "delete", "table", "bridge", "cnm")
+    rc, drift = doctor(d)
+    assert rc == 1 and [x["wrong"] for x in drift] == ["table bridge cnm is missing"]
+    assert spoofs()
+    events = fix(d, ("guard-table", "bridge cnm"))
+    assert reasons(events) == {("rebuild", "firewall", "guard-table")}
+    assert not spoofs()
+    port = names.veth_name(ep["id"])
+    in_ns(d.host_ns.path, "nft", "delete", "element", "bridge", "cnm", "addrs4",
+          f'{{ "{port}" . {ip4(d, "b").split("/")[0]} }}')
+    rc, drift = doctor(d)
+    assert rc == 1 and [x["wrong"] for x in drift] == [
+        f"set addrs4 lacks {port} . {ip4(d, 'b').split('/')[0]}"]
+    fix(d, ("guard-table", "bridge cnm"))
+    assert can_ping(b, a_ip)
+
+
 def test_an_address_removed_inside_a_sandbox(d: Daemon) -> None:
     b = netns(d, "b")
     ep = sandbox_info(d, "b")["endpoints"][0]

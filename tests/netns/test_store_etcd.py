@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cnm.errors import Conflict
 from cnm.kernel.link import host_socket_factory
 from cnm.kernel.netns import NsThread
 from cnm.model import Endpoint, Network, Subnet
@@ -153,3 +154,26 @@ def test_a_store_with_no_etcd_fails_within_its_timeout(
     assert "127.0.0.1:2399" in e.value.message and "did not answer" in e.value.message
     with pytest.raises(StoreUnavailable), s.transaction() as tx:
         tx.put_network(_on("n1", "x"))
+
+
+def test_a_network_with_endpoints_on_another_host_is_refused_removal_naming_them(
+        etcd_ns: tuple[str, Etcd, Callable[..., EtcdClient]]) -> None:
+    """What arbitrates when this host has not heard of the other's endpoint yet."""
+    prefix = f"/rm-{secrets.token_hex(4)}/"
+    a, b = (EtcdStore(etcd_ns[2](), f"192.0.2.{i + 1}", prefix) for i in range(2))
+    with a.transaction() as tx:
+        tx.put_network(_on("n1", "ov", "10.7.0.0/24"), ["vni:4444"])
+    with b.transaction() as tx:
+        tx.put_endpoint(Endpoint(id="e1", network_id="n1", sandbox_id=None, created="x",
+                                 name="web", ipv4="10.7.0.2/24"))
+    with pytest.raises(Conflict) as e, a.transaction() as tx:
+        tx.delete_network("n1")
+    assert 'network "ov" still has endpoints (web on host 192.0.2.2)' in e.value.message
+    assert [n.name for n in a.load().networks] == ["ov"]  # nothing changed
+    with b.transaction() as tx:
+        tx.delete_endpoint("e1")
+    with a.transaction() as tx:
+        tx.delete_network("n1")
+    assert a.load().networks == []
+    a.close()
+    b.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -10,7 +11,9 @@ from cnm import names
 from cnm.core import Controller
 from cnm.errors import AlreadyExists, Conflict, InUse, InvalidArgument, KernelError, NotFound
 from cnm.model import NetworkSpec, SandboxSpec
-from cnm.testing import FakeHostLinks
+from cnm.netfilter import Netfilter
+from cnm.store import Store
+from cnm.testing import FakeHostLinks, FakeNft
 
 MakeController = Callable[..., Controller]
 
@@ -182,6 +185,49 @@ def test_remove_refused_while_endpoints_exist(ctl: Controller, host: FakeHostLin
     ctl.remove_sandbox("db")
     ctl.remove_network("blue")
     assert host.link(names.bridge_name(net.id)) is None
+
+
+class RefusesRemoval:
+    """A store whose transactions refuse to delete a network, as the cluster's store does
+    for one with endpoints on another host this host has not heard of yet."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[object]:
+        with self.store.transaction() as tx:
+            yield Refusing(tx)
+
+
+class Refusing:
+    def __init__(self, tx: object) -> None:
+        self.tx = tx
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.tx, name)
+
+    def delete_network(self, network_id: str) -> None:
+        raise Conflict('store refused the change: network "blue" still has endpoints '
+                       "(web on host 192.0.2.2)")
+
+
+def test_a_removal_the_store_refuses_changes_nothing(make_controller: MakeController,
+                                                      host: FakeHostLinks) -> None:
+    nft = FakeNft()
+    ctl = make_controller(netfilter=Netfilter(nft))
+    net = ctl.create_network(NetworkSpec("blue"))
+    elements = {k: dict(v) for k, v in nft.elements.items()}
+    ctl.store = RefusesRemoval(ctl.store)  # type: ignore[assignment]
+    with pytest.raises(Conflict, match="web on host 192.0.2.2"):
+        ctl.remove_network("blue")
+    # The store refused before anything else changed: the bridge and the firewall stay.
+    assert host.link(names.bridge_name(net.id)) is not None
+    assert nft.elements == elements
+    assert [n.name for n in ctl.list_networks()].count("blue") == 1
 
 
 def test_prune_removes_only_unused_user_networks(ctl: Controller) -> None:

@@ -139,11 +139,30 @@ def test_a_removed_resolv_conf_is_written_again(ctl: Controller) -> None:
 
 def test_a_flushed_table_is_rebuilt(ctl: Controller, nft: FakeNft) -> None:
     nft.elements = {}
-    nft.table = False  # nft flush ruleset
-    assert kinds(ctl) == [("firewall-table", "firewall", "inet cnm")]
+    nft.table = nft.bridge_table = False  # nft flush ruleset
+    assert kinds(ctl) == [("firewall-table", "firewall", "inet cnm"),
+                          ("guard-table", "firewall", "bridge cnm")]
     fixed(ctl)
     assert nft.table and nft.elements["pub4_any"]
+    assert nft.bridge_table and len(nft.elements["bridge ports"]) == 2
     assert ("rebuild", "firewall", "inet cnm", "firewall-table") in reconcile_events(ctl)
+
+
+def test_a_lost_port_guard_lets_a_sandbox_spoof_and_is_put_back(ctl: Controller,
+                                                                nft: FakeNft) -> None:
+    a = endpoint(ctl, "a")
+    port = names.veth_name(a.id)
+    macs = nft.elements["bridge macs"]
+    lost = next(k for k in macs if port in k)
+    del macs[lost]
+    nft.elements["bridge addrs4"]['"cnmvnobody" . 10.8.0.77'] = ""
+    assert kinds(ctl) == [("guard-table", "firewall", "bridge cnm")] * 2
+    wrong = sorted(d.wrong for d in ctl.doctor())
+    assert wrong == ["set addrs4 holds cnmvnobody . 10.8.0.77, which no record explains",
+                     f"set macs lacks {port} . {a.mac.lower()}"]
+    assert fixed(ctl) == ["guard-table"] * 2
+    assert lost in nft.elements["bridge macs"]
+    assert ("rebuild", "firewall", "bridge cnm", "guard-table") in reconcile_events(ctl)
 
 
 def test_a_lost_element_is_reported_by_its_set(ctl: Controller, nft: FakeNft) -> None:

@@ -97,6 +97,10 @@ def test_defaults_one_host_and_the_default_bridge() -> None:
      "host 'host' has no link address"),
     ("name: a\nhosts: {h1: , h2: }\nlinks: [{ends: ['h1:e0', 'h2:e0']}]\n"
      "cluster: {store: etcd, members: [h1, h1]}\n", "4:33", "a host is listed twice"),
+    ("name: a\nhosts: {h1: , h2: }\nlinks: [{ends: [{node: h1, ifname: e0, address: "
+     "10.9.0.1/24}, {node: h2, ifname: e0, address: 10.9.0.2/24}]}]\n"
+     "cluster: {store: etcd, members: [h1], tls: maybe}\n", "4:44",
+     "cluster.tls must be a bool, not 'maybe'"),
     ("name: a\nhosts: {h: {docker: true, cnmd: false}, g: }\n", "2:21",
      "the host needs cnmd"),
     ("name: a\nhosts: {host: {docker: true}}\nnetworks: {web: }\nsandboxes:\n"
@@ -142,6 +146,16 @@ def test_impairments_and_features_are_typed() -> None:
     assert link.ends[1].impair is not None and link.ends[1].impair.loss_pct == 1.0
     assert link.ends[1].hairpin
     assert lab.features == ("ipvlan", "netem")
+
+
+def test_a_cluster_with_tls() -> None:
+    text = ("name: a\nhosts: {h1: , h2: }\nlinks: [{ends: [{node: h1, ifname: e0, "
+            "address: 10.9.0.1/24}, {node: h2, ifname: e0, address: 10.9.0.2/24}]}]\n"
+            "cluster: {store: etcd, members: [h1]%s}\n")
+    lab = schema.parse(text % ", tls: true", "t.yaml")
+    assert lab.cluster is not None and lab.cluster.tls
+    lab = schema.parse(text % "", "t.yaml")
+    assert lab.cluster is not None and not lab.cluster.tls
 
 
 def test_the_shipped_peer_labs_read_as_their_parts() -> None:

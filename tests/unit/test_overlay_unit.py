@@ -1,7 +1,11 @@
 """The overlay's options, a cnmd without a cluster store refusing -d overlay (nothing
-changed), the cluster flags' errors, and the store URL."""
+changed), the cluster flags' errors (TLS files that do not load among them), and the store
+URL."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,7 @@ from cnm.errors import InvalidArgument
 from cnm.model import NetworkSpec
 from cnm.store.etcdclient import parse_endpoints
 from cnm.testing import FakeHostLinks
+from cnm.testing.pki import Pki
 
 
 def test_options_parse_and_round_trip() -> None:
@@ -95,3 +100,32 @@ def test_store_urls() -> None:
     assert parse_endpoints("etcd://a:1,b:2") == [("a", 1), ("b", 2)]
     with pytest.raises(InvalidArgument):
         parse_endpoints("etcd://a:99999")
+
+
+def test_store_tls_files_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    files = Pki(tmp_path / "pki").issue("cnmd", "h1.cnm.test")
+    base = ["--cluster-store", "etcd://10.0.0.1:2379", "--advertise-addr", "10.0.0.1"]
+    c = _cluster(*base, "--cluster-store-ca", files.ca, "--cluster-store-cert", files.cert,
+                 "--cluster-store-key", files.key)
+    assert c.tls is not None and c.tls.cert == files.cert  # type: ignore[attr-defined]
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    os.chmod(junk, 0o600)
+    for argv, says in (
+            (["--cluster-store-ca", str(junk)], f"--cluster-store-ca {junk}: not a PEM CA"),
+            (["--cluster-store-cert", str(junk), "--cluster-store-key", files.key],
+             f"--cluster-store-cert {junk}: not a PEM certificate with its key"),
+            (["--cluster-store-cert", files.cert, "--cluster-store-key", str(junk)],
+             "not a PEM certificate with its key"),
+            (["--cluster-store-cert", files.cert], "go together"),
+            (["--cluster-store-key", files.key], "go together")):
+        with pytest.raises(InvalidArgument) as e:
+            _cluster(*base, *argv)
+        assert says in e.value.message, argv
+    os.chmod(files.key, 0o644)
+    with pytest.raises(InvalidArgument) as e:
+        _cluster(*base, "--cluster-store-cert", files.cert, "--cluster-store-key", files.key)
+    assert "readable by others" in e.value.message and e.value.hint == f"chmod 600 {files.key}"
+    with pytest.raises(InvalidArgument) as e:
+        daemon.cluster_from(daemon.parser().parse_args(["--cluster-store-key", files.key]))
+    assert "need --cluster-store" in e.value.message
