@@ -12,9 +12,11 @@ again and this host's records put again: nothing needs a restart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from cnm.errors import CnmError
+from cnm.esp import KeyDoc, KeyRing, rotate
 from cnm.model import Endpoint, Network, Peer
 from cnm.store.etcd import EtcdStore
 from cnm.store.etcdclient import KV, Compacted, Stream, Tls
@@ -41,6 +44,7 @@ class ClusterConfig:
     timeout: float = 5.0
     tls: Tls | None = None
     prefix: str = "/cnm/"
+    key_rotation: float = 12 * 3600.0  # --cluster-key-rotation, seconds
 
 
 class Cluster:
@@ -62,6 +66,11 @@ class Cluster:
         self._mu = threading.Lock()
         # Set once the watch has applied everything up to the revision the sync read.
         self.synced = threading.Event()
+        # The cluster key of encrypted overlays (P/key, cnm.esp), and who reprograms ESP
+        # when it changes or when a rotation's switch or grace comes (under the core's
+        # lock; wiring sets it to the overlay driver's refresh).
+        self.keys = KeyRing(config.key_rotation)
+        self.on_keys: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ start
     def connect(self) -> None:
@@ -70,6 +79,40 @@ class Cluster:
         self.lease = self.client.grant(self.config.ttl)
         self.client.put(f"{self.p}host/{self.me}", json.dumps({"address": self.me}),
                         self.lease)
+        # The key before the core starts: its reconcile reprograms the SAs with it.
+        self._rotate()
+
+    def _rotate(self) -> bool:
+        """The cluster key, rotated when due (one host of those racing writes it); True
+        if what this host knows of it changed. The store is asked outside the core's
+        lock, the ring changed under it (the driver reads it under that lock)."""
+        now = time.time()
+        doc = self.keys.doc
+        if doc is not None and now - doc.current.created < self.config.key_rotation:
+            return False
+        got, wrote = rotate(self.client, f"{self.p}key", self.config.key_rotation, now)
+        if wrote:
+            log.info("cluster key: generation %d", got.current.generation)
+        c = self.controller
+        with c.lock if c is not None else contextlib.nullcontext():
+            return self.keys.update(got, time.monotonic())
+
+    def _key_changed(self) -> None:
+        c = self.controller
+        if self.on_keys is not None and c is not None:
+            with c.lock:
+                self.on_keys()
+
+    def _key_loop(self) -> None:
+        """Rotate when due, and reprogram ESP while a rotation's switch and grace run."""
+        every = min(1.0, self.config.key_rotation / 20)
+        while not self._stop.wait(every):
+            try:
+                due = self.keys.due(time.monotonic())
+                if self._rotate() or due:
+                    self._key_changed()
+            except CnmError as e:
+                log.warning("cluster key: %s", e.message)
 
     def attach(self, controller: Controller, scoped: ScopedStore) -> None:
         self.controller = controller
@@ -85,7 +128,11 @@ class Cluster:
         rev, nets = self.client.prefix(f"{self.p}net/")
         _, eps = self.client.prefix(f"{self.p}ep/", revision=rev)
         _, peers = self.client.prefix(f"{self.p}peer/", revision=rev)
+        _, key, _ = self.client.range(f"{self.p}key", revision=rev)
         with c.lock:
+            if key and self.keys.update(KeyDoc.loads(key[0].value), time.monotonic()) and \
+                    self.on_keys is not None:
+                self._try(self.on_keys)
             shared = {kv.key.rsplit("/", 1)[1] for kv in nets}
             for net_id in [i for i, n in c.state.networks.items()
                            if n.scope == "global" and i not in shared]:
@@ -106,7 +153,8 @@ class Cluster:
 
     def start(self) -> None:
         for target, name in ((self._keepalive, "cnm-cluster-lease"),
-                             (self._watch, "cnm-cluster-watch")):
+                             (self._watch, "cnm-cluster-watch"),
+                             (self._key_loop, "cnm-cluster-key")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -220,6 +268,10 @@ class Cluster:
                         self._endpoint(kv, present)
                     elif rest.startswith("peer/") and kv.value:
                         self._peer(kv, present)
+                    elif rest == "key" and present and \
+                            self.keys.update(KeyDoc.loads(kv.value), time.monotonic()) and \
+                            self.on_keys is not None:
+                        self.on_keys()
                 except (CnmError, KeyError, ValueError) as e:
                     log.error("cluster: applying %s: %s", kv.key, e)
 

@@ -30,6 +30,7 @@ from cnm.dns.server import is_address
 from cnm.drivers.registry import builtin
 from cnm.drivers.remote import Drivers
 from cnm.errors import CnmError, InvalidArgument, exit_code
+from cnm.esp import parse_duration
 from cnm.ipam import DEFAULT_POOLS, Pool, parse_cidr
 from cnm.kernel import netns
 from cnm.store.etcdclient import Tls, parse_endpoints
@@ -95,6 +96,9 @@ def parser() -> argparse.ArgumentParser:
                         "(default 10)")
     g.add_argument("--cluster-timeout", type=float, default=5.0, metavar="SECONDS",
                    help="an operation needing the store fails after this (default 5)")
+    g.add_argument("--cluster-key-rotation", default="12h", metavar="DURATION",
+                   help="encrypted overlays' cluster key is replaced when this old "
+                        "(12h, 30m, 90s; default 12h)")
     g.add_argument("--cluster-prefix", default="/cnm/", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="log at debug level")
     # As a service (cnm/service.py): the configuration file, logging, systemd's readiness.
@@ -151,11 +155,12 @@ def cluster_from(args: argparse.Namespace) -> ClusterConfig | None:
         raise InvalidArgument("--cluster-store-cert and --cluster-store-key go together")
     tls = (Tls(args.cluster_store_ca, args.cluster_store_cert, args.cluster_store_key)
            if args.cluster_store_ca or args.cluster_store_cert else None)
+    rotation = parse_duration(args.cluster_key_rotation)
     if tls is not None:
         _check_store_tls(tls)
     return ClusterConfig(tuple(endpoints), str(ipaddress.ip_address(args.advertise_addr)),
                          ttl=args.cluster_ttl, timeout=args.cluster_timeout, tls=tls,
-                         prefix=args.cluster_prefix)
+                         prefix=args.cluster_prefix, key_rotation=rotation)
 
 
 def _check_store_tls(tls: Tls) -> None:

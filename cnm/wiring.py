@@ -117,6 +117,10 @@ def build(config: Config, adapters: Adapters | None = None, *, firewall: bool = 
     stack = Stack(controller, config, adapters, store, server, agent)
     if agent is not None:
         agent.attach(controller, cast(ScopedStore, store))
+        overlay = drivers.get("overlay")
+        if isinstance(overlay, OverlayDriver):
+            ctx = controller.state.ctx
+            agent.on_keys = lambda: overlay.refresh_esp(ctx)
     if start:
         try:
             controller.start()
@@ -145,5 +149,5 @@ def _join_cluster(cluster: ClusterConfig, adapters: Adapters, local: Store,
     except BaseException:
         client.close()
         raise
-    drivers["overlay"] = OverlayDriver(cluster.advertise)
+    drivers["overlay"] = OverlayDriver(cluster.advertise, agent.keys)
     return agent, ScopedStore(local, shared)

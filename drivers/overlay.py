@@ -14,12 +14,14 @@ last leave.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cnm import names
+from cnm import esp, names
 from cnm.drivers.base import BaseDriver, Capabilities, Context, JoinInfo, parse_bool
-from cnm.errors import AlreadyExists, InvalidArgument, Unsupported
+from cnm.errors import AlreadyExists, InvalidArgument
+from cnm.esp import EncryptedNetwork, EspPlan, KeyRing
 from cnm.firewall import NetworkRules
 from cnm.kernel.ports import VxlanSpec
 from cnm.model import Endpoint, Network, Peer
@@ -28,7 +30,10 @@ VNI_MIN, VNI_MAX = 4096, 2**24 - 1
 KEYS = ("vni", "vxlan_port", "mtu", "encrypted")
 # VXLAN's own header, UDP, the outer IP header and Ethernet: 50 bytes over IPv4, 70 over IPv6.
 OVERHEAD = {4: 50, 6: 70}
-ESP_OVERHEAD = 26
+# ESP in transport mode with rfc4106(gcm(aes)): its header (8), IV (8), trailer (2 and up
+# to 3 of padding) and ICV (16): 37, and a 1500-byte underlay fits a full inner frame
+# without fragments (tests/netns/test_overlay_esp_vm.py sends one with DF set).
+ESP_OVERHEAD = 38
 
 
 def _int(key: str, value: str, low: int, high: int) -> int:
@@ -52,9 +57,6 @@ class OverlayOptions:
                 raise InvalidArgument(f"unknown option {key!r} for driver overlay",
                                       hint="overlay options: " + ", ".join(KEYS))
         encrypted = parse_bool("encrypted", raw["encrypted"]) if "encrypted" in raw else False
-        if encrypted:
-            raise Unsupported("encrypted overlay networks (ESP between the hosts) are not "
-                              "implemented yet", hint="leave out -o encrypted=true")
         # A network created without -o vni gets one at random (16.7 million of them): the
         # cluster store's claim on "vni:N" makes two hosts picking the same one impossible,
         # and the core plans again when it was taken.
@@ -70,6 +72,8 @@ class OverlayOptions:
         out = {"vni": str(self.vni), "vxlan_port": str(self.vxlan_port)}
         if self.mtu is not None:
             out["mtu"] = str(self.mtu)
+        if self.encrypted:
+            out["encrypted"] = "true"
         return out
 
 
@@ -85,11 +89,15 @@ class OverlayDriver(BaseDriver[OverlayOptions]):
     name = "overlay"
     capabilities = Capabilities(scope="global", publishes=True, link="veth")
 
-    def __init__(self, advertise: str | None = None) -> None:
+    def __init__(self, advertise: str | None = None, keys: KeyRing | None = None) -> None:
         """``advertise``: this host's underlay address (its VTEP); None when cnmd has no
-        cluster store, and then the driver refuses every network."""
+        cluster store, and then the driver refuses every network. ``keys``: the cluster's
+        key as this host knows it (cnm.cluster keeps it), for encrypted networks."""
         super().__init__()
         self.advertise = advertise
+        self.keys = keys
+        # The encrypted networks this host has seen (their host side may exist or not).
+        self.encrypted: dict[str, Network] = {}
         # network id -> endpoint id -> the peers of other hosts, kept while the host side
         # does not exist so that the first local join programs them all.
         self.peers: dict[str, dict[str, Peer]] = {}
@@ -130,16 +138,54 @@ class OverlayDriver(BaseDriver[OverlayOptions]):
         if created:
             for peer in self.peers.get(net.id, {}).values():
                 ctx.host.set_peer(vx, peer.mac, peer.cidrs, peer.host, True)
+        if opts.encrypted:
+            self.encrypted[net.id] = net
+            try:
+                self.refresh_esp(ctx)
+            except BaseException:
+                if created:
+                    self._drop_host_side(net, ctx)
+                raise
         return mtu
 
     def _drop_host_side(self, net: Network, ctx: Context) -> None:
         ctx.host.delete_link(vxlan_of(net))
         ctx.host.delete_link(bridge_of(net))
+        if net.id in self.encrypted:
+            self.refresh_esp(ctx)
 
     def delete_network(self, net: Network, ctx: Context) -> None:
         self._drop_host_side(net, ctx)
         self.peers.pop(net.id, None)
+        if self.encrypted.pop(net.id, None) is not None:
+            self.refresh_esp(ctx)
         super().delete_network(net, ctx)
+
+    def restore_network(self, net: Network, ctx: Context) -> None:
+        super().restore_network(net, ctx)
+        if self.options(net).encrypted:
+            self.encrypted[net.id] = net
+            self.refresh_esp(ctx)
+
+    def esp_plan(self, ctx: Context, now: float | None = None) -> EspPlan:
+        """ESP for each encrypted network whose host side exists here, towards the VTEPs
+        of its peers (cnm.esp.plan); ``now`` on the KeyRing's clock (monotonic)."""
+        if self.advertise is None or self.keys is None:
+            return EspPlan()
+        now = time.monotonic() if now is None else now
+        nets = []
+        for net in self.encrypted.values():
+            if ctx.host.exists(vxlan_of(net)):
+                opts = self.options(net)
+                vteps = frozenset(p.host for p in self.peers.get(net.id, {}).values())
+                nets.append(EncryptedNetwork(opts.vni, opts.vxlan_port, vteps))
+        return esp.plan(self.advertise, self.keys.keys(now), self.keys.outbound(now), nets)
+
+    def refresh_esp(self, ctx: Context) -> None:
+        """Make this host's SAs, policies and ESP nft table what ``esp_plan`` says (also
+        when the cluster key changes, and to remove what is left from before a restart)."""
+        if self.keys is not None:
+            ctx.host.apply_esp(self.esp_plan(ctx))
 
     def join(self, net: Network, ep: Endpoint, netns: str, ctx: Context) -> JoinInfo:
         mtu = self._host_side(net, ctx)
@@ -192,3 +238,7 @@ class OverlayDriver(BaseDriver[OverlayOptions]):
         if present:
             known[peer.endpoint_id] = peer
             ctx.host.set_peer(vx, peer.mac, peer.cidrs, peer.host, True)
+        if self.options(net).encrypted:
+            self.encrypted[net.id] = net
+            if old is None or not present or old.host != peer.host:
+                self.refresh_esp(ctx)

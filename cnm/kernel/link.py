@@ -24,8 +24,9 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from cnm import names
-from cnm.errors import AlreadyExists, Conflict, KernelError, NotFound
-from cnm.kernel import lower, netns, nft
+from cnm.errors import AlreadyExists, Conflict, KernelError, NotFound, from_errno
+from cnm.esp import NFT_TABLE, EspPlan
+from cnm.kernel import lower, netns, nft, xfrm
 from cnm.kernel.announce import Announcer
 from cnm.kernel.fds import lift
 from cnm.kernel.netns import Handles, NsThread, Visitor, netlink_call
@@ -169,6 +170,7 @@ class HostLinks:
 
     def __init__(self, thread: NsThread) -> None:
         self._t = thread
+        self._esp_nft: str | None = None  # the cnm_esp table as last written
         self._kick = threading.Event()
         self._stopping = False
         self._reaper = threading.Thread(target=self._reap_loop, name="cnm-reaper", daemon=True)
@@ -349,6 +351,42 @@ class HostLinks:
             rtnl.set_fdb(index, mac, vtep, False)
 
         self._t.call(lambda ipr: netlink_call(lambda: run(ipr), f"peer {mac} on {device}"))
+
+    def apply_esp(self, plan: EspPlan) -> None:
+        """XFRM through NETLINK_XFRM and the cnm_esp table, on the host thread. Marks go
+        after the policies they select exist, and before them when they all go."""
+
+        def esp_table() -> None:
+            # Rebuilt only when it changes: the same table again would zero its counters
+            # (the cleartext drops) and gain nothing. The first call after a start always
+            # writes it.
+            if plan.nft == self._esp_nft:
+                return
+            table = f"inet {NFT_TABLE}"
+            if plan.nft:
+                nft.run_here(f"table {table}\ndelete table {table}\n{plan.nft}")
+            else:
+                with contextlib.suppress(NotFound):
+                    nft.run_here(f"delete table {table}")
+            self._esp_nft = plan.nft
+
+        def run(_: IPRoute) -> None:
+            if not plan.nft:
+                esp_table()
+            try:
+                x = xfrm.Xfrm.open()
+            except OSError as e:
+                if plan.sas or plan.policies:
+                    raise from_errno(e.errno or 0, "ESP (XFRM netlink)") from None
+                return  # no XFRM in this kernel, and nothing of cnm's can be there
+            try:
+                netlink_call(lambda: xfrm.apply(x, plan), "ESP (XFRM) state")
+            finally:
+                x.close()
+            if plan.nft:
+                esp_table()
+
+        self._t.call(run)
 
     def ports_of(self, bridge: str) -> list[str]:
         """The names of the bridge's ports (none when it does not exist)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias
 
 from cnm.errors import Unsupported
+from cnm.esp import EspPlan
 
 # One default route of a sandbox: (ip version, gateway, ifname).
 DefaultRoute: TypeAlias = tuple[int, str, str]
@@ -200,6 +201,11 @@ class HostPort(Protocol):
                  present: bool) -> None:
         """Frames for ``mac`` go to ``vtep`` on VXLAN ``device``, whose proxy answers ARP/ND
         for ``addresses`` with it (``present``); or no longer. Gone is fine."""
+        ...
+
+    def apply_esp(self, plan: EspPlan) -> None:
+        """Make cnm's XFRM SAs, policies and its ESP nft table match ``plan`` (cnm.esp);
+        what others made is never touched."""
         ...
 
     def ports_of(self, bridge: str) -> list[str]:

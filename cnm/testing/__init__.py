@@ -38,6 +38,7 @@ import netaddr
 
 from cnm import names
 from cnm.errors import AlreadyExists, CnmError, Conflict, InUse, KernelError, NotFound
+from cnm.esp import EspPlan
 from cnm.kernel.ports import (
     HostPort,
     LinkInfo,
@@ -332,6 +333,8 @@ class FakeHostLinks(_Faultable):
         self.closed = False
         # VXLAN device -> {MAC: (VTEP, addresses)}: what set_peer programmed.
         self.peers: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {}
+        # What apply_esp was last given (the kernel's XFRM state and cnm_esp table).
+        self.esp = EspPlan()
         self._init_faults()
 
     def _ns(self) -> FakeNamespace:
@@ -444,6 +447,11 @@ class FakeHostLinks(_Faultable):
         with self.kernel.lock:
             link = self._ns().links.get(name)
             return link.state() if link is not None else None
+
+    def apply_esp(self, plan: EspPlan) -> None:
+        self._enter("apply_esp", plan)
+        with self.kernel.lock:
+            self.esp = plan
 
     def ports_of(self, bridge: str) -> list[str]:
         self._enter("ports_of", bridge)

@@ -32,7 +32,12 @@ BOOT_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "overlay",
                 "9pnet_virtio", "9p"]
 NET_MODULES = ["veth", "bridge", "br_netfilter", "macvlan", "ipvlan", "8021q", "dummy",
                "vxlan", "sch_netem", "nf_tables", "nf_conntrack", "nf_nat", "nft_ct", "nft_nat",
-               "nft_masq", "nft_redir", "nft_chain_nat", "nft_fib_inet", "nft_reject_inet"]
+               "nft_masq", "nft_redir", "nft_chain_nat", "nft_fib_inet", "nft_reject_inet",
+               # ESP between VTEPs (encrypted overlay): XFRM netlink, ESP, and the crypto
+               # of rfc4106(gcm(aes)) (aes itself is built in; generic code: any CPU; drbg is
+               # the stdrng seqiv asks for).
+               "xfrm_user", "esp4", "esp6", "gcm", "ghash_generic", "ctr", "seqiv",
+               "echainiv", "drbg"]
 # Also in the initramfs, for the kernel to load on demand through /sbin/modprobe (nft
 # expressions, conntrack helpers, ...): every module of these directories.
 # Parameters for insmod (the kernel command line only reaches modules through modprobe).

@@ -12,7 +12,7 @@ import pytest
 from cnm import daemon
 from cnm.core import Controller
 from cnm.drivers.overlay import VNI_MAX, VNI_MIN, OverlayOptions
-from cnm.errors import InvalidArgument, Unsupported
+from cnm.errors import InvalidArgument
 from cnm.model import NetworkSpec
 from cnm.store.etcdclient import parse_endpoints
 from cnm.testing import FakeHostLinks
@@ -42,11 +42,15 @@ def test_bad_options_are_refused_by_name(raw: dict[str, str], says: str) -> None
     assert says in e.value.message
 
 
-def test_encryption_is_refused_as_unsupported() -> None:
-    with pytest.raises(Unsupported) as e:
-        OverlayOptions.parse({"encrypted": "true"})
-    assert "encrypted" in e.value.message
+def test_encryption_is_accepted_and_kept() -> None:
+    o = OverlayOptions.parse({"encrypted": "true", "vni": "5000"})
+    assert o.encrypted is True
+    assert OverlayOptions.parse(o.to_dict()) == o
     assert OverlayOptions.parse({"encrypted": "false"}).encrypted is False
+    assert "encrypted" not in OverlayOptions.parse({"vni": "5000"}).to_dict()
+    with pytest.raises(InvalidArgument) as e:
+        OverlayOptions.parse({"encrypted": "maybe"})
+    assert "encrypted" in e.value.message
 
 
 def test_without_a_cluster_store_overlay_is_refused_saying_what_is_missing(
