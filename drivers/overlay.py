@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cnm import esp, names
+from cnm.antispoof import PortGuard
 from cnm.drivers.base import BaseDriver, Capabilities, Context, JoinInfo, parse_bool
 from cnm.errors import AlreadyExists, InvalidArgument
 from cnm.esp import EncryptedNetwork, EspPlan, KeyRing
@@ -27,7 +28,7 @@ from cnm.kernel.ports import VxlanSpec
 from cnm.model import Endpoint, Network, Peer
 
 VNI_MIN, VNI_MAX = 4096, 2**24 - 1
-KEYS = ("vni", "vxlan_port", "mtu", "encrypted")
+KEYS = ("vni", "vxlan_port", "mtu", "encrypted", "anti_spoofing")
 # VXLAN's own header, UDP, the outer IP header and Ethernet: 50 bytes over IPv4, 70 over IPv6.
 OVERHEAD = {4: 50, 6: 70}
 # ESP in transport mode with rfc4106(gcm(aes)): its header (8), IV (8), trailer (2 and up
@@ -49,6 +50,7 @@ class OverlayOptions:
     vxlan_port: int = 4789
     mtu: int | None = None
     encrypted: bool = False
+    anti_spoofing: bool = True  # as on a bridge: a sandbox sends only as itself
 
     @classmethod
     def parse(cls, raw: Mapping[str, str]) -> OverlayOptions:
@@ -66,7 +68,9 @@ class OverlayOptions:
                    vxlan_port=_int("vxlan_port", raw["vxlan_port"], 1, 65535)
                    if "vxlan_port" in raw else 4789,
                    mtu=_int("mtu", raw["mtu"], 68, 65535) if "mtu" in raw else None,
-                   encrypted=encrypted)
+                   encrypted=encrypted,
+                   anti_spoofing=parse_bool("anti_spoofing", raw["anti_spoofing"])
+                   if "anti_spoofing" in raw else True)
 
     def to_dict(self) -> dict[str, str]:
         out = {"vni": str(self.vni), "vxlan_port": str(self.vxlan_port)}
@@ -74,6 +78,8 @@ class OverlayOptions:
             out["mtu"] = str(self.mtu)
         if self.encrypted:
             out["encrypted"] = "true"
+        if not self.anti_spoofing:
+            out["anti_spoofing"] = "false"
         return out
 
 
@@ -239,6 +245,13 @@ class OverlayDriver(BaseDriver[OverlayOptions]):
     def firewall_rules(self, net: Network) -> NetworkRules:
         return NetworkRules(bridge=bridge_of(net), subnets=tuple(s.subnet for s in net.subnets),
                             internal=net.internal, icc=True, masquerade=True)
+
+    def guard(self, net: Network, ep: Endpoint) -> PortGuard | None:
+        """The same port guard as a bridge's: what the sandbox sends into the overlay (and
+        so to every host) carries its own MAC and addresses only."""
+        if not self.options(net).anti_spoofing:
+            return None
+        return PortGuard(port=names.veth_name(ep.id), mac=ep.mac, ipv4=ep.ip4, ipv6=ep.ip6)
 
     def prepare_publish(self, net: Network, ep: Endpoint, ctx: Context) -> None:
         ctx.host.set_hairpin(names.veth_name(ep.id))

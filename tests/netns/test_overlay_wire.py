@@ -188,3 +188,57 @@ def test_names_resolve_only_on_their_own_overlay(lab: Lab) -> None:
     # On host 2 too, a sandbox of another overlay does not learn host 1's names.
     assert dig(h2, "other", "dnsa-a") == []
     assert not can_ping(h2.netns("other"), a["ipv4"].split("/")[0], timeout_s=1)
+
+
+# Runs in a sandbox: one UDP datagram from SRC (an address the sandbox holds on lo, not
+# its endpoint's) or from its own address (SRC "-") to DST:PORT.
+_SEND = r"""
+import socket, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if src != "-":
+    s.bind((src, 0))
+for _ in range(3):
+    s.sendto(b"hello", (dst, port))
+"""
+# Runs in a sandbox: the source address of each datagram to PORT within SECONDS.
+_LISTEN = r"""
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", port))
+s.settimeout(0.1)
+print("ready", flush=True)
+got, end = set(), time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        got.add(s.recvfrom(100)[1][0])
+    except TimeoutError:
+        pass
+print(" ".join(sorted(got)), flush=True)
+"""
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_sandbox_cannot_send_into_the_overlay_as_another_address(lab: Lab,
+                                                                   guarded: bool) -> None:
+    """b (host 2) holds a second address on its lo and sends from it to a (host 1): the
+    overlay's port guard drops what does not carry b's own address, and lets b's own
+    through. With -o anti_spoofing=false the spoofed datagrams arrive (the test can fail)."""
+    h1, h2 = lab.hosts
+    net = "spoof" if guarded else "nospoof"
+    a, b = pair(lab, net, *([] if guarded else ["-o", "anti_spoofing=false"]))
+    in_ns(h2.netns(f"{net}-b"), "ip", "addr", "add", "10.99.0.250/32", "dev", "lo")
+    listener = subprocess.Popen(
+        ["nsenter", f"--net={h1.netns(f'{net}-a')}", sys.executable, "-c", _LISTEN, "7070",
+         "2.5"], stdout=subprocess.PIPE, text=True)
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == "ready"
+    to = a["ipv4"].split("/")[0]
+    for src in ("10.99.0.250", "-"):
+        in_ns(h2.netns(f"{net}-b"), sys.executable, "-c", _SEND, src, to, "7070")
+    out, _ = listener.communicate(timeout=30)
+    seen = set(out.split())
+    own = b["ipv4"].split("/")[0]
+    assert own in seen, seen
+    assert ("10.99.0.250" in seen) is (not guarded), seen

@@ -53,6 +53,15 @@ def test_encryption_is_accepted_and_kept() -> None:
     assert "encrypted" in e.value.message
 
 
+def test_anti_spoofing_is_on_unless_turned_off_and_kept() -> None:
+    assert OverlayOptions.parse({"vni": "5000"}).anti_spoofing is True
+    off = OverlayOptions.parse({"vni": "5000", "anti_spoofing": "false"})
+    assert off.anti_spoofing is False and OverlayOptions.parse(off.to_dict()) == off
+    with pytest.raises(InvalidArgument) as e:
+        OverlayOptions.parse({"anti_spoofing": "perhaps"})
+    assert "anti_spoofing" in e.value.message
+
+
 def test_without_a_cluster_store_overlay_is_refused_saying_what_is_missing(
         ctl: Controller, host: FakeHostLinks) -> None:
     before = sorted(n.name for n in ctl.store.load().networks)
