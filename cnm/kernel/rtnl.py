@@ -52,6 +52,29 @@ _RTATTR = struct.Struct("=HH")
 _NDMSG = struct.Struct("=BxxxiHBB")
 
 
+def answers(sock: socket.socket, seq: int) -> Iterator[tuple[int, bytes, int, int]]:
+    """The messages answering request ``seq`` on a netlink socket (rtnetlink or XFRM), as
+    (type, buffer, body offset, end), until the kernel says done or acknowledges; an error
+    raises NetlinkError."""
+    while True:
+        data = sock.recv(1 << 20)
+        offset = 0
+        while offset + _HDR.size <= len(data):
+            length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
+            if length < _HDR.size:
+                return
+            if mseq == seq:
+                if mtype == NLMSG_DONE:
+                    return
+                if mtype == NLMSG_ERROR:
+                    code = struct.unpack_from("=i", data, offset + _HDR.size)[0]
+                    if code:
+                        raise NetlinkError(-code, os.strerror(-code))
+                    return
+                yield mtype, data, offset + _HDR.size, offset + length
+            offset += (length + 3) & ~3
+
+
 @dataclass(frozen=True)
 class AddressRecord:
     """One address of a dump: the link's index, the address and its prefix length."""
@@ -149,23 +172,7 @@ class Rtnl:
         seq = self._seq
         self.sock.send(_HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0)
                        + body)
-        while True:
-            data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    return
-                if mseq == seq:
-                    if mtype == NLMSG_DONE:
-                        return
-                    if mtype == NLMSG_ERROR:
-                        code = struct.unpack_from("=i", data, offset + _HDR.size)[0]
-                        if code:
-                            raise NetlinkError(-code, os.strerror(-code))
-                        return
-                    yield mtype, data, offset + _HDR.size, offset + length
-                offset += (length + 3) & ~3
+        yield from answers(self.sock, seq)
 
     def _dump(self, kind: int, body: bytes) -> Iterator[tuple[int, bytes, int, int]]:
         return self._messages(kind, NLM_F_DUMP, body)

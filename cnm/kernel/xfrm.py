@@ -10,7 +10,6 @@ mark) that the plan lacks are deleted, what it has is added; nothing else is tou
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -24,11 +23,10 @@ from cnm.kernel.rtnl import (
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
     NetlinkError,
     _attr,
     _attrs,
+    answers,
 )
 
 NETLINK_XFRM = 6
@@ -198,23 +196,7 @@ class Xfrm:
         return self._answer(self._send(kind, NLM_F_DUMP, body))
 
     def _answer(self, seq: int) -> Iterator[tuple[int, bytes, int, int]]:
-        while True:
-            data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mtype, _, mseq, _ = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    return
-                if mseq == seq:
-                    if mtype == NLMSG_DONE:
-                        return
-                    if mtype == NLMSG_ERROR:
-                        code = struct.unpack_from("=i", data, offset + _HDR.size)[0]
-                        if code:
-                            raise NetlinkError(-code, os.strerror(-code))
-                        return
-                    yield mtype, data, offset + _HDR.size, offset + length
-                offset += (length + 3) & ~3
+        return answers(self.sock, seq)
 
     def sas(self) -> list[Sa]:
         """cnm's SAs (reqid in its range)."""
