@@ -122,6 +122,13 @@ class Host:
         return str(sb.get("netns") or os.path.join(self.daemon.run_dir, "netns", sb["id"]))
 
 
+def ok(h: Host, *args: str) -> str:
+    """``cnm ARGS`` against host ``h``'s cnmd, which must succeed: its output."""
+    r = h.cli(*args)
+    assert r.returncode == 0, f"{h.name}: cnm {' '.join(args)}: {r.stderr}"
+    return r.stdout
+
+
 @dataclass
 class Lab:
     """``n`` hosts on one underlay (MTU ``mtu``), a 3-member etcd cluster on the first three

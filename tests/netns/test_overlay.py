@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cnm.testing.cluster import Host, Lab, wait_for
+from cnm.testing.cluster import Host, Lab, ok, wait_for
 from cnm.testing.netns import can_ping, in_ns, run
 
 
@@ -22,12 +22,6 @@ def lab() -> Iterator[Lab]:
         yield made
     finally:
         made.close()
-
-
-def ok(h: Host, *args: str) -> str:
-    r = h.cli(*args)
-    assert r.returncode == 0, f"{h.name}: cnm {' '.join(args)}: {r.stderr}"
-    return r.stdout
 
 
 def ip_of(h: Host, sandbox: str, network: str) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from cnm.esp import AEAD, REQID_BASE
 from cnm.kernel.netns import setns
-from cnm.testing.cluster import Host, Lab, wait_for
+from cnm.testing.cluster import Host, Lab, ok, wait_for
 from cnm.testing.netns import can_ping, in_ns, run
 
 pytestmark = pytest.mark.vm
@@ -105,12 +105,6 @@ class Capture:
         self._stop.set()
         self._t.join(5)
         return [f for f in (parse(x) for x in self.frames) if f is not None]
-
-
-def ok(h: Host, *args: str) -> str:
-    r = h.cli(*args)
-    assert r.returncode == 0, f"{h.name}: cnm {' '.join(args)}: {r.stderr}"
-    return r.stdout
 
 
 def endpoint(h: Host, sandbox: str, network: str) -> dict[str, str]:

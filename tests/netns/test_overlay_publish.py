@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cnm.testing.cluster import Host, Lab, wait_for
+from cnm.testing.cluster import Host, Lab, ok, wait_for
 from cnm.testing.netns import run
 from tests.netns.fwtools import Servers, blocked, probe
 
@@ -30,12 +30,6 @@ def lab() -> Iterator[Lab]:
 def servers() -> Iterator[Servers]:
     with Servers() as s:
         yield s
-
-
-def ok(h: Host, *args: str) -> str:
-    r = h.cli(*args)
-    assert r.returncode == 0, f"{h.name}: cnm {' '.join(args)}: {r.stderr}"
-    return r.stdout
 
 
 def localnet(h: Host, bridge: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cnm.testing.cluster import Host, Lab, wait_for
+from cnm.testing.cluster import Host, Lab, ok, wait_for
 from cnm.testing.netns import can_ping, run, unbind_all
 from cnm.testing.pki import Pki
 
@@ -31,12 +31,6 @@ def lab() -> Iterator[Lab]:
         yield made
     finally:
         made.close()
-
-
-def ok(h: Host, *args: str) -> str:
-    r = h.cli(*args)
-    assert r.returncode == 0, f"{h.name}: cnm {' '.join(args)}: {r.stderr}"
-    return r.stdout
 
 
 def ep(h: Host, sandbox: str) -> dict[str, str]:

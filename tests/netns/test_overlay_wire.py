@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cnm.testing.cluster import Host, Lab, wait_for
+from cnm.testing.cluster import Host, Lab, ok, wait_for
 from cnm.testing.netns import can_ping, in_ns
 
 # Runs inside the underlay's namespace: every frame on one port for SECONDS, summed up.
@@ -89,12 +89,6 @@ def lab() -> Iterator[Lab]:
         yield made
     finally:
         made.close()
-
-
-def ok(h: Host, *args: str) -> str:
-    r = h.cli(*args)
-    assert r.returncode == 0, f"{h.name}: cnm {' '.join(args)}: {r.stderr}"
-    return r.stdout
 
 
 def ep(h: Host, sandbox: str, network: str) -> dict[str, str]:
