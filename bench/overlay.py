@@ -56,7 +56,7 @@ import benchcommon  # noqa: E402
 from benchcommon import Janitor, progress  # noqa: E402
 
 from cnm.kernel.link import host_socket_factory  # noqa: E402
-from cnm.kernel.netns import NsThread, setns  # noqa: E402
+from cnm.kernel.netns import NsThread, run_in  # noqa: E402
 from cnm.store.etcdclient import EtcdClient  # noqa: E402
 
 try:  # the watch's abortable stream (main since f394288); a list of responses before it
@@ -180,29 +180,6 @@ def watch_latency(lab: Lab, n: int) -> dict[str, list[float]]:
 
 
 # ---------------------------------------------------------------------- FDB monitor
-def in_netns(path: str, fn: Any) -> Any:
-    """``fn()`` on a short-lived thread that entered the namespace at ``path``."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                setns(fd, path)
-            finally:
-                os.close(fd)
-            out.append(fn())
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            out.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
-
-
 def neigh_socket() -> socket.socket:
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
@@ -286,8 +263,8 @@ class Fdb:
         self.vx = []
         for h in hosts:
             path = f"/run/netns/{h.ns.name}"
-            self.socks.append(in_netns(path, neigh_socket))
-            self.vx.append(in_netns(path, lambda: socket.if_nametoindex(vx_name)))
+            self.socks.append(run_in(path, neigh_socket))
+            self.vx.append(run_in(path, lambda: socket.if_nametoindex(vx_name)))
         self.arrived: dict[tuple[int, str], float] = {}
         self.overruns = 0
         self.conn, child = multiprocessing.Pipe()

@@ -108,6 +108,32 @@ def is_netns(path: str) -> bool:
         os.close(fd)
 
 
+def run_in(path: str, fn: Callable[[], T], name: str = "cnm-netns-once") -> T:
+    """``fn()`` on a thread of its own that entered the namespace at ``path`` and then ends
+    (never a shared thread, so nothing else runs there after): for a socket that must be
+    made inside a namespace once (a probe, a monitor)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                setns(fd, path)
+            finally:
+                os.close(fd)
+            box["ok"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["err"] = e
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    result: T = box["ok"]
+    return result
+
+
 def netlink_call(fn: Callable[[], T], what: str) -> T:
     """Run a netlink request; translate its errno once, here."""
     try:

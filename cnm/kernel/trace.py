@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cnm import trace
 from cnm.errors import KernelError, NotFound, Unavailable
-from cnm.kernel.netns import setns
+from cnm.kernel.netns import run_in
 from cnm.netfilter import NftApi
 
 T = TypeVar("T")
@@ -83,31 +81,6 @@ def _stop(p: subprocess.Popen[str]) -> tuple[str, str]:
     return out or "", err or ""
 
 
-def _in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a thread of its own that entered ``netns`` and then ends (never a
-    shared thread)."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY)
-            try:
-                setns(fd, netns)
-            finally:
-                os.close(fd)
-            box["ok"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            box["err"] = e
-
-    t = threading.Thread(target=run, name="cnm-trace-probe", daemon=True)
-    t.start()
-    t.join()
-    if "err" in box:
-        raise box["err"]
-    result: T = box["ok"]
-    return result
-
-
 def _probe_socket(t: trace.Target) -> str:
     family = socket.AF_INET6 if t.version == 6 else socket.AF_INET
     kind = socket.SOCK_STREAM if t.proto == "tcp" else socket.SOCK_DGRAM
@@ -141,7 +114,7 @@ def probe(netns: str, t: trace.Target) -> str:
             return "answered"
         err = done.stderr.strip().rpartition("ping: ")[2] if done.stderr.strip() else ""
         return err or "no answer"
-    return _in_netns(netns, lambda: _probe_socket(t))
+    return run_in(netns, lambda: _probe_socket(t), "cnm-trace-probe")
 
 
 def run(p: trace.TracePath, t: trace.Target, nft: NftApi) -> trace.Observed:
