@@ -7,7 +7,6 @@ no ESP algorithms: the VM tier runs it (netns-lab/vm/run -m vm)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import socket
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from cnm.esp import AEAD, REQID_BASE
-from cnm.kernel.netns import setns
+from cnm.kernel.netns import run_in
 from cnm.testing.cluster import Host, Lab, ok, wait_for
 from cnm.testing.netns import can_ping, in_ns, run
 
@@ -66,38 +65,28 @@ def parse(frame: bytes) -> Frame | None:
 
 class Capture:
     """Every frame crossing ``ifname`` in the namespace bound at ``netns`` (an AF_PACKET
-    socket made by a thread that entered it), from start to stop."""
+    socket made there by ``run_in``, read by a thread of this process), from start to
+    stop."""
 
     def __init__(self, netns: str, ifname: str) -> None:
         self.frames: list[bytes] = []
         self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._t = threading.Thread(target=self._run, args=(netns, ifname), daemon=True)
-        self._t.start()
-        assert self._ready.wait(10), "capture did not start"
-        if self._error:
-            raise self._error
 
-    def _run(self, netns: str, ifname: str) -> None:
-        try:
-            fd = os.open(netns, os.O_RDONLY)
-            try:
-                setns(fd, netns)
-            finally:
-                os.close(fd)
+        def make() -> socket.socket:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             s.bind((ifname, 0))
             s.settimeout(0.2)
-        except BaseException as e:
-            self._error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        with s:
+            return s
+
+        self._sock = run_in(netns, make)
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        with self._sock:
             while not self._stop.is_set():
                 try:
-                    self.frames.append(s.recv(65535))
+                    self.frames.append(self._sock.recv(65535))
                 except TimeoutError:
                     continue
 
@@ -250,29 +239,15 @@ def _checksum(data: bytes) -> int:
 
 def inject(lab: Lab, to: str, payload: bytes) -> None:
     """Send ``payload`` to UDP 4789 of ``to`` from the underlay's own address."""
-    done: list[BaseException] = []
 
     def send() -> None:
-        try:
-            path = f"/run/netns/{lab.underlay.name}"
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                setns(fd, path)
-            finally:
-                os.close(fd)
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind((ATTACKER, 0))
-                for _ in range(3):
-                    s.sendto(payload, (to, 4789))
-                    time.sleep(0.1)
-        except BaseException as e:
-            done.append(e)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((ATTACKER, 0))
+            for _ in range(3):
+                s.sendto(payload, (to, 4789))
+                time.sleep(0.1)
 
-    t = threading.Thread(target=send)
-    t.start()
-    t.join(10)
-    if done:
-        raise done[0]
+    run_in(f"/run/netns/{lab.underlay.name}", send)
 
 
 def arrived(lab: Lab, h: Host, sandbox: str, network: str, sender: tuple[Host, str]) -> bool:
